@@ -1,0 +1,96 @@
+//! Options for opening a database: durability, locking, checkpoints and limits.
+
+/// SQLite's `synchronous` setting for the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Synchronous {
+    /// No fsync at all: fast, but a power loss can lose or corrupt recent commits.
+    Off,
+    /// fsync at checkpoints only: a power loss can lose the last commits, never corrupt.
+    Normal,
+    /// fsync at every commit (the default): a commit that returned survives a power loss.
+    #[default]
+    Full,
+}
+
+impl Synchronous {
+    pub(crate) fn pragma_value(self) -> &'static str {
+        match self {
+            Synchronous::Off => "OFF",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+/// The limits one object's database enforces. The defaults are the production limits of
+/// SQLite-backed Durable Objects (decimal units, as the runtime's documentation gives them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest database, in bytes (10 GB). Writes past it fail with `SQLITE_FULL`.
+    pub max_database_size: u64,
+    /// Most columns in a table, index or result set (100).
+    pub max_columns: u32,
+    /// Longest query text of one `exec`, in bytes (100 KB).
+    pub max_statement_length: u32,
+    /// Most bound parameters in one statement (100).
+    pub max_bound_parameters: u32,
+    /// Largest string, BLOB or row, in bytes (2 MB).
+    pub max_value_size: u32,
+    /// Most terms in a compound SELECT (5).
+    pub max_compound_select: u32,
+    /// Deepest expression tree (100).
+    pub max_expression_depth: u32,
+    /// Most arguments to one function (127).
+    pub max_function_arguments: u32,
+    /// Longest LIKE or GLOB pattern, in bytes (50).
+    pub max_like_pattern_length: u32,
+    /// Deepest trigger recursion (10).
+    pub max_trigger_depth: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_database_size: 10_000_000_000,
+            max_columns: 100,
+            max_statement_length: 100_000,
+            max_bound_parameters: 100,
+            max_value_size: 2_000_000,
+            max_compound_select: 5,
+            max_expression_depth: 100,
+            max_function_arguments: 127,
+            max_like_pattern_length: 50,
+            max_trigger_depth: 10,
+        }
+    }
+}
+
+/// How to open an object's database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Durability of commits (FULL by default).
+    pub synchronous: Synchronous,
+    /// The limits to enforce.
+    pub limits: Limits,
+    /// Hold the file with `locking_mode=EXCLUSIVE`: faster reads and commits, but no other
+    /// process can open the database while this handle is open. Off by default.
+    pub exclusive_locking: bool,
+    /// Let SQLite checkpoint the WAL by itself (on by default). An archiver that must see
+    /// every WAL frame turns this off and calls [`Database::checkpoint`](crate::Database::checkpoint).
+    pub auto_checkpoint: bool,
+    /// Bytes of SQL text the prepared-statement cache may hold (1 MiB, as the runtime).
+    pub statement_cache_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            synchronous: Synchronous::Full,
+            limits: Limits::default(),
+            exclusive_locking: false,
+            auto_checkpoint: true,
+            statement_cache_bytes: 1 << 20,
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Thin, unsafe-contained helpers over the SQLite C API for statements.
+//!
+//! Every function here takes the connection handle and statement pointers that
+//! [`State`](crate::db) owns; callers hold the database lock, so no two threads ever touch one
+//! connection at once.
+
+use std::ffi::{CStr, c_char, c_int};
+use std::ptr::{self, NonNull};
+
+use rusqlite::ffi;
+
+use crate::error::SqliteFailure;
+use crate::value::SqlValue;
+
+unsafe extern "C" {
+    /// Defined by the project's patch of the amalgamation (see `build.rs`).
+    fn durable_sqlite3_stmt_rows(
+        stmt: *mut ffi::sqlite3_stmt,
+        reset: c_int,
+        read: *mut i64,
+        written: *mut i64,
+    );
+}
+
+/// An owned prepared statement pointer. It is only used under the database lock.
+#[derive(Debug)]
+pub(crate) struct RawStmt(NonNull<ffi::sqlite3_stmt>);
+
+// SAFETY: a statement is only touched while its connection's lock is held, and the
+// connection is opened in multi-thread mode, which allows use from any one thread at a time.
+unsafe impl Send for RawStmt {}
+
+impl RawStmt {
+    pub(crate) fn ptr(&self) -> *mut ffi::sqlite3_stmt {
+        self.0.as_ptr()
+    }
+
+    /// Finalizes the statement.
+    pub(crate) fn finalize(self) {
+        // SAFETY: the pointer came from sqlite3_prepare_v3 and is finalized once.
+        unsafe {
+            ffi::sqlite3_finalize(self.ptr());
+        }
+    }
+
+    /// Resets the statement and clears its bindings so it can be reused.
+    pub(crate) fn reset(&self) {
+        // SAFETY: valid statement pointer.
+        unsafe {
+            ffi::sqlite3_reset(self.ptr());
+            ffi::sqlite3_clear_bindings(self.ptr());
+        }
+    }
+
+    pub(crate) fn readonly(&self) -> bool {
+        // SAFETY: valid statement pointer.
+        unsafe { ffi::sqlite3_stmt_readonly(self.ptr()) != 0 }
+    }
+
+    pub(crate) fn parameter_count(&self) -> usize {
+        // SAFETY: valid statement pointer.
+        unsafe { ffi::sqlite3_bind_parameter_count(self.ptr()) as usize }
+    }
+
+    pub(crate) fn column_count(&self) -> usize {
+        // SAFETY: valid statement pointer.
+        unsafe { ffi::sqlite3_column_count(self.ptr()) as usize }
+    }
+
+    pub(crate) fn column_names(&self) -> Vec<String> {
+        (0..self.column_count())
+            .map(|i| {
+                // SAFETY: i is within the column count; the name pointer is valid until the
+                // statement is finalized or re-prepared, and we copy it at once.
+                unsafe {
+                    let name = ffi::sqlite3_column_name(self.ptr(), i as c_int);
+                    if name.is_null() {
+                        String::new()
+                    } else {
+                        CStr::from_ptr(name).to_string_lossy().into_owned()
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Reads (and with `reset` clears) the patched per-statement row counters.
+    pub(crate) fn row_counters(&self, reset: bool) -> (u64, u64) {
+        let (mut read, mut written) = (0i64, 0i64);
+        // SAFETY: valid statement pointer; out-pointers are locals.
+        unsafe {
+            durable_sqlite3_stmt_rows(self.ptr(), c_int::from(reset), &mut read, &mut written)
+        };
+        (read.max(0) as u64, written.max(0) as u64)
+    }
+
+    /// Binds `values` to parameters 1..=n.
+    pub(crate) fn bind_all(
+        &self,
+        db: *mut ffi::sqlite3,
+        values: &[SqlValue],
+    ) -> Result<(), SqliteFailure> {
+        for (i, value) in values.iter().enumerate() {
+            let idx = (i + 1) as c_int;
+            // SAFETY: valid statement; TRANSIENT makes SQLite copy text and blob data.
+            let rc = unsafe {
+                match value {
+                    SqlValue::Null => ffi::sqlite3_bind_null(self.ptr(), idx),
+                    SqlValue::Integer(v) => ffi::sqlite3_bind_int64(self.ptr(), idx, *v),
+                    SqlValue::Real(v) => ffi::sqlite3_bind_double(self.ptr(), idx, *v),
+                    SqlValue::Text(s) => ffi::sqlite3_bind_text64(
+                        self.ptr(),
+                        idx,
+                        s.as_ptr().cast::<c_char>(),
+                        s.len() as u64,
+                        ffi::SQLITE_TRANSIENT(),
+                        ffi::SQLITE_UTF8 as u8,
+                    ),
+                    SqlValue::Blob(b) => ffi::sqlite3_bind_blob64(
+                        self.ptr(),
+                        idx,
+                        if b.is_empty() { ptr::null() } else { b.as_ptr().cast() },
+                        b.len() as u64,
+                        ffi::SQLITE_TRANSIENT(),
+                    ),
+                }
+            };
+            if rc != ffi::SQLITE_OK {
+                // Binding an empty blob with a null pointer binds NULL; use zeroblob instead.
+                return Err(failure(db, rc));
+            }
+            if let SqlValue::Blob(b) = value {
+                if b.is_empty() {
+                    // SAFETY: valid statement.
+                    unsafe { ffi::sqlite3_bind_zeroblob(self.ptr(), idx, 0) };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps once: `Ok(true)` for a row, `Ok(false)` when done.
+    pub(crate) fn step(&self, db: *mut ffi::sqlite3) -> Result<bool, SqliteFailure> {
+        // SAFETY: valid statement.
+        match unsafe { ffi::sqlite3_step(self.ptr()) } {
+            ffi::SQLITE_ROW => Ok(true),
+            ffi::SQLITE_DONE => Ok(false),
+            rc => Err(failure(db, rc)),
+        }
+    }
+
+    /// Copies the current row's values.
+    pub(crate) fn read_row(&self, columns: usize) -> Vec<SqlValue> {
+        (0..columns).map(|i| self.column(i)).collect()
+    }
+
+    pub(crate) fn column(&self, i: usize) -> SqlValue {
+        let stmt = self.ptr();
+        let i = i as c_int;
+        // SAFETY: valid statement positioned on a row; the data pointers are copied before
+        // any further call on the statement.
+        unsafe {
+            match ffi::sqlite3_column_type(stmt, i) {
+                ffi::SQLITE_INTEGER => SqlValue::Integer(ffi::sqlite3_column_int64(stmt, i)),
+                ffi::SQLITE_FLOAT => SqlValue::Real(ffi::sqlite3_column_double(stmt, i)),
+                ffi::SQLITE_TEXT => {
+                    let p = ffi::sqlite3_column_text(stmt, i);
+                    let n = ffi::sqlite3_column_bytes(stmt, i) as usize;
+                    if p.is_null() || n == 0 {
+                        SqlValue::Text(String::new())
+                    } else {
+                        let bytes = std::slice::from_raw_parts(p, n);
+                        SqlValue::Text(String::from_utf8_lossy(bytes).into_owned())
+                    }
+                }
+                ffi::SQLITE_BLOB => {
+                    let p = ffi::sqlite3_column_blob(stmt, i);
+                    let n = ffi::sqlite3_column_bytes(stmt, i) as usize;
+                    if p.is_null() || n == 0 {
+                        SqlValue::Blob(Vec::new())
+                    } else {
+                        SqlValue::Blob(std::slice::from_raw_parts(p.cast::<u8>(), n).to_vec())
+                    }
+                }
+                _ => SqlValue::Null,
+            }
+        }
+    }
+}
+
+/// Prepares the first statement of `sql`. Returns the statement (or `None` when the text
+/// holds only whitespace and comments) and the byte offset where the rest begins.
+pub(crate) fn prepare(
+    db: *mut ffi::sqlite3,
+    sql: &str,
+) -> Result<(Option<RawStmt>, usize), SqliteFailure> {
+    let mut stmt: *mut ffi::sqlite3_stmt = ptr::null_mut();
+    let mut tail: *const c_char = ptr::null();
+    let base = sql.as_ptr().cast::<c_char>();
+    // A length that does not fit SQLite's int is certainly over the statement-length limit;
+    // pass something that is, so SQLite reports "statement too long".
+    let len = c_int::try_from(sql.len()).unwrap_or(c_int::MAX);
+    // SAFETY: base/len describe a live &str; out-pointers are locals.
+    let rc = unsafe { ffi::sqlite3_prepare_v3(db, base, len, 0, &mut stmt, &mut tail) };
+    if rc != ffi::SQLITE_OK {
+        if !stmt.is_null() {
+            // SAFETY: finalize whatever was returned.
+            unsafe { ffi::sqlite3_finalize(stmt) };
+        }
+        return Err(failure(db, rc));
+    }
+    let consumed = if tail.is_null() {
+        sql.len()
+    } else {
+        // SAFETY: tail points into the same buffer.
+        (unsafe { tail.offset_from(base) }) as usize
+    };
+    Ok((NonNull::new(stmt).map(RawStmt), consumed.min(sql.len())))
+}
+
+/// Builds a failure from the connection's current error state.
+pub(crate) fn failure(db: *mut ffi::sqlite3, rc: c_int) -> SqliteFailure {
+    // SAFETY: db is a live connection handle.
+    unsafe {
+        let msg = ffi::sqlite3_errmsg(db);
+        let message = if msg.is_null() {
+            String::from("unknown error")
+        } else {
+            CStr::from_ptr(msg).to_string_lossy().into_owned()
+        };
+        let extended = ffi::sqlite3_extended_errcode(db);
+        let offset = ffi::sqlite3_error_offset(db);
+        let code = if rc & 0xff == extended & 0xff { extended } else { rc };
+        SqliteFailure {
+            message,
+            code: code & 0xff,
+            extended_code: code,
+            offset: usize::try_from(offset).ok(),
+        }
+    }
+}
+
+/// Runs trusted SQL with no results (pragmas, savepoints, BEGIN/COMMIT).
+pub(crate) fn execute_batch(db: *mut ffi::sqlite3, sql: &str) -> Result<(), SqliteFailure> {
+    let c = std::ffi::CString::new(sql).expect("internal SQL has no NUL");
+    // SAFETY: db is live; the SQL is a NUL-terminated string.
+    let rc = unsafe { ffi::sqlite3_exec(db, c.as_ptr(), None, ptr::null_mut(), ptr::null_mut()) };
+    if rc == ffi::SQLITE_OK { Ok(()) } else { Err(failure(db, rc)) }
+}
+
+/// True when the connection is in autocommit mode (no transaction open).
+pub(crate) fn autocommit(db: *mut ffi::sqlite3) -> bool {
+    // SAFETY: db is live.
+    unsafe { ffi::sqlite3_get_autocommit(db) != 0 }
+}

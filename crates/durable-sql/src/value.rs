@@ -1,0 +1,200 @@
+//! `SqlValue`, the five SQLite storage classes, and conversions from and to Rust types.
+
+use crate::error::{Error, Result};
+
+/// One SQL value: SQLite's five storage classes.
+///
+/// A parameter binds as its Rust type: an integer binds as INTEGER, a float as REAL, a string
+/// as TEXT, bytes as BLOB, `None` as NULL.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum SqlValue {
+    /// SQL NULL.
+    #[default]
+    Null,
+    /// A 64-bit signed integer.
+    Integer(i64),
+    /// A 64-bit float (NaN never comes out of SQLite; it stores NULL instead).
+    Real(f64),
+    /// UTF-8 text.
+    Text(String),
+    /// Bytes.
+    Blob(Vec<u8>),
+}
+
+impl SqlValue {
+    /// The storage class name as SQL's `typeof()` spells it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SqlValue::Null => "null",
+            SqlValue::Integer(_) => "integer",
+            SqlValue::Real(_) => "real",
+            SqlValue::Text(_) => "text",
+            SqlValue::Blob(_) => "blob",
+        }
+    }
+
+    /// True for NULL.
+    pub fn is_null(&self) -> bool {
+        matches!(self, SqlValue::Null)
+    }
+
+    /// Converts to a Rust type.
+    pub fn get<T: FromSqlValue>(&self) -> Result<T> {
+        T::from_sql_value(self)
+    }
+}
+
+/// Types that can be read out of a [`SqlValue`].
+pub trait FromSqlValue: Sized {
+    /// Converts, or explains why not.
+    fn from_sql_value(value: &SqlValue) -> Result<Self>;
+}
+
+fn mismatch<T>(value: &SqlValue, to: &'static str) -> Result<T> {
+    Err(Error::Conversion { from: value.type_name(), to })
+}
+
+impl FromSqlValue for SqlValue {
+    fn from_sql_value(value: &SqlValue) -> Result<Self> {
+        Ok(value.clone())
+    }
+}
+
+impl FromSqlValue for i64 {
+    fn from_sql_value(value: &SqlValue) -> Result<Self> {
+        match value {
+            SqlValue::Integer(i) => Ok(*i),
+            other => mismatch(other, "i64"),
+        }
+    }
+}
+
+impl FromSqlValue for f64 {
+    fn from_sql_value(value: &SqlValue) -> Result<Self> {
+        match value {
+            SqlValue::Integer(i) => Ok(*i as f64),
+            SqlValue::Real(f) => Ok(*f),
+            other => mismatch(other, "f64"),
+        }
+    }
+}
+
+impl FromSqlValue for bool {
+    fn from_sql_value(value: &SqlValue) -> Result<Self> {
+        match value {
+            SqlValue::Integer(i) => Ok(*i != 0),
+            other => mismatch(other, "bool"),
+        }
+    }
+}
+
+impl FromSqlValue for String {
+    fn from_sql_value(value: &SqlValue) -> Result<Self> {
+        match value {
+            SqlValue::Text(s) => Ok(s.clone()),
+            other => mismatch(other, "String"),
+        }
+    }
+}
+
+impl FromSqlValue for Vec<u8> {
+    fn from_sql_value(value: &SqlValue) -> Result<Self> {
+        match value {
+            SqlValue::Blob(b) => Ok(b.clone()),
+            SqlValue::Text(s) => Ok(s.as_bytes().to_vec()),
+            other => mismatch(other, "Vec<u8>"),
+        }
+    }
+}
+
+impl<T: FromSqlValue> FromSqlValue for Option<T> {
+    fn from_sql_value(value: &SqlValue) -> Result<Self> {
+        match value {
+            SqlValue::Null => Ok(None),
+            other => T::from_sql_value(other).map(Some),
+        }
+    }
+}
+
+macro_rules! from_int {
+    ($($t:ty),*) => {$(
+        impl From<$t> for SqlValue {
+            fn from(v: $t) -> Self {
+                SqlValue::Integer(i64::from(v))
+            }
+        }
+    )*};
+}
+from_int!(i8, i16, i32, i64, u8, u16, u32, bool);
+
+impl From<f64> for SqlValue {
+    fn from(v: f64) -> Self {
+        SqlValue::Real(v)
+    }
+}
+
+impl From<f32> for SqlValue {
+    fn from(v: f32) -> Self {
+        SqlValue::Real(f64::from(v))
+    }
+}
+
+impl From<&str> for SqlValue {
+    fn from(v: &str) -> Self {
+        SqlValue::Text(v.to_owned())
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(v: String) -> Self {
+        SqlValue::Text(v)
+    }
+}
+
+impl From<&String> for SqlValue {
+    fn from(v: &String) -> Self {
+        SqlValue::Text(v.clone())
+    }
+}
+
+impl From<Vec<u8>> for SqlValue {
+    fn from(v: Vec<u8>) -> Self {
+        SqlValue::Blob(v)
+    }
+}
+
+impl From<&[u8]> for SqlValue {
+    fn from(v: &[u8]) -> Self {
+        SqlValue::Blob(v.to_vec())
+    }
+}
+
+impl<const N: usize> From<[u8; N]> for SqlValue {
+    fn from(v: [u8; N]) -> Self {
+        SqlValue::Blob(v.to_vec())
+    }
+}
+
+impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(SqlValue::Null, Into::into)
+    }
+}
+
+impl From<()> for SqlValue {
+    fn from(_: ()) -> Self {
+        SqlValue::Null
+    }
+}
+
+/// Builds a parameter list, converting each item with `SqlValue::from`.
+///
+/// ```
+/// let p = durable_sql::params![1, "two", 3.0, None::<i64>];
+/// assert_eq!(p.len(), 4);
+/// ```
+#[macro_export]
+macro_rules! params {
+    () => { [] as [$crate::SqlValue; 0] };
+    ($($v:expr),+ $(,)?) => { [$($crate::SqlValue::from($v)),+] };
+}
