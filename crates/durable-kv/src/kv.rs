@@ -1,0 +1,402 @@
+//! `Kv`: the KV APIs over the `_cf_KV` table of an object's database.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use durable_sql::rusqlite::types::{ToSqlOutput, ValueRef};
+use durable_sql::rusqlite::{self, OptionalExtension, ToSql};
+use durable_sql::{Database, Internal};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::list::{KeyRange, ListOptions};
+
+/// Limits a KV API enforces on its own, above what SQLite bounds.
+///
+/// On the SQLite backend the runtime applies none of these (SQLite's 2 MB string/BLOB and
+/// row limit bounds a key or value); the legacy KV-backed backend applies
+/// [`KvLimits::legacy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KvLimits {
+    /// Largest key in bytes.
+    pub max_key_size: Option<usize>,
+    /// Largest serialized value in bytes.
+    pub max_value_size: Option<usize>,
+    /// Most keys in one multi-key call.
+    pub max_keys_per_call: Option<usize>,
+}
+
+impl KvLimits {
+    /// No limits beyond SQLite's (the SQLite backend's behaviour).
+    pub const SQLITE: KvLimits =
+        KvLimits { max_key_size: None, max_value_size: None, max_keys_per_call: None };
+
+    /// The legacy KV backend's limits: 2 KiB keys, 128 KiB values, 128 keys per call.
+    pub fn legacy() -> KvLimits {
+        KvLimits {
+            max_key_size: Some(2048),
+            max_value_size: Some(128 * 1024),
+            max_keys_per_call: Some(128),
+        }
+    }
+
+    /// Checks one key.
+    pub fn check_key(&self, key: &str) -> Result<()> {
+        match self.max_key_size {
+            Some(limit) if key.len() > limit => Err(Error::KeyTooLarge { size: key.len(), limit }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks one serialized value.
+    pub fn check_value(&self, encoded: &[u8]) -> Result<()> {
+        match self.max_value_size {
+            Some(limit) if encoded.len() > limit => {
+                Err(Error::ValueTooLarge { size: encoded.len(), limit })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks the number of keys in one call.
+    pub fn check_count(&self, count: usize) -> Result<()> {
+        match self.max_keys_per_call {
+            Some(limit) if count > limit => Err(Error::TooManyKeys { count, limit }),
+            _ => Ok(()),
+        }
+    }
+}
+
+const CREATE: &str =
+    "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID";
+const GET: &str = "SELECT value FROM _cf_KV WHERE key = ?";
+const PUT: &str = "INSERT INTO _cf_KV (key, value) VALUES (?, ?) \
+                   ON CONFLICT DO UPDATE SET value = excluded.value";
+const DELETE: &str = "DELETE FROM _cf_KV WHERE key = ?";
+const PUT_MULTIPLE_SAVEPOINT: &str = "_cf_put_multiple_savepoint";
+/// Rows a sync list iterator fetches at a time.
+const LIST_BATCH: u64 = 256;
+
+/// Binds raw key bytes as TEXT (range bounds need not be valid UTF-8).
+struct TextBytes<'a>(&'a [u8]);
+
+impl ToSql for TextBytes<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(ValueRef::Text(self.0)))
+    }
+}
+
+fn no_kv_table(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(_, Some(msg)) if msg.starts_with("no such table: _cf_KV"))
+}
+
+/// The KV APIs of one object, stored in its database's `_cf_KV` table.
+///
+/// Keys are strings ordered by their UTF-8 bytes. Values are any `Serialize` type (or
+/// [`Value`](crate::Value) for untyped data), stored through [`codec`]. Writes join the
+/// database's implicit transaction; reads see uncommitted writes. Clones share one list slot:
+/// starting a `list` invalidates the previous sync list iterator, as in the runtime.
+#[derive(Clone, Debug)]
+pub struct Kv {
+    db: Database,
+    limits: KvLimits,
+    list_epoch: Arc<AtomicU64>,
+}
+
+impl Kv {
+    /// KV over `db` with the SQLite backend's limits (none beyond SQLite's).
+    pub fn new(db: Database) -> Kv {
+        Kv::with_limits(db, KvLimits::SQLITE)
+    }
+
+    /// KV over `db` enforcing `limits`.
+    pub fn with_limits(db: Database, limits: KvLimits) -> Kv {
+        Kv { db, limits, list_epoch: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// The database underneath.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> KvLimits {
+        self.limits
+    }
+
+    /// The stored bytes of `key`, if present.
+    pub fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.limits.check_key(key)?;
+        Ok(self.db.internal(|i| read_one(i, key.as_bytes()))?)
+    }
+
+    /// The value of `key`, if present.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.get_raw(key)?.map(|bytes| codec::decode(&bytes)).transpose()
+    }
+
+    /// Stores `value` under `key`, replacing any earlier value.
+    pub fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        let encoded = self.encode_checked(key, value)?;
+        self.put_raw(key, &encoded)
+    }
+
+    /// Stores already-encoded bytes under `key`.
+    pub fn put_raw(&self, key: &str, encoded: &[u8]) -> Result<()> {
+        self.db.internal(|i| {
+            i.begin_write()?;
+            write_one(i, key.as_bytes(), encoded)
+        })?;
+        Ok(())
+    }
+
+    fn encode_checked<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<Vec<u8>> {
+        self.limits.check_key(key)?;
+        let encoded = codec::encode(value)?;
+        self.limits.check_value(&encoded)?;
+        Ok(encoded)
+    }
+
+    /// Deletes `key`; true if it existed.
+    pub fn delete(&self, key: &str) -> Result<bool> {
+        self.limits.check_key(key)?;
+        Ok(self.db.internal(|i| {
+            i.begin_write()?;
+            delete_one(i, key.as_bytes())
+        })?)
+    }
+
+    /// The values of `keys` that exist, ordered by key (UTF-8 bytes), duplicates once.
+    pub fn get_multiple<T: DeserializeOwned>(&self, keys: &[&str]) -> Result<Vec<(String, T)>> {
+        self.limits.check_count(keys.len())?;
+        for key in keys {
+            self.limits.check_key(key)?;
+        }
+        let mut sorted: Vec<&str> = keys.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let found = self.db.internal(|i| {
+            let mut out = Vec::with_capacity(sorted.len());
+            for key in &sorted {
+                if let Some(bytes) = read_one(i, key.as_bytes())? {
+                    out.push(((*key).to_owned(), bytes));
+                }
+            }
+            Ok(out)
+        })?;
+        found.into_iter().map(|(k, bytes)| Ok((k, codec::decode(&bytes)?))).collect()
+    }
+
+    /// Stores every entry atomically: all or none (a savepoint inside the implicit
+    /// transaction, so other writes of the same transaction are untouched by a failure).
+    pub fn put_multiple<T: Serialize>(&self, entries: &[(&str, T)]) -> Result<()> {
+        self.limits.check_count(entries.len())?;
+        let encoded: Vec<(&str, Vec<u8>)> = entries
+            .iter()
+            .map(|(k, v)| Ok((*k, self.encode_checked(k, v)?)))
+            .collect::<Result<_>>()?;
+        self.put_multiple_raw(&encoded)
+    }
+
+    /// Stores already-encoded entries atomically.
+    pub fn put_multiple_raw(&self, entries: &[(&str, Vec<u8>)]) -> Result<()> {
+        self.db.internal(|i| {
+            i.begin_write()?;
+            i.savepoint(PUT_MULTIPLE_SAVEPOINT)?;
+            let written = entries.iter().try_for_each(|(k, v)| write_one(i, k.as_bytes(), v));
+            match written {
+                Ok(()) => i.release(PUT_MULTIPLE_SAVEPOINT),
+                Err(e) => {
+                    if !i.autocommit() {
+                        i.rollback_to(PUT_MULTIPLE_SAVEPOINT)?;
+                    }
+                    Err(e)
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Deletes `keys`; returns how many existed (a repeated key counts once).
+    pub fn delete_multiple(&self, keys: &[&str]) -> Result<usize> {
+        self.limits.check_count(keys.len())?;
+        for key in keys {
+            self.limits.check_key(key)?;
+        }
+        Ok(self.db.internal(|i| {
+            i.begin_write()?;
+            let mut count = 0;
+            for key in keys {
+                if delete_one(i, key.as_bytes())? {
+                    count += 1;
+                }
+            }
+            Ok(count)
+        })?)
+    }
+
+    /// Every entry the options select, read at once, in the requested order.
+    pub fn list<T: DeserializeOwned>(&self, options: &ListOptions) -> Result<Vec<(String, T)>> {
+        let Some(range) = options.compile()? else { return Ok(Vec::new()) };
+        self.list_epoch.fetch_add(1, Ordering::Relaxed);
+        let rows = self.db.internal(|i| read_range(i, &range, None, range.limit))?;
+        rows.into_iter().map(|(k, bytes)| Ok((k, codec::decode(&bytes)?))).collect()
+    }
+
+    /// The entries the options select, as a lazy iterator (the sync API's `kv.list()`).
+    ///
+    /// Only one such iterator is live per object: starting another `list` makes this one
+    /// fail with [`Error::ListInvalidated`]. An iterator over a provably empty range does not
+    /// take the slot.
+    pub fn list_iter<T: DeserializeOwned>(&self, options: &ListOptions) -> Result<ListIter<T>> {
+        let range = options.compile()?;
+        let epoch = match &range {
+            Some(_) => self.list_epoch.fetch_add(1, Ordering::Relaxed) + 1,
+            None => 0,
+        };
+        Ok(ListIter {
+            kv: self.clone(),
+            range,
+            epoch,
+            buffer: std::collections::VecDeque::new(),
+            after: None,
+            delivered: 0,
+            exhausted: false,
+            _t: std::marker::PhantomData,
+        })
+    }
+
+    /// Deletes the whole database: every key, every SQL table, everything; uncommitted
+    /// writes are discarded. The object starts over empty.
+    pub fn delete_all(&self) -> Result<()> {
+        self.list_epoch.fetch_add(1, Ordering::Relaxed);
+        Ok(self.db.reset()?)
+    }
+}
+
+fn read_one(i: &mut Internal<'_>, key: &[u8]) -> durable_sql::Result<Option<Vec<u8>>> {
+    let conn = i.connection();
+    let mut stmt = match conn.prepare_cached(GET) {
+        Ok(stmt) => stmt,
+        Err(e) if no_kv_table(&e) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(stmt.query_row([TextBytes(key)], |row| row.get::<_, Vec<u8>>(0)).optional()?)
+}
+
+fn write_one(i: &mut Internal<'_>, key: &[u8], value: &[u8]) -> durable_sql::Result<()> {
+    let conn = i.connection();
+    let mut stmt = match conn.prepare_cached(PUT) {
+        Ok(stmt) => stmt,
+        Err(e) if no_kv_table(&e) => {
+            conn.execute_batch(CREATE)?;
+            conn.prepare_cached(PUT)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    stmt.execute((TextBytes(key), value))?;
+    Ok(())
+}
+
+fn delete_one(i: &mut Internal<'_>, key: &[u8]) -> durable_sql::Result<bool> {
+    let conn = i.connection();
+    let mut stmt = match conn.prepare_cached(DELETE) {
+        Ok(stmt) => stmt,
+        Err(e) if no_kv_table(&e) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(stmt.execute([TextBytes(key)])? > 0)
+}
+
+/// Reads up to `limit` entries of `range`, continuing after `after` when given.
+fn read_range(
+    i: &mut Internal<'_>,
+    range: &KeyRange,
+    after: Option<&[u8]>,
+    limit: Option<u64>,
+) -> durable_sql::Result<Vec<(String, Vec<u8>)>> {
+    let mut sql = String::from("SELECT key, value FROM _cf_KV WHERE ");
+    // In reverse order, continuing means going below the last key delivered.
+    let (low, high, low_inclusive): (&[u8], Option<&[u8]>, bool) = match (after, range.reverse) {
+        (Some(a), false) => (a, range.end.as_deref(), false),
+        (Some(a), true) => (&range.start, Some(a), true),
+        (None, _) => (&range.start, range.end.as_deref(), true),
+    };
+    sql.push_str(if low_inclusive { "key >= ?1" } else { "key > ?1" });
+    if high.is_some() {
+        sql.push_str(" AND key < ?2");
+    }
+    sql.push_str(if range.reverse { " ORDER BY key DESC" } else { " ORDER BY key" });
+    if let Some(limit) = limit {
+        sql.push_str(&format!(" LIMIT {limit}"));
+    }
+    let conn = i.connection();
+    let mut stmt = match conn.prepare_cached(&sql) {
+        Ok(stmt) => stmt,
+        Err(e) if no_kv_table(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let map = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(String, Vec<u8>)> {
+        let key = match row.get_ref(0)? {
+            ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+            other => String::from_utf8_lossy(other.as_bytes().unwrap_or_default()).into_owned(),
+        };
+        Ok((key, row.get(1)?))
+    };
+    let rows = match high {
+        Some(h) => stmt.query_map((TextBytes(low), TextBytes(h)), map)?,
+        None => stmt.query_map([TextBytes(low)], map)?,
+    };
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The lazy iterator of [`Kv::list_iter`]; yields `(key, value)` pairs.
+pub struct ListIter<T> {
+    kv: Kv,
+    range: Option<KeyRange>,
+    epoch: u64,
+    buffer: std::collections::VecDeque<(String, Vec<u8>)>,
+    after: Option<Vec<u8>>,
+    delivered: u64,
+    exhausted: bool,
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Iterator for ListIter<T> {
+    type Item = Result<(String, T)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let range = self.range.as_ref()?;
+        if self.exhausted && self.buffer.is_empty() {
+            return None;
+        }
+        if self.kv.list_epoch.load(Ordering::Relaxed) != self.epoch {
+            return Some(Err(Error::ListInvalidated));
+        }
+        if self.buffer.is_empty() {
+            let remaining = range.limit.map(|l| l - self.delivered);
+            let want = remaining.map_or(LIST_BATCH, |r| r.min(LIST_BATCH));
+            if want == 0 {
+                self.exhausted = true;
+                return None;
+            }
+            let batch =
+                self.kv.db.internal(|i| read_range(i, range, self.after.as_deref(), Some(want)));
+            match batch {
+                Ok(rows) => {
+                    if (rows.len() as u64) < want {
+                        self.exhausted = true;
+                    }
+                    self.buffer.extend(rows);
+                }
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+        let (key, bytes) = self.buffer.pop_front()?;
+        self.after = Some(key.as_bytes().to_vec());
+        self.delivered += 1;
+        Some(codec::decode(&bytes).map(|v| (key, v)))
+    }
+}

@@ -1,0 +1,637 @@
+//! Executes one op script on durable-storage and answers in the oracle's result format.
+
+use std::path::{Path, PathBuf};
+
+use durable_kv::{Kv, KvLimits, ListOptions, Value};
+use durable_sql::{Cursor, Database, Options};
+use serde_json::{Map, Value as Json, json};
+
+use crate::json::{
+    self, Unsupported, from_sql, from_value, js_string, summarize, to_param, to_value,
+};
+
+/// The storage backend an op script runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// SQLite-backed (`new_sqlite_classes`): every API.
+    Sql,
+    /// KV-backed (`new_classes`): the async KV API only.
+    Kv,
+}
+
+impl Class {
+    fn name(self) -> &'static str {
+        match self {
+            Class::Sql => "sql",
+            Class::Kv => "kv",
+        }
+    }
+}
+
+/// A JavaScript error as the oracle reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsError {
+    name: String,
+    message: String,
+    /// The call threw synchronously (rather than rejecting its promise).
+    sync: bool,
+}
+
+impl JsError {
+    fn new(name: &str, message: impl Into<String>, sync: bool) -> JsError {
+        JsError { name: name.into(), message: message.into(), sync }
+    }
+
+    fn json(&self) -> Json {
+        json!({"name": self.name, "message": self.message})
+    }
+}
+
+impl From<durable_sql::Error> for JsError {
+    fn from(e: durable_sql::Error) -> Self {
+        JsError::new(e.js_name(), e.to_string(), true)
+    }
+}
+
+impl From<durable_kv::Error> for JsError {
+    fn from(e: durable_kv::Error) -> Self {
+        JsError::new(e.js_name(), e.to_string(), true)
+    }
+}
+
+impl From<Unsupported> for JsError {
+    fn from(e: Unsupported) -> Self {
+        JsError::new("Unsupported", e.0, true)
+    }
+}
+
+/// How an op ended, beyond a plain result.
+enum Flow {
+    /// An error that escapes the enclosing scope (`throw`, `propagate`).
+    Escape(JsError),
+    /// `ctx.abort(reason)`.
+    Abort(String),
+}
+
+const SQL_NOT_ENABLED: &str = "SQL is not enabled for this Durable Object class. To enable it, \
+    change `new_classes` to `new_sqlite_classes` within the 'migrations' field in your \
+    wrangler.jsonc or wrangler.toml file. If using workerd directly,set `enableSql = true` in \
+    your workerd config for the class. Note that this change cannot be made after the class is \
+    already deployed to production.";
+
+const SYNC_KV_UNAVAILABLE: &str = "The storage.kv (synchronous KV) API is only available for \
+    SQLite-backed Durable Objects, but this object's namespace is not declared to use SQLite. \
+    You can use the older, asyncronous interface via methods of `storage` itself (e.g. \
+    `storage.get()`). Alternatively, to enable SQLite, change `new_classes` to \
+    `new_sqlite_classes` within the 'migrations' field in your wrangler.jsonc or wrangler.toml \
+    file. If using workerd directly, set `enableSql = true` in your workerd config for the \
+    class. Note that this change cannot be made after the class is already deployed to \
+    production.";
+
+/// One object under test.
+struct Object {
+    class: Class,
+    path: PathBuf,
+    db: Database,
+    kv: Kv,
+}
+
+impl Object {
+    fn open(class: Class, path: PathBuf) -> Result<Object, JsError> {
+        let db = Database::open(&path, Options::default())?;
+        let limits = match class {
+            Class::Sql => KvLimits::SQLITE,
+            Class::Kv => KvLimits::legacy(),
+        };
+        let kv = Kv::with_limits(db.clone(), limits);
+        Ok(Object { class, path, db, kv })
+    }
+}
+
+/// Per-request state.
+struct Request {
+    pending: Vec<Json>,
+}
+
+/// Runs `script` (one op script of the oracle's format) with its data under `dir`.
+pub fn run_script(script: &Json, dir: &Path) -> Json {
+    match script.get("class") {
+        Some(Json::Array(classes)) => {
+            let mut by_class = Map::new();
+            for c in classes {
+                let class = parse_class(c);
+                let sub = dir.join(class.name());
+                let _ = std::fs::create_dir_all(&sub);
+                by_class.insert(class.name().into(), run_class(script, class, &sub));
+            }
+            json!({"byClass": by_class})
+        }
+        Some(c) => run_class(script, parse_class(c), dir),
+        None => run_class(script, Class::Sql, dir),
+    }
+}
+
+fn parse_class(c: &Json) -> Class {
+    if c.as_str() == Some("kv") { Class::Kv } else { Class::Sql }
+}
+
+fn requests(script: &Json) -> Vec<Json> {
+    match (script.get("requests"), script.get("ops")) {
+        (Some(Json::Array(r)), _) => r.clone(),
+        (_, Some(ops)) => vec![ops.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn run_class(script: &Json, class: Class, dir: &Path) -> Json {
+    let name = script.get("name").and_then(Json::as_str).unwrap_or("object");
+    let path = dir.join(format!("{}.sqlite", sanitize(name)));
+    let mut object = match Object::open(class, path) {
+        Ok(o) => o,
+        Err(e) => return json!({"class": class.name(), "error": e.json()}),
+    };
+    let mut out = Vec::new();
+    for request in requests(script) {
+        if request.as_str() == Some("restart") {
+            let path = object.path.clone();
+            drop(object);
+            object = match Object::open(class, path) {
+                Ok(o) => o,
+                Err(e) => return json!({"class": class.name(), "error": e.json()}),
+            };
+            out.push(json!({"restarted": true}));
+            continue;
+        }
+        let ops = request.as_array().cloned().unwrap_or_default();
+        out.push(run_request(&mut object, &ops));
+    }
+    json!({"class": class.name(), "requests": out})
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+}
+
+fn run_request(object: &mut Object, ops: &[Json]) -> Json {
+    let mut req = Request { pending: Vec::new() };
+    let mut results = Vec::new();
+    let mut uncaught: Option<Json> = None;
+    for op in ops {
+        let kind = op.get("op").and_then(Json::as_str).unwrap_or("");
+        if kind == "throwUncaught" {
+            let message =
+                op.get("message").and_then(Json::as_str).unwrap_or("oracle: uncaught throw");
+            uncaught = Some(
+                json!({"name": "Error", "message": format!("UserThrow: {message}"), "remote": true}),
+            );
+            break;
+        }
+        match run_op(object, &mut req, op, false) {
+            Ok(result) => results.push(result),
+            Err(Flow::Escape(e)) => {
+                if e.name == "UserThrow" {
+                    uncaught = Some(
+                        json!({"name": "Error", "message": format!("UserThrow: {}", e.message), "remote": true}),
+                    );
+                } else {
+                    let mut r = Map::new();
+                    r.insert("error".into(), e.json());
+                    r.insert("escaped".into(), Json::Bool(true));
+                    results.push(Json::Object(r));
+                }
+                break;
+            }
+            Err(Flow::Abort(reason)) => {
+                let _ = object.db.rollback();
+                return json!({"results": null, "uncaught": {"name": "Error", "message": reason, "remote": true, "durableObjectReset": true}});
+            }
+        }
+    }
+    // The turn ends: its implicit transaction commits.
+    if let Err(e) = object.db.commit() {
+        return json!({"results": null, "uncaught": {"name": "Error", "message": e.to_string(), "remote": true}});
+    }
+    let mut out = Map::new();
+    out.insert("results".into(), Json::Array(results));
+    if !req.pending.is_empty() {
+        out.insert("pending".into(), Json::Array(req.pending));
+    }
+    if let Some(u) = uncaught {
+        out.insert("uncaught".into(), u);
+    }
+    Json::Object(out)
+}
+
+fn tagged(op: &Json, body: Map<String, Json>) -> Json {
+    let mut m = Map::new();
+    m.insert("op".into(), op.get("op").cloned().unwrap_or(Json::Null));
+    if let Some(label) = op.get("label") {
+        m.insert("label".into(), label.clone());
+    }
+    m.extend(body);
+    Json::Object(m)
+}
+
+fn ok_json(v: Json) -> Map<String, Json> {
+    let mut m = Map::new();
+    m.insert("ok".into(), v);
+    m
+}
+
+fn undefined() -> Json {
+    json!({"$undefined": true})
+}
+
+/// Runs one op; `in_sync` is true inside `transactionSync` (every error is synchronous).
+fn run_op(object: &mut Object, req: &mut Request, op: &Json, in_sync: bool) -> Result<Json, Flow> {
+    let kind = op.get("op").and_then(Json::as_str).unwrap_or("");
+    let propagate = op.get("propagate").and_then(Json::as_bool).unwrap_or(false);
+    match exec_op(object, req, op, kind) {
+        Ok(value) => {
+            if op.get("await").and_then(Json::as_bool) == Some(false) && is_async(kind) && !in_sync
+            {
+                req.pending.push(json!({"ok": value}));
+                return Ok(tagged(op, ok_json(json!({"$pending": req.pending.len() - 1}))));
+            }
+            Ok(tagged(op, ok_json(value)))
+        }
+        Err(Flow::Escape(e)) if !(propagate || (kind == "throw")) => {
+            if op.get("await").and_then(Json::as_bool) == Some(false) && !e.sync && !in_sync {
+                req.pending.push(json!({"error": e.json()}));
+                return Ok(tagged(op, ok_json(json!({"$pending": req.pending.len() - 1}))));
+            }
+            let mut m = Map::new();
+            m.insert("error".into(), e.json());
+            if e.sync || in_sync {
+                m.insert("sync".into(), Json::Bool(true));
+            }
+            Ok(tagged(op, m))
+        }
+        Err(flow) => Err(flow),
+    }
+}
+
+fn is_async(kind: &str) -> bool {
+    matches!(
+        kind,
+        "put"
+            | "get"
+            | "list"
+            | "delete"
+            | "deleteAll"
+            | "sync"
+            | "getAlarm"
+            | "setAlarm"
+            | "deleteAlarm"
+            | "transaction"
+            | "bookmark"
+            | "getCurrentBookmark"
+            | "getBookmarkForTime"
+            | "onNextSessionRestoreBookmark"
+            | "sleep"
+    )
+}
+
+/// An async API's failure: a rejected promise, not a synchronous throw.
+fn rejected(e: impl Into<JsError>) -> Flow {
+    let mut e = e.into();
+    e.sync = false;
+    Flow::Escape(e)
+}
+
+fn thrown(e: impl Into<JsError>) -> Flow {
+    let mut e = e.into();
+    e.sync = true;
+    Flow::Escape(e)
+}
+
+fn unsupported(what: impl Into<String>) -> Flow {
+    Flow::Escape(JsError::new("Unsupported", what, true))
+}
+
+fn key_of(op: &Json) -> Result<String, Flow> {
+    js_string(op.get("key").unwrap_or(&Json::Null)).map_err(|e| unsupported(e.0))
+}
+
+fn keys_of(op: &Json) -> Result<Vec<String>, Flow> {
+    match op.get("keys") {
+        Some(Json::Array(keys)) => {
+            keys.iter().map(|k| js_string(k).map_err(|e| unsupported(e.0))).collect()
+        }
+        _ => Err(unsupported("keys must be an array")),
+    }
+}
+
+fn list_options(op: &Json) -> Result<ListOptions, Flow> {
+    let text = |k: &str| -> Result<Option<String>, Flow> {
+        match op.get(k) {
+            None => Ok(None),
+            Some(Json::Object(m)) if m.contains_key("$undefined") => Ok(None),
+            Some(v) => js_string(v).map(Some).map_err(|e| unsupported(e.0)),
+        }
+    };
+    let limit = match op.get("limit") {
+        None => None,
+        Some(v) => Some(js_int32(v)?),
+    };
+    let reverse = match op.get("reverse") {
+        None | Some(Json::Null) | Some(Json::Bool(false)) => false,
+        Some(Json::Number(n)) => json::number(n) != 0.0,
+        Some(Json::String(s)) => !s.is_empty(),
+        Some(_) => true,
+    };
+    Ok(ListOptions {
+        prefix: text("prefix")?,
+        start: text("start")?,
+        start_after: text("startAfter")?,
+        end: text("end")?,
+        limit,
+        reverse,
+    })
+}
+
+/// WebIDL `long` conversion of a list limit.
+fn js_int32(v: &Json) -> Result<i64, Flow> {
+    let f = match v {
+        Json::Number(n) => json::number(n),
+        Json::String(s) => s.trim().parse::<f64>().unwrap_or(f64::NAN),
+        Json::Bool(b) => f64::from(u8::from(*b)),
+        Json::Null => 0.0,
+        Json::Object(m) => match m.get("$num").and_then(Json::as_str) {
+            Some("NaN") => f64::NAN,
+            Some("Infinity") => f64::INFINITY,
+            Some("-Infinity") => f64::NEG_INFINITY,
+            _ => return Err(unsupported(format!("limit {v}"))),
+        },
+        Json::Array(_) => return Err(unsupported(format!("limit {v}"))),
+    };
+    if f.is_nan() || f.is_infinite() {
+        return Ok(0);
+    }
+    let t = f.trunc();
+    if t < f64::from(i32::MIN) || t > f64::from(i32::MAX) {
+        return Err(rejected(JsError::new(
+            "TypeError",
+            "Value out of range. Must be between -2147483648 and 2147483647 (inclusive).",
+            false,
+        )));
+    }
+    Ok(t as i64)
+}
+
+fn map_json(entries: &[(String, Value)], summary: bool) -> Json {
+    json!({"$map": entries
+        .iter()
+        .map(|(k, v)| json!([k, if summary { summarize(Some(v)) } else { from_value(v) }]))
+        .collect::<Vec<_>>()})
+}
+
+fn exec_op(object: &mut Object, req: &mut Request, op: &Json, kind: &str) -> Result<Json, Flow> {
+    let summary = op.get("summary").and_then(Json::as_bool).unwrap_or(false);
+    let kv = object.kv.clone();
+    match kind {
+        "put" => {
+            if let Some(entries) = op.get("entries") {
+                let pairs: Vec<(String, Json)> = match entries {
+                    Json::Object(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    Json::Array(a) => a
+                        .iter()
+                        .filter_map(|p| p.as_array())
+                        .filter(|p| p.len() == 2)
+                        .map(|p| {
+                            Ok((js_string(&p[0]).map_err(|e| unsupported(e.0))?, p[1].clone()))
+                        })
+                        .collect::<Result<_, Flow>>()?,
+                    _ => return Err(unsupported("entries")),
+                };
+                let mut values = Vec::new();
+                for (k, v) in &pairs {
+                    let value = to_value(v).map_err(|e| unsupported(e.0))?;
+                    if value != Value::Undefined {
+                        values.push((k.as_str(), value));
+                    }
+                }
+                kv.put_multiple(&values).map_err(rejected)?;
+                return Ok(undefined());
+            }
+            let key = key_of(op)?;
+            let value = match op.get("value") {
+                None => Value::Undefined,
+                Some(v) => to_value(v).map_err(|e| unsupported(e.0))?,
+            };
+            if value == Value::Undefined {
+                return Err(rejected(JsError::new(
+                    "TypeError",
+                    "put() called with undefined value.",
+                    false,
+                )));
+            }
+            kv.put(&key, &value).map_err(rejected)?;
+            Ok(undefined())
+        }
+        "get" => {
+            if op.get("keys").is_some() {
+                let keys = keys_of(op)?;
+                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                let found: Vec<(String, Value)> = kv.get_multiple(&refs).map_err(rejected)?;
+                return Ok(map_json(&found, false));
+            }
+            let key = key_of(op)?;
+            let v: Option<Value> = kv.get(&key).map_err(rejected)?;
+            Ok(if summary {
+                summarize(v.as_ref())
+            } else {
+                v.as_ref().map_or_else(undefined, from_value)
+            })
+        }
+        "list" => {
+            let options = list_options(op)?;
+            let entries: Vec<(String, Value)> = kv.list(&options).map_err(rejected)?;
+            Ok(map_json(&entries, summary))
+        }
+        "delete" => {
+            if op.get("keys").is_some() {
+                let keys = keys_of(op)?;
+                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                return Ok(json!(kv.delete_multiple(&refs).map_err(rejected)?));
+            }
+            let key = key_of(op)?;
+            Ok(json!(kv.delete(&key).map_err(rejected)?))
+        }
+        "deleteAll" => {
+            kv.delete_all().map_err(rejected)?;
+            Ok(undefined())
+        }
+        "sync" | "sleep" => {
+            // Both end the turn: what the turn wrote commits.
+            object.db.commit().map_err(rejected)?;
+            Ok(if kind == "sleep" { Json::Null } else { undefined() })
+        }
+        "kv.get" | "kvSync.get" | "kv.put" | "kvSync.put" | "kv.delete" | "kvSync.delete"
+        | "kv.list" | "kvSync.list" => {
+            if object.class == Class::Kv {
+                return Err(thrown(JsError::new("Error", SYNC_KV_UNAVAILABLE, true)));
+            }
+            sync_kv(&kv, op, kind, summary)
+        }
+        "sql" => {
+            if object.class == Class::Kv {
+                return Err(thrown(JsError::new("Error", SQL_NOT_ENABLED, true)));
+            }
+            let query = op.get("query").and_then(Json::as_str).unwrap_or("");
+            let params = match op.get("params") {
+                Some(Json::Array(p)) => p
+                    .iter()
+                    .map(to_param)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| unsupported(e.0))?,
+                _ => Vec::new(),
+            };
+            let mut cursor = object.db.exec(query, &params).map_err(thrown)?;
+            let mode = op.get("mode").and_then(Json::as_str).unwrap_or("toArray");
+            cursor_result(&mut cursor, mode).map_err(thrown)
+        }
+        "databaseSize" => {
+            if object.class == Class::Kv {
+                return Err(thrown(JsError::new("Error", SQL_NOT_ENABLED, true)));
+            }
+            Ok(json!(object.db.database_size().map_err(thrown)?))
+        }
+        "hasSql" => Ok(json!({"sql": "object", "kv": "object", "transactionSync": "function"})),
+        "transactionSync" => {
+            if object.class == Class::Kv {
+                return Err(thrown(JsError::new(
+                    "Error",
+                    "Durable Object is not backed by SQL.",
+                    true,
+                )));
+            }
+            let subs = op.get("ops").and_then(Json::as_array).cloned().unwrap_or_default();
+            let throw = op.get("throw").and_then(Json::as_bool).unwrap_or(false);
+            let message = op
+                .get("throwMessage")
+                .and_then(Json::as_str)
+                .unwrap_or("oracle: throw inside transactionSync")
+                .to_owned();
+            let db = object.db.clone();
+            let mut abort = None;
+            let outcome = db.transaction_sync(|| -> Result<Vec<Json>, JsError> {
+                let mut rs = Vec::new();
+                for sub in &subs {
+                    match run_op(object, req, sub, true) {
+                        Ok(r) => rs.push(r),
+                        Err(Flow::Escape(e)) => return Err(e),
+                        Err(Flow::Abort(reason)) => {
+                            abort = Some(reason);
+                            return Err(JsError::new("Error", "aborted", true));
+                        }
+                    }
+                }
+                if throw {
+                    return Err(JsError::new("UserThrow", message.clone(), true));
+                }
+                Ok(rs)
+            });
+            if let Some(reason) = abort {
+                return Err(Flow::Abort(reason));
+            }
+            outcome.map(Json::Array).map_err(thrown)
+        }
+        "throw" => {
+            let message = op.get("message").and_then(Json::as_str).unwrap_or("oracle: user throw");
+            Err(Flow::Escape(JsError::new("UserThrow", message, true)))
+        }
+        "abort" => {
+            let reason = op.get("reason").and_then(Json::as_str).unwrap_or("oracle abort");
+            Err(Flow::Abort(reason.to_owned()))
+        }
+        "awaitPending" => Ok(Json::Array(std::mem::take(&mut req.pending))),
+        other => Err(unsupported(format!("op {other} is not implemented yet"))),
+    }
+}
+
+fn sync_kv(kv: &Kv, op: &Json, kind: &str, summary: bool) -> Result<Json, Flow> {
+    match kind.split_once('.').map_or(kind, |(_, k)| k) {
+        "get" => {
+            let key = key_of(op)?;
+            let v: Option<Value> = kv.get(&key).map_err(thrown)?;
+            Ok(if summary {
+                summarize(v.as_ref())
+            } else {
+                v.as_ref().map_or_else(undefined, from_value)
+            })
+        }
+        "put" => {
+            let key = key_of(op)?;
+            let value = match op.get("value") {
+                None => Value::Undefined,
+                Some(v) => to_value(v).map_err(|e| unsupported(e.0))?,
+            };
+            kv.put(&key, &value).map_err(thrown)?;
+            Ok(undefined())
+        }
+        "delete" => {
+            let key = key_of(op)?;
+            Ok(json!(kv.delete(&key).map_err(thrown)?))
+        }
+        _ => {
+            let options = list_options(op).map_err(|f| match f {
+                Flow::Escape(mut e) => {
+                    e.sync = true;
+                    Flow::Escape(e)
+                }
+                other => other,
+            })?;
+            let iter = kv.list_iter::<Value>(&options).map_err(thrown)?;
+            let mut entries = Vec::new();
+            for item in iter {
+                let (k, v) = item.map_err(thrown)?;
+                entries
+                    .push(json!([k, if summary { summarize(Some(&v)) } else { from_value(&v) }]));
+            }
+            Ok(json!({"$entries": entries}))
+        }
+    }
+}
+
+fn cursor_result(cursor: &mut Cursor, mode: &str) -> Result<Json, durable_sql::Error> {
+    let mut out = Map::new();
+    let row_json = |row: &durable_sql::Row| -> Json {
+        let mut m = Map::new();
+        for (k, v) in row.entries() {
+            m.insert(k.to_owned(), from_sql(v));
+        }
+        Json::Object(m)
+    };
+    match mode {
+        "toArray" | "iterate" => {
+            let rows = cursor.to_array()?;
+            out.insert("result".into(), Json::Array(rows.iter().map(row_json).collect()));
+        }
+        "one" => {
+            let row = cursor.one()?;
+            out.insert("result".into(), row_json(&row));
+        }
+        "raw" => {
+            let rows = cursor.to_raw_array()?;
+            out.insert(
+                "result".into(),
+                Json::Array(
+                    rows.iter().map(|r| Json::Array(r.iter().map(from_sql).collect())).collect(),
+                ),
+            );
+        }
+        "next" => {
+            let next = match cursor.next() {
+                Some(row) => json!({"done": false, "value": row_json(&row?)}),
+                None => json!({"done": true, "value": undefined()}),
+            };
+            out.insert("result".into(), next);
+        }
+        _ => {}
+    }
+    out.insert("columnNames".into(), json!(cursor.column_names()));
+    out.insert("rowsRead".into(), json!(cursor.rows_read()));
+    out.insert("rowsWritten".into(), json!(cursor.rows_written()));
+    Ok(Json::Object(out))
+}
