@@ -111,6 +111,9 @@ impl Object {
 /// Per-request state.
 struct Request {
     pending: Vec<Json>,
+    /// Cursors a script left unread (`mode: none`): in JavaScript they stay open until
+    /// garbage collection, so they stay open until the request ends here too.
+    open_cursors: Vec<Cursor>,
 }
 
 /// Runs `script` (one op script of the oracle's format) with its data under `dir`.
@@ -173,7 +176,7 @@ fn sanitize(name: &str) -> String {
 }
 
 fn run_request(object: &mut Object, ops: &[Json]) -> Json {
-    let mut req = Request { pending: Vec::new() };
+    let mut req = Request { pending: Vec::new(), open_cursors: Vec::new() };
     let mut results = Vec::new();
     let mut uncaught: Option<Json> = None;
     for op in ops {
@@ -213,8 +216,9 @@ fn run_request(object: &mut Object, ops: &[Json]) -> Json {
     }
     let mut out = Map::new();
     out.insert("results".into(), Json::Array(results));
-    if !req.pending.is_empty() {
-        out.insert("pending".into(), Json::Array(req.pending));
+    // A request that ended in an uncaught throw reports no settled promises.
+    if !req.pending.is_empty() && uncaught.is_none() {
+        out.insert("pending".into(), Json::Array(std::mem::take(&mut req.pending)));
     }
     if let Some(u) = uncaught {
         out.insert("uncaught".into(), u);
@@ -489,7 +493,11 @@ fn exec_op(object: &mut Object, req: &mut Request, op: &Json, kind: &str) -> Res
             };
             let mut cursor = object.db.exec(query, &params).map_err(thrown)?;
             let mode = op.get("mode").and_then(Json::as_str).unwrap_or("toArray");
-            cursor_result(&mut cursor, mode).map_err(thrown)
+            let result = cursor_result(&mut cursor, mode).map_err(thrown)?;
+            if mode == "none" {
+                req.open_cursors.push(cursor);
+            }
+            Ok(result)
         }
         "databaseSize" => {
             if object.class == Class::Kv {

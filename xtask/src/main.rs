@@ -1,1 +1,101 @@
-fn main() {}
+//! `cargo xtask`: the project's checks and chores in one entry point.
+//!
+//! - `cargo xtask ci`: formatting, clippy with `-D warnings`, every test (doc tests
+//!   included), the layering and tidy checks, and the conformance suite.
+//! - `cargo xtask conformance [--cases DIR]`: runs the op-script cases (default: the
+//!   vendored copy in `tests/cases`) and prints `N passed, N failed, N skipped` last.
+//! - `cargo xtask refresh-cases`: copies the public cases from `../shared/oracle/cases`.
+//! - `cargo xtask tidy`: only the layering and tidy checks.
+
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").into()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(step: &str, mut cmd: Command) -> Result<(), String> {
+    eprintln!("xtask: {step}");
+    let status = cmd.status().map_err(|e| format!("{step}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{step} failed ({status})")) }
+}
+
+fn ci() -> Result<(), String> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    run("cargo fmt --check", fmt)?;
+    tidy_step()?;
+    let mut clippy = cargo();
+    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    run("cargo clippy", clippy)?;
+    let mut test = cargo();
+    test.args(["test", "--workspace"]);
+    run("cargo test", test)?;
+    conformance(&[])
+}
+
+fn tidy_step() -> Result<(), String> {
+    eprintln!("xtask: layering and tidy checks");
+    let problems = tidy::check(&root());
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        for p in &problems {
+            eprintln!("  {p}");
+        }
+        Err(format!("{} layering/tidy problems", problems.len()))
+    }
+}
+
+fn conformance(args: &[String]) -> Result<(), String> {
+    let mut cmd = cargo();
+    cmd.args(["run", "--quiet", "--package", "durable-conformance", "--"]);
+    cmd.args(args);
+    run("conformance", cmd)
+}
+
+fn refresh_cases() -> Result<(), String> {
+    let from = root().join("../shared/oracle/cases");
+    let to = root().join("tests/cases");
+    let entries = std::fs::read_dir(&from).map_err(|e| format!("{}: {e}", from.display()))?;
+    std::fs::create_dir_all(&to).map_err(|e| e.to_string())?;
+    let mut n = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|x| x == "json") {
+            std::fs::copy(&path, to.join(entry.file_name())).map_err(|e| e.to_string())?;
+            n += 1;
+        }
+    }
+    eprintln!("xtask: copied {n} files from {} to {}", from.display(), to.display());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("conformance") => conformance(&args[1..]),
+        Some("refresh-cases") => refresh_cases(),
+        Some("tidy") => tidy_step(),
+        _ => {
+            eprintln!("usage: cargo xtask (ci | conformance [--cases DIR] | refresh-cases | tidy)");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

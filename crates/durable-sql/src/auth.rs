@@ -79,9 +79,9 @@ fn user_allows(ctx: &AuthContext<'_>) -> bool {
     match ctx.action {
         AuthAction::Select | AuthAction::Recursive => true,
         AuthAction::Read { table_name, .. } | AuthAction::Update { table_name, .. } => {
-            matches!(schema, Schema::Main | Schema::Temp | Schema::Unnamed)
-                && free(table_name)
-                && pragma_table_allowed(table_name)
+            // Eponymous tables (`pragma_table_list`, `json_each`, ...) are read like any
+            // other; a pragma table's own PRAGMA is authorized when it runs.
+            matches!(schema, Schema::Main | Schema::Temp | Schema::Unnamed) && free(table_name)
         }
         AuthAction::CreateTable { table_name }
         | AuthAction::DropTable { table_name }
@@ -111,28 +111,6 @@ fn user_allows(ctx: &AuthContext<'_>) -> bool {
         }
         // ATTACH, DETACH, every TEMP object, transactions and anything unknown.
         _ => false,
-    }
-}
-
-/// Eponymous pragma tables (`pragma_table_list`, `pragma_function_list`, ...) follow the
-/// pragma rules; their arguments are not visible here, so only the argument-free ones pass.
-fn pragma_table_allowed(table: &str) -> bool {
-    match table.get(..7) {
-        Some(p) if p.eq_ignore_ascii_case("pragma_") => {
-            let name = table[7..].to_ascii_lowercase();
-            matches!(
-                name.as_str(),
-                "table_list"
-                    | "table_info"
-                    | "table_xinfo"
-                    | "foreign_key_list"
-                    | "foreign_key_check"
-                    | "index_info"
-                    | "index_list"
-                    | "index_xinfo"
-            )
-        }
-        _ => true,
     }
 }
 

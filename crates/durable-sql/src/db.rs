@@ -509,6 +509,8 @@ impl State {
                 return Err(self.statement_error(failure));
             }
             offset += consumed;
+            // The next statement starts at its first token, so error offsets count from it.
+            offset += sql.as_bytes()[offset..].iter().take_while(|&&b| is_sql_space(b)).count();
         }
     }
 

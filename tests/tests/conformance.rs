@@ -1,0 +1,31 @@
+//! The public conformance cases as a test: every vendored case passes or is a listed skip.
+
+use durable_conformance::{check_dir, load_skips, skip_file, vendored_cases};
+
+#[test]
+fn every_public_case_passes_or_is_a_listed_skip() {
+    let skips = load_skips(&skip_file()).expect("the skip file parses");
+    let summary = check_dir(&vendored_cases(), &skips).expect("the cases load");
+    let report: Vec<String> =
+        summary.failed.iter().map(|(name, diff)| format!("FAIL {name}\n{diff}")).collect();
+    assert!(summary.failed.is_empty(), "{}\n{}", report.join("\n"), summary.line());
+    assert!(summary.passed >= 40, "{}", summary.line());
+}
+
+#[test]
+fn a_wrong_answer_is_reported_with_a_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = durable_conformance::Case {
+        name: "made_up".into(),
+        script: serde_json::json!({"class": "sql", "ops": [{"op": "sql", "query": "SELECT 2 AS x", "mode": "one"}]}),
+        expected: serde_json::json!({"class": "sql", "requests": [{"results": [
+            {"op": "sql", "ok": {"result": {"x": 3}, "columnNames": ["x"], "rowsRead": 0, "rowsWritten": 0}}
+        ]}]}),
+    };
+    match durable_conformance::check_case(&case, &[], dir.path()) {
+        durable_conformance::Verdict::Fail(diff) => {
+            assert!(diff.contains("expected 3, got 2"), "{diff}")
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
