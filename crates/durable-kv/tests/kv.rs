@@ -1,0 +1,290 @@
+//! durable-kv's integration tests: the KV APIs, list options against a model, the codec.
+
+use std::collections::BTreeMap;
+
+use durable_kv::{Error, Kv, KvLimits, ListOptions, Value, codec};
+use durable_sql::{Database, Options};
+use proptest::prelude::*;
+
+fn kv() -> Kv {
+    Kv::new(Database::open_in_memory(Options::default()).unwrap())
+}
+
+fn keys(entries: &[(String, Value)]) -> Vec<&str> {
+    entries.iter().map(|(k, _)| k.as_str()).collect()
+}
+
+fn opts(f: impl FnOnce(&mut ListOptions)) -> ListOptions {
+    let mut o = ListOptions::default();
+    f(&mut o);
+    o
+}
+
+#[test]
+fn get_put_delete_round_trip_and_report_existence() {
+    let kv = kv();
+    assert_eq!(kv.get::<Value>("foo").unwrap(), None);
+    kv.put("foo", &Value::Float(123.0)).unwrap();
+    assert_eq!(kv.get::<Value>("foo").unwrap(), Some(Value::Float(123.0)));
+    kv.put("foo", &"replaced").unwrap();
+    assert_eq!(kv.get::<String>("foo").unwrap().as_deref(), Some("replaced"));
+    assert!(kv.delete("foo").unwrap());
+    assert!(!kv.delete("foo").unwrap());
+    assert!(!kv.delete("never").unwrap());
+}
+
+#[test]
+fn the_kv_table_is_created_on_first_write_and_hidden_from_user_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path().join("o.sqlite"), Options::default()).unwrap();
+    let kv = Kv::new(db.clone());
+    assert!(kv.list::<Value>(&ListOptions::default()).unwrap().is_empty());
+    assert_eq!(db.database_size().unwrap(), 4096, "reads do not create the table");
+    kv.put("k", &1i64).unwrap();
+    assert_eq!(db.database_size().unwrap(), 8192);
+    let err = db.exec("SELECT * FROM _cf_KV", &[]).unwrap_err();
+    assert_eq!(err.to_string(), "access to _cf_KV.key is prohibited: SQLITE_AUTH");
+}
+
+#[test]
+fn runtime_list_examples() {
+    // Spec section 9, items 100-103: keys bar, baz, foo, qux.
+    let kv = kv();
+    for k in ["bar", "baz", "foo", "qux"] {
+        kv.put(k, &Value::Null).unwrap();
+    }
+    let check = |o: ListOptions, want: &[&str]| {
+        let got = kv.list::<Value>(&o).unwrap();
+        assert_eq!(keys(&got), want, "{o:?}");
+        let iter: Vec<String> = kv.list_iter::<Value>(&o).unwrap().map(|r| r.unwrap().0).collect();
+        assert_eq!(iter, want, "sync iterator {o:?}");
+    };
+    let s = |v: &str| Some(v.to_owned());
+    check(opts(|o| o.start = s("cat")), &["foo", "qux"]);
+    check(opts(|o| o.start = s("foo")), &["foo", "qux"]);
+    check(opts(|o| o.start = s("fop")), &["qux"]);
+    check(opts(|o| o.start = s("foo ")), &["qux"]);
+    check(opts(|o| o.end = s("cat")), &["bar", "baz"]);
+    check(opts(|o| o.end = s("foo")), &["bar", "baz"]);
+    check(opts(|o| o.end = s("fop")), &["bar", "baz", "foo"]);
+    check(opts(|o| o.limit = Some(2)), &["bar", "baz"]);
+    check(opts(|o| (o.start, o.limit) = (s("baz"), Some(2))), &["baz", "foo"]);
+    check(opts(|o| o.reverse = true), &["qux", "foo", "baz", "bar"]);
+    check(opts(|o| (o.start, o.reverse) = (s("foo"), true)), &["qux", "foo"]);
+    check(opts(|o| (o.end, o.reverse) = (s("foo"), true)), &["baz", "bar"]);
+    check(opts(|o| (o.limit, o.reverse) = (Some(2), true)), &["qux", "foo"]);
+    check(opts(|o| (o.end, o.limit, o.reverse) = (s("foo"), Some(1), true)), &["baz"]);
+    check(opts(|o| o.prefix = s("ba")), &["bar", "baz"]);
+    check(opts(|o| (o.start_after, o.end) = (s("bar"), s("c"))), &["baz"]);
+    check(opts(|o| (o.start, o.end) = (s("z"), s("a"))), &[]);
+    check(opts(|o| o.end = s("")), &[]);
+}
+
+#[test]
+fn list_option_errors_carry_the_runtime_messages() {
+    let kv = kv();
+    let both = opts(|o| (o.start, o.start_after) = (Some("a".into()), Some("a".into())));
+    let e = kv.list::<Value>(&both).unwrap_err();
+    assert_eq!(e.to_string(), "list() cannot be called with both start and startAfter values.");
+    assert_eq!(e.js_name(), "TypeError");
+    for limit in [0, -1] {
+        let e = kv.list_iter::<Value>(&opts(|o| o.limit = Some(limit))).err().unwrap();
+        assert_eq!(e.to_string(), "List limit must be positive.");
+    }
+}
+
+#[test]
+fn a_second_list_invalidates_the_first_iterator() {
+    let kv = kv();
+    for k in ["a", "b"] {
+        kv.put(k, &1i64).unwrap();
+    }
+    let mut first = kv.list_iter::<i64>(&ListOptions::default()).unwrap();
+    let second = kv.list_iter::<i64>(&ListOptions::default()).unwrap();
+    let err = first.next().unwrap().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "kv.list() iterator was invalidated because a new call to kv.list() was started. Only \
+         one kv.list() iterator can exist at a time."
+    );
+    assert_eq!(second.count(), 2);
+    // A provably empty list does not take the slot.
+    let mut third = kv.list_iter::<i64>(&ListOptions::default()).unwrap();
+    let empty = kv.list_iter::<i64>(&opts(|o| o.end = Some(String::new()))).unwrap();
+    assert_eq!(empty.count(), 0);
+    assert_eq!(third.next().unwrap().unwrap(), ("a".to_owned(), 1));
+}
+
+#[test]
+fn multi_key_forms_sort_dedup_and_count() {
+    let kv = kv();
+    kv.put_multiple(&[("b", Value::Bool(true)), ("a", Value::Null), ("c", Value::Float(1.5))])
+        .unwrap();
+    let got = kv.get_multiple::<Value>(&["c", "missing", "a", "a"]).unwrap();
+    assert_eq!(keys(&got), ["a", "c"]);
+    assert_eq!(kv.delete_multiple(&["a", "a", "zz"]).unwrap(), 1);
+    assert_eq!(kv.delete_multiple(&[]).unwrap(), 0);
+}
+
+#[test]
+fn put_multiple_is_all_or_nothing_and_spares_earlier_writes() {
+    let db = Database::open_in_memory(Options::default()).unwrap();
+    let kv = Kv::new(db.clone());
+    kv.put("earlier", &1i64).unwrap();
+    let big = vec![0u8; 2_000_001];
+    let err = kv.put_multiple(&[("x", Value::Null), ("y", Value::Bytes(big))]).unwrap_err();
+    assert_eq!(err.to_string(), "string or blob too big: SQLITE_TOOBIG");
+    assert_eq!(kv.get::<Value>("x").unwrap(), None);
+    db.commit().unwrap();
+    assert_eq!(kv.get::<i64>("earlier").unwrap(), Some(1));
+}
+
+#[test]
+fn legacy_limits_refuse_with_the_runtime_messages() {
+    let kv =
+        Kv::with_limits(Database::open_in_memory(Options::default()).unwrap(), KvLimits::legacy());
+    kv.put(&"k".repeat(2048), &1i64).unwrap();
+    let e = kv.put(&"k".repeat(2049), &1i64).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Keys cannot be larger than 2048 bytes. A key of size 2049 was provided."
+    );
+    assert_eq!(e.js_name(), "RangeError");
+    let e = kv.put("v", &Value::Bytes(vec![0; 131_072])).unwrap_err();
+    assert!(matches!(e, Error::ValueTooLarge { limit: 131_072, .. }), "{e}");
+    let many: Vec<String> = (0..129).map(|i| format!("k{i}")).collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    let e = kv.get_multiple::<Value>(&refs).unwrap_err();
+    assert_eq!(e.to_string(), "Maximum number of key value pairs is 128. 129 pairs were provided.");
+}
+
+#[test]
+fn sqlite_backend_bounds_values_by_the_sqlite_limit() {
+    let kv = kv();
+    kv.put("ok", &Value::Bytes(vec![0; 1_900_000])).unwrap();
+    let e = kv.put("big", &Value::Bytes(vec![0; 2_000_001])).unwrap_err();
+    assert_eq!(e.to_string(), "string or blob too big: SQLITE_TOOBIG");
+}
+
+#[test]
+fn delete_all_resets_everything_and_discards_uncommitted_writes() {
+    let db = Database::open_in_memory(Options::default()).unwrap();
+    let kv = Kv::new(db.clone());
+    db.exec("CREATE TABLE t(x)", &[]).unwrap();
+    kv.put("kept?", &1i64).unwrap();
+    kv.delete_all().unwrap();
+    assert_eq!(kv.get::<i64>("kept?").unwrap(), None);
+    assert!(db.exec("SELECT * FROM t", &[]).is_err());
+    assert!(db.database_size().unwrap() <= 4096);
+}
+
+#[test]
+fn garbage_and_unknown_versions_are_typed_errors() {
+    assert!(matches!(codec::decode::<Value>(&[]), Err(Error::Decode { .. })));
+    assert!(matches!(codec::decode::<Value>(&[9, 1, 2]), Err(Error::UnknownFormat { version: 9 })));
+    // A string that claims 2^60 bytes must not allocate them.
+    let mut huge = vec![codec::FORMAT_VERSION, 5, 0, 0, 0];
+    huge.extend_from_slice(&(1u64 << 60).to_le_bytes());
+    assert!(codec::decode::<Value>(&huge).is_err());
+    let mut trailing = codec::encode(&Value::Null).unwrap();
+    trailing.push(0);
+    assert!(codec::decode::<Value>(&trailing).is_err());
+}
+
+#[test]
+fn stored_bytes_are_fixed_width_little_endian() {
+    assert_eq!(codec::encode(&Value::Integer(1)).unwrap(), [1, 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(codec::encode(&Value::Bool(true)).unwrap(), [1, 2, 0, 0, 0, 1]);
+}
+
+fn arb_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Undefined),
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::Integer),
+        any::<f64>().prop_map(Value::Float),
+        Just(Value::Float(f64::NAN)),
+        Just(Value::Float(-0.0)),
+        Just(Value::Float(f64::NEG_INFINITY)),
+        ".*".prop_map(Value::String),
+        proptest::collection::vec(any::<u8>(), 0..40).prop_map(Value::Bytes),
+        any::<f64>().prop_map(Value::Date),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            proptest::collection::vec((".*", inner.clone()), 0..6).prop_map(Value::Object),
+            proptest::collection::vec((inner.clone(), inner.clone()), 0..4).prop_map(Value::AnyMap),
+            proptest::collection::vec(inner, 0..6).prop_map(Value::Set),
+        ]
+    })
+}
+
+fn arb_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        "[a-c]{0,3}",
+        "[a-c\u{0}\u{7f}\u{80}é\u{ffff}\u{10000}😀]{0,4}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_value_round_trips_exactly(v in arb_value()) {
+        let bytes = codec::encode(&v).unwrap();
+        prop_assert_eq!(codec::decode::<Value>(&bytes).unwrap(), v);
+    }
+
+    #[test]
+    fn decoding_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let _ = codec::decode::<Value>(&bytes);
+    }
+
+    #[test]
+    fn list_agrees_with_a_btreemap_model(
+        stored in proptest::collection::btree_set(arb_key(), 0..12),
+        prefix in proptest::option::of(arb_key()),
+        start in proptest::option::of(arb_key()),
+        start_after in proptest::option::of(arb_key()),
+        end in proptest::option::of(arb_key()),
+        limit in proptest::option::of(-1i64..6),
+        reverse in any::<bool>(),
+    ) {
+        let kv = kv();
+        for k in &stored {
+            kv.put(k, &Value::Null).unwrap();
+        }
+        let o = ListOptions { prefix: prefix.clone(), start: start.clone(), start_after: start_after.clone(), end: end.clone(), limit, reverse };
+        let got = kv.list::<Value>(&o);
+        if start.is_some() && start_after.is_some() {
+            prop_assert!(matches!(got, Err(Error::StartAndStartAfter)));
+            return Ok(());
+        }
+        if limit.is_some_and(|l| l <= 0) {
+            prop_assert!(matches!(got, Err(Error::LimitNotPositive)));
+            return Ok(());
+        }
+        let model: BTreeMap<&str, ()> = stored.iter().map(|k| (k.as_str(), ())).collect();
+        let mut want: Vec<&str> = model
+            .keys()
+            .copied()
+            .filter(|k| prefix.as_deref().is_none_or(|p| k.starts_with(p)))
+            .filter(|k| start.as_deref().is_none_or(|s| *k >= s))
+            .filter(|k| start_after.as_deref().is_none_or(|s| *k > s))
+            .filter(|k| end.as_deref().is_none_or(|e| *k < e))
+            .collect();
+        if reverse {
+            want.reverse();
+        }
+        if let Some(l) = limit {
+            want.truncate(l as usize);
+        }
+        let got = got.unwrap();
+        prop_assert_eq!(keys(&got), want.clone());
+        let iter: Vec<String> = kv.list_iter::<Value>(&o).unwrap().map(|r| r.unwrap().0).collect();
+        prop_assert_eq!(iter, want);
+    }
+}
