@@ -13,7 +13,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>, Unsupported> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(Unsupported(format!("odd hex string {s:?}")));
     }
     (0..s.len() / 2)

@@ -84,25 +84,25 @@ pub fn replace_lone_surrogates(text: &str) -> String {
     let mut last = 0;
     while i + 1 < b.len() {
         if b[i] == b'\\' {
-            if b[i + 1] == b'u' {
-                if let Some(u) = hex4(i + 2) {
-                    let is_high = (0xd800..0xdc00).contains(&u);
-                    let is_low = (0xdc00..0xe000).contains(&u);
-                    let paired = is_high
-                        && b.get(i + 6) == Some(&b'\\')
-                        && b.get(i + 7) == Some(&b'u')
-                        && hex4(i + 8).is_some_and(|l| (0xdc00..0xe000).contains(&l));
-                    if paired {
-                        i += 12;
-                        continue;
-                    }
-                    if is_high || is_low {
-                        out.push_str(&text[last..i]);
-                        out.push_str("\\ufffd");
-                        i += 6;
-                        last = i;
-                        continue;
-                    }
+            if b[i + 1] == b'u'
+                && let Some(u) = hex4(i + 2)
+            {
+                let is_high = (0xd800..0xdc00).contains(&u);
+                let is_low = (0xdc00..0xe000).contains(&u);
+                let paired = is_high
+                    && b.get(i + 6) == Some(&b'\\')
+                    && b.get(i + 7) == Some(&b'u')
+                    && hex4(i + 8).is_some_and(|l| (0xdc00..0xe000).contains(&l));
+                if paired {
+                    i += 12;
+                    continue;
+                }
+                if is_high || is_low {
+                    out.push_str(&text[last..i]);
+                    out.push_str("\\ufffd");
+                    i += 6;
+                    last = i;
+                    continue;
                 }
             }
             i += 2;

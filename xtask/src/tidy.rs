@@ -37,12 +37,12 @@ pub fn internal_dependencies(manifest: &str) -> Vec<String> {
         if line.starts_with('[') {
             in_deps = line.contains("dependencies");
             // `[dependencies.durable-x]` tables name the crate in the header.
-            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                if let Some((_, dep)) = name.rsplit_once('.') {
-                    if in_deps && dep.starts_with("durable-") {
-                        out.push(dep.to_owned());
-                    }
-                }
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']'))
+                && let Some((_, dep)) = name.rsplit_once('.')
+                && in_deps
+                && dep.starts_with("durable-")
+            {
+                out.push(dep.to_owned());
             }
             continue;
         }
@@ -62,10 +62,8 @@ fn package_name(manifest: &str) -> Option<String> {
         let line = line.trim();
         if line.starts_with('[') {
             in_package = line == "[package]";
-        } else if in_package {
-            if let Some(rest) = line.strip_prefix("name") {
-                return Some(rest.trim_start_matches([' ', '=']).trim().trim_matches('"').into());
-            }
+        } else if in_package && let Some(rest) = line.strip_prefix("name") {
+            return Some(rest.trim_start_matches([' ', '=']).trim().trim_matches('"').into());
         }
     }
     None

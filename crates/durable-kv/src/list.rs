@@ -41,10 +41,10 @@ impl ListOptions {
         if self.start.is_some() && self.start_after.is_some() {
             return Err(Error::StartAndStartAfter);
         }
-        if let Some(limit) = self.limit {
-            if limit <= 0 {
-                return Err(Error::LimitNotPositive);
-            }
+        if let Some(limit) = self.limit
+            && limit <= 0
+        {
+            return Err(Error::LimitNotPositive);
         }
         let mut start: Vec<u8> = match (&self.start, &self.start_after) {
             (Some(s), _) => s.as_bytes().to_vec(),
@@ -70,10 +70,10 @@ impl ListOptions {
                 _ => prefix_end,
             };
         }
-        if let Some(e) = &end {
-            if e.as_slice() <= start.as_slice() {
-                return Ok(None);
-            }
+        if let Some(e) = &end
+            && e.as_slice() <= start.as_slice()
+        {
+            return Ok(None);
         }
         Ok(Some(KeyRange {
             start,

@@ -491,11 +491,11 @@ impl State {
                 stmt.finalize();
                 return Err(Error::ParametersBeforeLastStatement);
             }
-            if !stmt.readonly() {
-                if let Err(e) = self.begin_write() {
-                    stmt.finalize();
-                    return Err(e);
-                }
+            if !stmt.readonly()
+                && let Err(e) = self.begin_write()
+            {
+                stmt.finalize();
+                return Err(e);
             }
             let outcome = loop {
                 match stmt.step(db) {
@@ -531,11 +531,9 @@ impl State {
             return Err(Error::Sqlite(failure));
         }
         let readonly = stmt.readonly();
-        if !readonly {
-            if let Err(e) = self.begin_write() {
-                self.release(stmt, cache_key);
-                return Err(e);
-            }
+        if !readonly && let Err(e) = self.begin_write() {
+            self.release(stmt, cache_key);
+            return Err(e);
         }
         stmt.row_counters(true);
         let stepped = stmt.step(db);
@@ -808,10 +806,10 @@ impl State {
     }
 
     fn reset(&mut self) -> Result<()> {
-        if self.txn_open {
-            if let Some(observer) = self.observer.as_mut() {
-                observer.rolled_back();
-            }
+        if self.txn_open
+            && let Some(observer) = self.observer.as_mut()
+        {
+            observer.rolled_back();
         }
         self.finalize_all();
         self.generation += 1;

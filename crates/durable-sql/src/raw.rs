@@ -129,11 +129,11 @@ impl RawStmt {
                 // Binding an empty blob with a null pointer binds NULL; use zeroblob instead.
                 return Err(failure(db, rc));
             }
-            if let SqlValue::Blob(b) = value {
-                if b.is_empty() {
-                    // SAFETY: valid statement.
-                    unsafe { ffi::sqlite3_bind_zeroblob(self.ptr(), idx, 0) };
-                }
+            if let SqlValue::Blob(b) = value
+                && b.is_empty()
+            {
+                // SAFETY: valid statement.
+                unsafe { ffi::sqlite3_bind_zeroblob(self.ptr(), idx, 0) };
             }
         }
         Ok(())
