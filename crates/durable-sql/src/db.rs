@@ -258,10 +258,19 @@ impl Database {
     /// the project's own `_cf_` tables. This is the seam the KV layer and the archiver use;
     /// user SQL must never go through it.
     pub fn internal<T>(&self, f: impl FnOnce(&mut Internal<'_>) -> Result<T>) -> Result<T> {
+        /// Turns trusted mode off again however the closure ends, a panic included, so
+        /// user SQL can never run with the authorizer relaxed.
+        struct Untrust(Arc<AuthShared>);
+        impl Drop for Untrust {
+            fn drop(&mut self) {
+                self.0.trusted.store(false, Ordering::Relaxed);
+            }
+        }
         let mut state = self.shared.lock();
         state.auth.trusted.store(true, Ordering::Relaxed);
+        let guard = Untrust(state.auth.clone());
         let result = f(&mut Internal { state: &mut state });
-        state.auth.trusted.store(false, Ordering::Relaxed);
+        drop(guard);
         if let Err(Error::Sqlite(failure)) = &result {
             state.note_failure(failure);
         }
@@ -427,13 +436,13 @@ impl State {
     }
 
     /// Gives a finished statement back to the cache (or finalizes it).
-    fn release(&mut self, stmt: RawStmt, cache_key: Option<Box<str>>) {
+    fn release(&mut self, stmt: RawStmt, cache_key: Option<&str>) {
         stmt.reset();
         let Some(key) = cache_key else {
             stmt.finalize();
             return;
         };
-        if let Some(entry) = self.cache.get_mut(&*key) {
+        if let Some(entry) = self.cache.get_mut(key) {
             if entry.stmt.is_none() {
                 entry.stmt = Some(stmt);
             } else {
@@ -447,7 +456,7 @@ impl State {
         }
         self.cache_bytes += key.len();
         self.tick += 1;
-        self.cache.insert(key, CacheEntry { stmt: Some(stmt), last_used: self.tick });
+        self.cache.insert(key.into(), CacheEntry { stmt: Some(stmt), last_used: self.tick });
         self.evict();
     }
 
@@ -471,7 +480,7 @@ impl State {
 
     pub(crate) fn exec(&mut self, sql: &str, params: &[SqlValue]) -> Result<Started> {
         if let Some(stmt) = self.checkout(sql) {
-            return self.start(stmt, Some(sql.into()), params);
+            return self.start(stmt, Some(sql), params);
         }
         let db = self.handle();
         let mut offset = 0;
@@ -484,8 +493,7 @@ impl State {
             };
             let tail = rest.as_bytes().get(consumed..).unwrap_or(&[]);
             if tail.iter().all(|&b| is_sql_space(b)) {
-                let key = (offset == 0).then(|| Box::<str>::from(sql));
-                return self.start(stmt, key, params);
+                return self.start(stmt, (offset == 0).then_some(sql), params);
             }
             if stmt.parameter_count() > 0 {
                 stmt.finalize();
@@ -517,7 +525,7 @@ impl State {
     fn start(
         &mut self,
         stmt: RawStmt,
-        cache_key: Option<Box<str>>,
+        cache_key: Option<&str>,
         params: &[SqlValue],
     ) -> Result<Started> {
         let expected = stmt.parameter_count();
@@ -544,7 +552,7 @@ impl State {
                 let first = stmt.read_row(columns.len());
                 let slot = self.insert_slot(Slot {
                     stmt: Some(stmt),
-                    cache_key,
+                    cache_key: cache_key.map(Box::from),
                     readonly,
                     columns: columns.len(),
                     buffered: VecDeque::new(),
@@ -641,7 +649,7 @@ impl State {
     fn free_slot(&mut self, id: usize) {
         if let Some(slot) = self.slots.get_mut(id).and_then(Option::take) {
             if let Some(stmt) = slot.stmt {
-                self.release(stmt, slot.cache_key);
+                self.release(stmt, slot.cache_key.as_deref());
             }
             self.free_slots.push(id);
         }
@@ -669,7 +677,7 @@ impl State {
             done.push((stmt, slot.cache_key.take()));
         }
         for (stmt, key) in done {
-            self.release(stmt, key);
+            self.release(stmt, key.as_deref());
         }
     }
 
