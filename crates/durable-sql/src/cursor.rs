@@ -6,6 +6,11 @@ use crate::db::{Database, Started, State};
 use crate::error::{Error, Result};
 use crate::value::{FromSqlValue, SqlValue};
 
+thread_local! {
+    /// Shared by every cursor without result columns, so a write allocates no column list.
+    static NO_COLUMNS: Arc<[String]> = Arc::from(Vec::new());
+}
+
 /// The rows of the last statement of an [`exec`](Database::exec), read on demand.
 ///
 /// Like the runtime's cursor it reads one row ahead: after handing out a row it steps to the
@@ -40,7 +45,11 @@ impl Cursor {
             db,
             slot: started.slot,
             generation: started.generation,
-            columns: started.columns.into(),
+            columns: if started.columns.is_empty() {
+                NO_COLUMNS.with(Arc::clone)
+            } else {
+                started.columns.into()
+            },
             pending: started.first,
             rows_read: started.rows_read,
             rows_written: started.rows_written,
