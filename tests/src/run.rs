@@ -383,11 +383,28 @@ fn js_int32(v: &Json) -> Result<i64, Flow> {
     Ok(t as i64)
 }
 
+/// A read value as the oracle reports it: the value, `undefined` when missing, or with
+/// `summary: true` a short description.
+fn value_json(v: Option<&Value>, summary: bool) -> Json {
+    match (v, summary) {
+        (_, true) => summarize(v),
+        (Some(v), false) => from_value(v),
+        (None, false) => undefined(),
+    }
+}
+
+/// The op's `value` field: `undefined` when absent.
+fn value_of(op: &Json) -> Result<Value, Flow> {
+    op.get("value").map_or(Ok(Value::Undefined), |v| to_value(v).map_err(|e| unsupported(e.0)))
+}
+
+/// `[key, value]` pairs as the oracle lists them.
+fn pairs_json(entries: &[(String, Value)], summary: bool) -> Vec<Json> {
+    entries.iter().map(|(k, v)| json!([k, value_json(Some(v), summary)])).collect()
+}
+
 fn map_json(entries: &[(String, Value)], summary: bool) -> Json {
-    json!({"$map": entries
-        .iter()
-        .map(|(k, v)| json!([k, if summary { summarize(Some(v)) } else { from_value(v) }]))
-        .collect::<Vec<_>>()})
+    json!({"$map": pairs_json(entries, summary)})
 }
 
 fn exec_op(object: &mut Object, req: &mut Request, op: &Json, kind: &str) -> Result<Json, Flow> {
@@ -419,10 +436,7 @@ fn exec_op(object: &mut Object, req: &mut Request, op: &Json, kind: &str) -> Res
                 return Ok(undefined());
             }
             let key = key_of(op)?;
-            let value = match op.get("value") {
-                None => Value::Undefined,
-                Some(v) => to_value(v).map_err(|e| unsupported(e.0))?,
-            };
+            let value = value_of(op)?;
             if value == Value::Undefined {
                 return Err(rejected(JsError::new(
                     "TypeError",
@@ -442,11 +456,7 @@ fn exec_op(object: &mut Object, req: &mut Request, op: &Json, kind: &str) -> Res
             }
             let key = key_of(op)?;
             let v: Option<Value> = kv.get(&key).map_err(rejected)?;
-            Ok(if summary {
-                summarize(v.as_ref())
-            } else {
-                v.as_ref().map_or_else(undefined, from_value)
-            })
+            Ok(value_json(v.as_ref(), summary))
         }
         "list" => {
             let options = list_options(op)?;
@@ -563,19 +573,11 @@ fn sync_kv(kv: &Kv, op: &Json, kind: &str, summary: bool) -> Result<Json, Flow> 
         "get" => {
             let key = key_of(op)?;
             let v: Option<Value> = kv.get(&key).map_err(thrown)?;
-            Ok(if summary {
-                summarize(v.as_ref())
-            } else {
-                v.as_ref().map_or_else(undefined, from_value)
-            })
+            Ok(value_json(v.as_ref(), summary))
         }
         "put" => {
             let key = key_of(op)?;
-            let value = match op.get("value") {
-                None => Value::Undefined,
-                Some(v) => to_value(v).map_err(|e| unsupported(e.0))?,
-            };
-            kv.put(&key, &value).map_err(thrown)?;
+            kv.put(&key, &value_of(op)?).map_err(thrown)?;
             Ok(undefined())
         }
         "delete" => {
@@ -590,14 +592,12 @@ fn sync_kv(kv: &Kv, op: &Json, kind: &str, summary: bool) -> Result<Json, Flow> 
                 }
                 other => other,
             })?;
-            let iter = kv.list_iter::<Value>(&options).map_err(thrown)?;
-            let mut entries = Vec::new();
-            for item in iter {
-                let (k, v) = item.map_err(thrown)?;
-                entries
-                    .push(json!([k, if summary { summarize(Some(&v)) } else { from_value(&v) }]));
-            }
-            Ok(json!({"$entries": entries}))
+            let entries: Vec<(String, Value)> = kv
+                .list_iter(&options)
+                .map_err(thrown)?
+                .collect::<Result<_, _>>()
+                .map_err(thrown)?;
+            Ok(json!({"$entries": pairs_json(&entries, summary)}))
         }
     }
 }

@@ -29,3 +29,33 @@ fn a_wrong_answer_is_reported_with_a_diff() {
         other => panic!("expected a failure, got {other:?}"),
     }
 }
+
+#[test]
+fn a_pending_skip_fails_once_its_op_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = durable_conformance::Case {
+        name: "made_up".into(),
+        script: serde_json::json!({"class": "sql", "ops": [{"op": "sql", "label": "two", "query": "SELECT 2 AS x", "mode": "one"}]}),
+        expected: serde_json::json!({"class": "sql", "requests": [{"results": [
+            {"op": "sql", "label": "two", "ok": {"result": {"x": 2}, "columnNames": ["x"], "rowsRead": 0, "rowsWritten": 0}}
+        ]}]}),
+    };
+    let skip = durable_conformance::Skip {
+        case: "made_up".into(),
+        class: None,
+        request: None,
+        label: Some("two".into()),
+        index: None,
+        reason: "waits on something".into(),
+        pending: Some(99),
+    };
+    match durable_conformance::check_case(&case, std::slice::from_ref(&skip), dir.path()) {
+        durable_conformance::Verdict::Fail(why) => assert!(why.contains("issue 99"), "{why}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    let settled = durable_conformance::Skip { pending: None, ..skip };
+    assert_eq!(
+        durable_conformance::check_case(&case, &[settled], dir.path()),
+        durable_conformance::Verdict::Pass
+    );
+}

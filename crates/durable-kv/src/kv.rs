@@ -276,37 +276,38 @@ impl Kv {
     }
 }
 
+/// The cached statement for `sql`, or `None` while `_cf_KV` does not exist yet.
+fn kv_statement<'c>(
+    conn: &'c rusqlite::Connection,
+    sql: &str,
+) -> durable_sql::Result<Option<rusqlite::CachedStatement<'c>>> {
+    match conn.prepare_cached(sql) {
+        Ok(stmt) => Ok(Some(stmt)),
+        Err(e) if no_kv_table(&e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn read_one(i: &mut Internal<'_>, key: &[u8]) -> durable_sql::Result<Option<Vec<u8>>> {
-    let conn = i.connection();
-    let mut stmt = match conn.prepare_cached(GET) {
-        Ok(stmt) => stmt,
-        Err(e) if no_kv_table(&e) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
+    let Some(mut stmt) = kv_statement(i.connection(), GET)? else { return Ok(None) };
     Ok(stmt.query_row([TextBytes(key)], |row| row.get::<_, Vec<u8>>(0)).optional()?)
 }
 
 fn write_one(i: &mut Internal<'_>, key: &[u8], value: &[u8]) -> durable_sql::Result<()> {
     let conn = i.connection();
-    let mut stmt = match conn.prepare_cached(PUT) {
-        Ok(stmt) => stmt,
-        Err(e) if no_kv_table(&e) => {
+    let mut stmt = match kv_statement(conn, PUT)? {
+        Some(stmt) => stmt,
+        None => {
             conn.execute_batch(CREATE)?;
             conn.prepare_cached(PUT)?
         }
-        Err(e) => return Err(e.into()),
     };
     stmt.execute((TextBytes(key), value))?;
     Ok(())
 }
 
 fn delete_one(i: &mut Internal<'_>, key: &[u8]) -> durable_sql::Result<bool> {
-    let conn = i.connection();
-    let mut stmt = match conn.prepare_cached(DELETE) {
-        Ok(stmt) => stmt,
-        Err(e) if no_kv_table(&e) => return Ok(false),
-        Err(e) => return Err(e.into()),
-    };
+    let Some(mut stmt) = kv_statement(i.connection(), DELETE)? else { return Ok(false) };
     Ok(stmt.execute([TextBytes(key)])? > 0)
 }
 
@@ -317,37 +318,27 @@ fn read_range(
     after: Option<&[u8]>,
     limit: Option<u64>,
 ) -> durable_sql::Result<Vec<(String, Vec<u8>)>> {
-    let mut sql = String::from("SELECT key, value FROM _cf_KV WHERE ");
     // In reverse order, continuing means going below the last key delivered.
     let (low, high, low_inclusive): (&[u8], Option<&[u8]>, bool) = match (after, range.reverse) {
         (Some(a), false) => (a, range.end.as_deref(), false),
         (Some(a), true) => (&range.start, Some(a), true),
         (None, _) => (&range.start, range.end.as_deref(), true),
     };
-    sql.push_str(if low_inclusive { "key >= ?1" } else { "key > ?1" });
-    if high.is_some() {
-        sql.push_str(" AND key < ?2");
-    }
-    sql.push_str(if range.reverse { " ORDER BY key DESC" } else { " ORDER BY key" });
-    if let Some(limit) = limit {
-        sql.push_str(&format!(" LIMIT {limit}"));
-    }
-    let conn = i.connection();
-    let mut stmt = match conn.prepare_cached(&sql) {
-        Ok(stmt) => stmt,
-        Err(e) if no_kv_table(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let map = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(String, Vec<u8>)> {
-        let key = match row.get_ref(0)? {
-            ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
-            other => String::from_utf8_lossy(other.as_bytes().unwrap_or_default()).into_owned(),
-        };
-        Ok((key, row.get(1)?))
-    };
+    // The limit is a parameter (-1: none), so the shapes of this query are few and stay in
+    // the connection's statement cache beside the point queries.
+    let sql = format!(
+        "SELECT key, value FROM _cf_KV WHERE key {} ?1{} ORDER BY key{} LIMIT ?3",
+        if low_inclusive { ">=" } else { ">" },
+        if high.is_some() { " AND key < ?2" } else { "" },
+        if range.reverse { " DESC" } else { "" },
+    );
+    let Some(mut stmt) = kv_statement(i.connection(), &sql)? else { return Ok(Vec::new()) };
+    let limit = limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+    // Keys are only ever written from Rust strings, so they read back as valid UTF-8.
+    let map = |row: &rusqlite::Row<'_>| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?));
     let rows = match high {
-        Some(h) => stmt.query_map((TextBytes(low), TextBytes(h)), map)?,
-        None => stmt.query_map([TextBytes(low)], map)?,
+        Some(h) => stmt.query_map((TextBytes(low), TextBytes(h), limit), map)?,
+        None => stmt.query_map((TextBytes(low), rusqlite::types::Null, limit), map)?,
     };
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -1,7 +1,7 @@
 //! `Database`: one object's SQLite connection, its statement cache, live cursors, the
 //! implicit write transaction and savepoints.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::ffi;
 
 use crate::auth::{self, AuthShared};
+use crate::cache::{Home, StmtCache};
 use crate::cursor::Cursor;
 use crate::error::{Error, Result, SqliteFailure};
 use crate::options::Options;
@@ -80,7 +81,7 @@ impl Shared {
 /// A statement slot owned by a live cursor.
 pub(crate) struct Slot {
     stmt: Option<RawStmt>,
-    cache_key: Option<Box<str>>,
+    home: Home<Box<str>>,
     readonly: bool,
     columns: usize,
     /// Rows read out ahead of the cursor (before a commit finished its statement).
@@ -89,41 +90,12 @@ pub(crate) struct Slot {
     error: Option<Error>,
 }
 
-/// FNV-1a: the statement cache hashes query text on every `exec`; SipHash's DoS resistance
-/// buys nothing here (the keys are the object's own queries) and costs a third of a lookup.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
-
-struct CacheEntry {
-    stmt: Option<RawStmt>,
-    last_used: u64,
-}
-
 pub(crate) struct State {
     conn: Option<rusqlite::Connection>,
     path: Option<PathBuf>,
     options: Options,
     auth: Arc<AuthShared>,
-    cache: FastMap<Box<str>, CacheEntry>,
-    cache_bytes: usize,
-    tick: u64,
+    cache: StmtCache,
     slots: Vec<Option<Slot>>,
     free_slots: Vec<usize>,
     pub(crate) generation: u64,
@@ -376,13 +348,11 @@ impl State {
         let auth = Arc::new(AuthShared::default());
         let conn = connect(path.as_deref(), &options, &auth)?;
         Ok(State {
+            cache: StmtCache::new(options.statement_cache_bytes),
             conn: Some(conn),
             path,
             options,
             auth,
-            cache: FastMap::default(),
-            cache_bytes: 0,
-            tick: 0,
             slots: Vec::new(),
             free_slots: Vec::new(),
             generation: 0,
@@ -449,60 +419,15 @@ impl State {
         }
     }
 
-    fn checkout(&mut self, sql: &str) -> Option<RawStmt> {
-        self.tick += 1;
-        let tick = self.tick;
-        let entry = self.cache.get_mut(sql)?;
-        entry.last_used = tick;
-        entry.stmt.take()
-    }
-
     /// Gives a finished statement back to the cache (or finalizes it).
-    fn release(&mut self, stmt: RawStmt, cache_key: Option<&str>) {
+    fn release(&mut self, stmt: RawStmt, home: Home<&str>) {
         stmt.reset();
-        let Some(key) = cache_key else {
-            stmt.finalize();
-            return;
-        };
-        if let Some(entry) = self.cache.get_mut(key) {
-            if entry.stmt.is_none() {
-                entry.stmt = Some(stmt);
-            } else {
-                stmt.finalize();
-            }
-            return;
-        }
-        if key.len() > self.options.statement_cache_bytes {
-            stmt.finalize();
-            return;
-        }
-        self.cache_bytes += key.len();
-        self.tick += 1;
-        self.cache.insert(key.into(), CacheEntry { stmt: Some(stmt), last_used: self.tick });
-        self.evict();
-    }
-
-    fn evict(&mut self) {
-        while self.cache_bytes > self.options.statement_cache_bytes {
-            let victim = self
-                .cache
-                .iter()
-                .filter(|(_, e)| e.stmt.is_some())
-                .min_by_key(|(_, e)| e.last_used)
-                .map(|(k, _)| k.clone());
-            let Some(key) = victim else { break };
-            if let Some(entry) = self.cache.remove(&key) {
-                self.cache_bytes -= key.len();
-                if let Some(stmt) = entry.stmt {
-                    stmt.finalize();
-                }
-            }
-        }
+        self.cache.give_back(stmt, home);
     }
 
     pub(crate) fn exec(&mut self, sql: &str, params: &[SqlValue]) -> Result<Started> {
-        if let Some(stmt) = self.checkout(sql) {
-            return self.start(stmt, Some(sql), params);
+        if let Some((slot, stmt)) = self.cache.checkout(sql) {
+            return self.start(stmt, Home::Cached(slot), params);
         }
         let db = self.handle();
         let mut offset = 0;
@@ -515,7 +440,8 @@ impl State {
             };
             let tail = rest.as_bytes().get(consumed..).unwrap_or(&[]);
             if tail.iter().all(|&b| is_sql_space(b)) {
-                return self.start(stmt, (offset == 0).then_some(sql), params);
+                let home = if offset == 0 { Home::Fresh(sql) } else { Home::Uncached };
+                return self.start(stmt, home, params);
             }
             if stmt.parameter_count() > 0 {
                 stmt.finalize();
@@ -544,25 +470,20 @@ impl State {
         }
     }
 
-    fn start(
-        &mut self,
-        stmt: RawStmt,
-        cache_key: Option<&str>,
-        params: &[SqlValue],
-    ) -> Result<Started> {
+    fn start(&mut self, stmt: RawStmt, home: Home<&str>, params: &[SqlValue]) -> Result<Started> {
         let expected = stmt.parameter_count();
         if expected != params.len() {
-            self.release(stmt, cache_key);
+            self.release(stmt, home);
             return Err(Error::WrongParameterCount { expected, given: params.len() });
         }
         let db = self.handle();
         if let Err(failure) = stmt.bind_all(db, params) {
-            self.release(stmt, cache_key);
+            self.release(stmt, home);
             return Err(Error::Sqlite(failure));
         }
         let readonly = stmt.readonly();
         if !readonly && let Err(e) = self.begin_write() {
-            self.release(stmt, cache_key);
+            self.release(stmt, home);
             return Err(e);
         }
         stmt.row_counters(true);
@@ -574,7 +495,7 @@ impl State {
                 let first = stmt.read_row(columns.len());
                 let slot = self.insert_slot(Slot {
                     stmt: Some(stmt),
-                    cache_key: cache_key.map(Box::from),
+                    home: home.to_owned(),
                     readonly,
                     columns: columns.len(),
                     buffered: VecDeque::new(),
@@ -591,7 +512,7 @@ impl State {
             }
             Ok(false) => {
                 let columns = stmt.column_names();
-                self.release(stmt, cache_key);
+                self.release(stmt, home);
                 Ok(Started {
                     slot: None,
                     first: None,
@@ -602,7 +523,7 @@ impl State {
                 })
             }
             Err(failure) => {
-                self.release(stmt, cache_key);
+                self.release(stmt, home);
                 Err(self.statement_error(failure))
             }
         }
@@ -671,7 +592,7 @@ impl State {
     fn free_slot(&mut self, id: usize) {
         if let Some(slot) = self.slots.get_mut(id).and_then(Option::take) {
             if let Some(stmt) = slot.stmt {
-                self.release(stmt, slot.cache_key.as_deref());
+                self.release(stmt, slot.home.as_ref());
             }
             self.free_slots.push(id);
         }
@@ -696,10 +617,10 @@ impl State {
                     }
                 }
             }
-            done.push((stmt, slot.cache_key.take()));
+            done.push((stmt, std::mem::replace(&mut slot.home, Home::Uncached)));
         }
-        for (stmt, key) in done {
-            self.release(stmt, key.as_deref());
+        for (stmt, home) in done {
+            self.release(stmt, home.as_ref());
         }
     }
 
@@ -807,16 +728,7 @@ impl State {
             CheckpointMode::Restart => ffi::SQLITE_CHECKPOINT_RESTART,
             CheckpointMode::Truncate => ffi::SQLITE_CHECKPOINT_TRUNCATE,
         };
-        let (mut log, mut done) = (0, 0);
-        let db = self.handle();
-        // SAFETY: live handle; out-pointers are locals; "main" is NUL-terminated.
-        let rc = unsafe {
-            ffi::sqlite3_wal_checkpoint_v2(db, c"main".as_ptr(), mode, &mut log, &mut done)
-        };
-        if rc != ffi::SQLITE_OK {
-            return Err(Error::Sqlite(raw::failure(db, rc)));
-        }
-        Ok((log.max(0) as u32, done.max(0) as u32))
+        raw::checkpoint(self.handle(), mode).map_err(Error::Sqlite)
     }
 
     fn finalize_all(&mut self) {
@@ -827,12 +739,7 @@ impl State {
         }
         self.slots.clear();
         self.free_slots.clear();
-        for (_, entry) in self.cache.drain() {
-            if let Some(stmt) = entry.stmt {
-                stmt.finalize();
-            }
-        }
-        self.cache_bytes = 0;
+        self.cache.clear();
     }
 
     fn reset(&mut self) -> Result<()> {

@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 
 mod auth;
+mod cache;
 mod cursor;
 mod db;
 mod error;

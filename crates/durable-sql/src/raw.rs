@@ -116,24 +116,22 @@ impl RawStmt {
                         ffi::SQLITE_TRANSIENT(),
                         ffi::SQLITE_UTF8 as u8,
                     ),
+                    // A null pointer would bind NULL, so an empty blob binds as a zero-length
+                    // zeroblob.
+                    SqlValue::Blob(b) if b.is_empty() => {
+                        ffi::sqlite3_bind_zeroblob(self.ptr(), idx, 0)
+                    }
                     SqlValue::Blob(b) => ffi::sqlite3_bind_blob64(
                         self.ptr(),
                         idx,
-                        if b.is_empty() { ptr::null() } else { b.as_ptr().cast() },
+                        b.as_ptr().cast(),
                         b.len() as u64,
                         ffi::SQLITE_TRANSIENT(),
                     ),
                 }
             };
             if rc != ffi::SQLITE_OK {
-                // Binding an empty blob with a null pointer binds NULL; use zeroblob instead.
                 return Err(failure(db, rc));
-            }
-            if let SqlValue::Blob(b) = value
-                && b.is_empty()
-            {
-                // SAFETY: valid statement.
-                unsafe { ffi::sqlite3_bind_zeroblob(self.ptr(), idx, 0) };
             }
         }
         Ok(())
@@ -246,6 +244,19 @@ pub(crate) fn execute_batch(db: *mut ffi::sqlite3, sql: &str) -> Result<(), Sqli
     // SAFETY: db is live; the SQL is a NUL-terminated string.
     let rc = unsafe { ffi::sqlite3_exec(db, c.as_ptr(), None, ptr::null_mut(), ptr::null_mut()) };
     if rc == ffi::SQLITE_OK { Ok(()) } else { Err(failure(db, rc)) }
+}
+
+/// Runs `sqlite3_wal_checkpoint_v2` on the main database with `mode` (an
+/// `SQLITE_CHECKPOINT_*` constant): the WAL's size in frames and how many are checkpointed.
+pub(crate) fn checkpoint(db: *mut ffi::sqlite3, mode: c_int) -> Result<(u32, u32), SqliteFailure> {
+    let (mut log, mut done) = (0, 0);
+    // SAFETY: db is live; out-pointers are locals; "main" is NUL-terminated.
+    let rc =
+        unsafe { ffi::sqlite3_wal_checkpoint_v2(db, c"main".as_ptr(), mode, &mut log, &mut done) };
+    if rc != ffi::SQLITE_OK {
+        return Err(failure(db, rc));
+    }
+    Ok((log.max(0) as u32, done.max(0) as u32))
 }
 
 /// True when the connection is in autocommit mode (no transaction open).

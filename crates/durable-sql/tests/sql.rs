@@ -3,15 +3,15 @@
 //!
 //! Expected strings and counter values come from the real runtime's recorded answers
 //! (`shared/oracle/cases/*.expected.json`, cited by case number) and from the behavioural spec
-//! (`shared/spec/sqlite-storage.md`, cited by section or section 9 item number).
+//! (`shared/spec/sqlite-storage.md`, cited by section or section 9 item number). Replaying the
+//! recorded cases op by op, counters included, is the conformance suite's job
+//! (`tests/tests/conformance.rs`), which runs them through this crate.
 
 #[path = "sql/support.rs"]
 mod support;
 
 #[path = "sql/authorizer.rs"]
 mod authorizer;
-#[path = "sql/counters.rs"]
-mod counters;
 #[path = "sql/cursor.rs"]
 mod cursor;
 #[path = "sql/exec.rs"]

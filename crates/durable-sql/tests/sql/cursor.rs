@@ -4,7 +4,7 @@
 
 use durable_sql::{Error, SqlValue, params};
 
-use crate::support::{Mode, db, exec_mode, names, render, run, value};
+use crate::support::{ABC_CDE, Mode, db, exec_mode, names, render, run, value};
 
 const UNION: &str = "SELECT 1 AS col UNION ALL SELECT 'foo' UNION ALL SELECT 3";
 
@@ -85,11 +85,7 @@ fn column_names_follow_sqlite() {
 fn duplicate_column_names_keep_every_value_and_name_the_last() {
     // Spec item 22, oracle 27: toArray keeps the last value per name, raw keeps all.
     let db = db();
-    run(
-        &db,
-        "CREATE TABLE abc(a, b, c); CREATE TABLE cde(c, d, e); \
-         INSERT INTO abc VALUES (1, 2, 3), (4, 5, 6); INSERT INTO cde VALUES (7, 8, 9), (1, 2, 3)",
-    );
+    run(&db, ABC_CDE);
     let sql = "SELECT * FROM abc, cde ORDER BY abc.a, cde.c DESC";
     let mut cursor = db.exec(sql, &[]).unwrap();
     assert_eq!(names(cursor.column_names()), ["a", "b", "c", "c", "d", "e"]);
@@ -208,11 +204,7 @@ fn read_ahead_keeps_rows_read_one_ahead() {
 fn nested_cursors_count_separately() {
     // Spec item 74.
     let db = db();
-    run(
-        &db,
-        "CREATE TABLE abc(a, b, c); CREATE TABLE cde(c, d, e); \
-         INSERT INTO abc VALUES (1, 2, 3), (4, 5, 6); INSERT INTO cde VALUES (7, 8, 9), (1, 2, 3)",
-    );
+    run(&db, ABC_CDE);
     let mut outer = db.exec("SELECT * FROM abc", &[]).unwrap();
     let mut inner_rows = 0;
     for row in &mut outer {

@@ -169,8 +169,6 @@ pub enum Mode {
     ToArray,
     /// `raw()` to the end.
     Raw,
-    /// `one()`.
-    One,
     /// One call of `next()`.
     Next,
     /// Iterate to the end.
@@ -197,7 +195,6 @@ pub fn consume(cursor: &mut Cursor, mode: Mode) -> Result<Vec<Vec<SqlValue>>, Er
         Mode::None => Vec::new(),
         Mode::ToArray => cursor.to_array()?.into_iter().map(|r| r.into_values()).collect(),
         Mode::Raw => cursor.raw().collect::<Result<_, _>>()?,
-        Mode::One => vec![cursor.one()?.into_values()],
         Mode::Next => cursor.next().transpose()?.map(|r| r.into_values()).into_iter().collect(),
         Mode::Iterate => {
             let mut rows = Vec::new();
@@ -249,6 +246,18 @@ pub fn kv_rows(db: &Database) -> Vec<(String, Vec<u8>)> {
     })
     .expect("internal SQL reads _cf_KV")
 }
+
+/// Checks that every statement in `sqls` is refused with `not authorized: SQLITE_AUTH`,
+/// reporting every one that is not.
+#[track_caller]
+pub fn check_refused(db: &Database, sqls: &[&str]) {
+    let cases: Vec<(&str, &str)> = sqls.iter().map(|sql| (*sql, NOT_AUTHORIZED)).collect();
+    check_all(db, &cases);
+}
+
+/// The spec's join fixture (item 22): `abc` = (1,2,3),(4,5,6); `cde` = (7,8,9),(1,2,3).
+pub const ABC_CDE: &str = "CREATE TABLE abc(a, b, c); CREATE TABLE cde(c, d, e); \
+     INSERT INTO abc VALUES (1, 2, 3), (4, 5, 6); INSERT INTO cde VALUES (7, 8, 9), (1, 2, 3)";
 
 /// SQL text shortened for assertion messages.
 pub fn shorten(sql: &str) -> String {
