@@ -1,0 +1,176 @@
+//! `SqliteBackend`: a durable SQLite file per object, holding the keys in `_cf_KV`.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use durable_sql::rusqlite::types::{ToSqlOutput, ValueRef};
+use durable_sql::rusqlite::{self, OptionalExtension, ToSql};
+use durable_sql::{Database, Options};
+
+use crate::backend::{KeyRange, KvBackend, WriteBatch};
+use crate::error::Result;
+
+const CREATE: &str =
+    "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID";
+const GET: &str = "SELECT value FROM _cf_KV WHERE key = ?";
+const PUT: &str = "INSERT INTO _cf_KV (key, value) VALUES (?, ?) \
+                   ON CONFLICT DO UPDATE SET value = excluded.value";
+const DELETE: &str = "DELETE FROM _cf_KV WHERE key = ?";
+const DELETE_ALL: &str = "DELETE FROM _cf_KV";
+
+/// Binds raw bytes as TEXT, so range bounds compare by bytes (BINARY collation) even when they
+/// are not valid UTF-8 (a prefix's successor may not be).
+struct TextBytes<'a>(&'a [u8]);
+
+impl ToSql for TextBytes<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(ValueRef::Text(self.0)))
+    }
+}
+
+/// A [`KvBackend`] over one object's SQLite database (WAL mode), in the `_cf_KV` table that the
+/// SQLite-backed KV API uses too (`docs/storage-format.md`).
+///
+/// Every writing call runs in its own transaction and commits before it returns, so a batch
+/// is atomic and, with the default `synchronous = FULL`, durable when the call returns; a
+/// failed batch is rolled back. The backend owns the database: nothing else may write to it
+/// (another writer's open transaction would be committed with the next batch).
+///
+/// The calls are `async` for the trait, but do their SQLite work on the calling thread before
+/// returning (one short transaction per call); under a multi-threaded runtime that blocks one
+/// worker for the duration of the call, as any local disk write would.
+#[derive(Debug, Clone)]
+pub struct SqliteBackend {
+    db: Database,
+}
+
+impl SqliteBackend {
+    /// Opens (creating if needed) the database file at `path`, with the default options.
+    /// The folder must exist.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteBackend> {
+        SqliteBackend::new(Database::open(path, Options::default())?)
+    }
+
+    /// A private in-memory database (not durable; for tests).
+    pub fn in_memory() -> Result<SqliteBackend> {
+        SqliteBackend::new(Database::open_in_memory(Options::default())?)
+    }
+
+    /// A backend over `db`, creating the `_cf_KV` table if it is missing (committed at once).
+    pub fn new(db: Database) -> Result<SqliteBackend> {
+        db.internal(|i| {
+            i.begin_write()?;
+            i.connection().execute_batch(CREATE)?;
+            Ok(())
+        })?;
+        db.commit()?;
+        Ok(SqliteBackend { db })
+    }
+
+    /// The database underneath.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Runs `f` as one write transaction: committed when it succeeds, rolled back otherwise.
+    fn transaction<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> durable_sql::Result<T>,
+    ) -> Result<T> {
+        let done = self.db.internal(|i| {
+            i.begin_write()?;
+            f(i.connection())
+        });
+        let value = match done {
+            Ok(value) => value,
+            Err(e) => {
+                self.db.rollback()?;
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = self.db.commit() {
+            self.db.rollback()?;
+            return Err(e.into());
+        }
+        Ok(value)
+    }
+}
+
+fn read_range(
+    conn: &rusqlite::Connection,
+    range: &KeyRange,
+) -> durable_sql::Result<Vec<(String, Vec<u8>)>> {
+    if range.end.as_deref().is_some_and(|end| end <= range.start.as_slice()) {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT key, value FROM _cf_KV WHERE key >= ?1{} ORDER BY key{} LIMIT ?3",
+        if range.end.is_some() { " AND key < ?2" } else { "" },
+        if range.reverse { " DESC" } else { "" },
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let limit = range.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+    let map = |row: &rusqlite::Row<'_>| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?));
+    let start = TextBytes(&range.start);
+    let rows = match range.end.as_deref() {
+        Some(end) => stmt.query_map((start, TextBytes(end), limit), map)?,
+        None => stmt.query_map((start, rusqlite::types::Null, limit), map)?,
+    };
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+#[async_trait]
+impl KvBackend for SqliteBackend {
+    async fn get(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        Ok(self.db.internal(|i| {
+            let mut stmt = i.connection().prepare_cached(GET)?;
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                out.push(stmt.query_row([key], |row| row.get::<_, Vec<u8>>(0)).optional()?);
+            }
+            Ok(out)
+        })?)
+    }
+
+    async fn list(&self, range: &KeyRange) -> Result<Vec<(String, Vec<u8>)>> {
+        Ok(self.db.internal(|i| read_range(i.connection(), range))?)
+    }
+
+    async fn delete(&self, keys: Vec<String>) -> Result<usize> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        self.transaction(|conn| {
+            let mut stmt = conn.prepare_cached(DELETE)?;
+            let mut count = 0;
+            for key in &keys {
+                count += stmt.execute([key])?;
+            }
+            Ok(count)
+        })
+    }
+
+    async fn write(&self, batch: WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.transaction(|conn| {
+            if batch.delete_all {
+                conn.execute(DELETE_ALL, [])?;
+            }
+            if !batch.deletes.is_empty() {
+                let mut stmt = conn.prepare_cached(DELETE)?;
+                for key in &batch.deletes {
+                    stmt.execute([key])?;
+                }
+            }
+            if !batch.puts.is_empty() {
+                let mut stmt = conn.prepare_cached(PUT)?;
+                for (key, value) in &batch.puts {
+                    stmt.execute((key, value))?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
