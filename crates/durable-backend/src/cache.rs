@@ -197,7 +197,7 @@ impl State {
 
     fn remove_entry(&mut self, key: &[u8]) {
         if let Some(entry) = self.map.remove(key) {
-            self.bytes -= entry_size(key, &entry.value);
+            self.bytes = self.bytes.saturating_sub(entry_size(key, &entry.value));
             if let Some(tick) = entry.tick {
                 self.lru.remove(&tick);
             }
@@ -215,9 +215,11 @@ impl State {
             return;
         }
         if entry.value.is_none() && self.complete.contains(key) {
-            // A known-absent key inside a known-complete range says nothing new.
+            // A known-absent key inside a known-complete range says nothing new. It still
+            // counts as a removal: a read in flight may hold the backend's older answer.
             if let Some(entry) = self.map.remove(key) {
-                self.bytes -= entry_size(key, &entry.value);
+                self.bytes = self.bytes.saturating_sub(entry_size(key, &entry.value));
+                self.removals += 1;
             }
             return;
         }
@@ -238,7 +240,7 @@ impl State {
             _ => {}
         }
         if let Some(old) = self.map.remove(key) {
-            self.bytes -= entry_size(key, &old.value);
+            self.bytes = self.bytes.saturating_sub(entry_size(key, &old.value));
             if let Some(tick) = old.tick {
                 self.lru.remove(&tick);
             }

@@ -726,3 +726,58 @@ async fn random_operations_through_the_cache_match_a_model() {
         assert_eq!(stored, model, "seed {seed}: the backend holds the model after the last flush");
     }
 }
+
+/// Lists from its inner store at once, then waits for a permit before answering: the answer
+/// is older than whatever happens meanwhile.
+struct ListThenWait {
+    inner: Arc<MemoryBackend>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl KvBackend for ListThenWait {
+    async fn get(&self, keys: &[String]) -> durable_backend::Result<Vec<Option<Vec<u8>>>> {
+        self.inner.get(keys).await
+    }
+    async fn list(
+        &self,
+        range: &durable_backend::KeyRange,
+    ) -> durable_backend::Result<Vec<(String, Vec<u8>)>> {
+        let rows = self.inner.list(range).await;
+        if let Ok(permit) = self.gate.acquire().await {
+            permit.forget();
+        }
+        rows
+    }
+    async fn delete(&self, keys: Vec<String>) -> durable_backend::Result<usize> {
+        self.inner.delete(keys).await
+    }
+    async fn write(&self, batch: WriteBatch) -> durable_backend::Result<()> {
+        self.inner.write(batch).await
+    }
+}
+
+#[tokio::test]
+async fn an_answer_older_than_a_completed_flush_is_not_kept() {
+    let inner = Arc::new(MemoryBackend::new());
+    seed(&*inner, &[("k", "1")]).await;
+    let slow = Arc::new(ListThenWait {
+        inner: inner.clone(),
+        gate: Arc::new(tokio::sync::Semaphore::new(0)),
+    });
+    let c = cache();
+    c.put("k", v("2"), WriteOptions { allow_unconfirmed: false, no_cache: true }).unwrap();
+    let flush = c.take_flush().unwrap().unwrap();
+    let ListLookup::Pending(list) = c.lookup_list(&ListOptions::default(), R).unwrap() else {
+        panic!("nothing listed yet")
+    };
+    let lister = {
+        let slow = slow.clone();
+        tokio::spawn(async move { list.fetch(&*slow).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await; // the backend has answered "k = 1"
+    flush.run(&*inner).await.unwrap(); // taken before the list, so it does not wait for it
+    slow.gate.add_permits(1);
+    assert_eq!(lister.await.unwrap().unwrap(), vec![("k".to_owned(), v("2"))], "the cache wins");
+    assert_eq!(c.get(&*inner, &keys(&["k"]), R).await.unwrap(), vec![Some(v("2"))], "not stale");
+}
