@@ -103,6 +103,7 @@ pub(crate) struct State {
     sync_depth: u32,
     broken: Option<Error>,
     observer: Option<Box<dyn Observer>>,
+    pub(crate) wal_observer: Option<Box<dyn crate::wal::WalObserver>>,
 }
 
 /// What `exec` hands to a new cursor.
@@ -314,6 +315,10 @@ impl Internal<'_> {
     pub fn autocommit(&self) -> bool {
         raw::autocommit(self.state.handle())
     }
+
+    pub(crate) fn checkpoint_locked(&mut self, mode: CheckpointMode) -> Result<(u32, u32)> {
+        self.state.checkpoint(mode)
+    }
 }
 
 impl From<rusqlite::Error> for Error {
@@ -360,6 +365,7 @@ impl State {
             sync_depth: 0,
             broken: None,
             observer: None,
+            wal_observer: None,
         })
     }
 
@@ -640,6 +646,9 @@ impl State {
         match self.batch("COMMIT") {
             Ok(()) => {
                 self.txn_open = false;
+                if let Some(wal) = self.wal_observer.as_mut() {
+                    wal.committed();
+                }
                 if let Some(observer) = self.observer.as_mut() {
                     observer.committed();
                 }
@@ -749,6 +758,9 @@ impl State {
             observer.rolled_back();
         }
         self.finalize_all();
+        if let Some(wal) = self.wal_observer.as_mut() {
+            wal.before_reset();
+        }
         self.generation += 1;
         self.txn_open = false;
         self.sync_depth = 0;
@@ -772,6 +784,9 @@ impl State {
             }
         }
         self.conn = Some(connect(self.path.as_deref(), &self.options, &self.auth)?);
+        if let Some(wal) = self.wal_observer.as_mut() {
+            wal.after_reset();
+        }
         Ok(())
     }
 }

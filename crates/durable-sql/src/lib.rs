@@ -46,6 +46,7 @@ mod error;
 mod options;
 mod raw;
 mod value;
+mod wal;
 
 pub use auth::{RESERVED_PREFIX, is_reserved};
 pub use cursor::{Cursor, Raw, Row};
@@ -53,6 +54,7 @@ pub use db::{CheckpointMode, Database, Internal, Observer};
 pub use error::{Error, Result, SqliteFailure, code_name, extended_code_name};
 pub use options::{Limits, Options, Synchronous};
 pub use value::{FromSqlValue, SqlValue};
+pub use wal::WalObserver;
 
 /// The rusqlite version this crate is built on, for layers that run trusted SQL through
 /// [`Database::internal`].

@@ -1,0 +1,2 @@
+//! Benchmarks of the archiver (filled in below).
+fn main() {}
