@@ -33,6 +33,16 @@
 //! the read stops counting, and the flush's writes return to the pending set (if the backend
 //! had already applied them, sending them again is harmless: batches are idempotent).
 //!
+//! Where this differs from the runtime's cache (spec section 2.7 and after), by choice:
+//!
+//! - a delete of keys the cache does not know reads their existence (a `get` registered at the
+//!   call) instead of sending a counted delete in the batch; the count is the same;
+//! - a `delete_all` and the writes after it go out as one atomic batch (the runtime sends the
+//!   earlier writes, the `deleteAll` and the later writes separately, and the `deleteAll` is
+//!   not atomic on the legacy backend);
+//! - `put_multiple` and `delete` refuse more than 128 keys, as `get` does (the runtime's cache
+//!   accepts them; the documentation says 128); configurable through [`CacheOptions::limits`].
+//!
 //! Not modelled here (the runtime does them, the turn layer may): retries of transient
 //! backend errors, dirty-bytes backpressure, the hard memory limit, stale-entry eviction by
 //! time, alarms.
