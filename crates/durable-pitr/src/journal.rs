@@ -126,7 +126,7 @@ impl Journal {
                     at += len;
                 }
                 let file =
-                    OpenOptions::new().write(true).open(&path).map_err(io_error("open", &path))?;
+                    OpenOptions::new().append(true).open(&path).map_err(io_error("open", &path))?;
                 if at < bytes.len() {
                     tracing::warn!(path = %what, at, len = bytes.len(), "cutting a torn journal tail");
                     file.set_len(at as u64).map_err(io_error("truncate", &path))?;

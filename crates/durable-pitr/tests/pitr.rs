@@ -1,1 +1,12 @@
-//! Integration tests of durable-pitr.
+//! Integration tests of durable-pitr: one binary, one module per concern.
+
+mod pitr {
+    pub mod support;
+
+    mod bookmarks;
+    mod crash;
+    mod restore;
+    mod retention;
+    mod stores;
+    mod time;
+}
