@@ -274,7 +274,9 @@ impl Inner {
     fn append(&mut self, header: &Header, pages: &BTreeMap<u32, Vec<u8>>) -> Result<()> {
         let bytes = record::encode_record(header, pages);
         let mark = if header.kind == Kind::Init { None } else { Some(self.mark_bytes(0).1) };
-        self.journal.append(header, &bytes, mark)?;
+        if let Some(sealed) = self.journal.append(header, &bytes, mark)? {
+            self.catalog.add_segment(sealed);
+        }
         if header.kind.is_position() {
             self.head.epoch = header.epoch;
             self.head.seq = header.seq;
@@ -948,9 +950,11 @@ impl Archiver {
         let merge_before = now.saturating_sub(cfg.merge_after.as_millis() as u64);
         let mut groups: Vec<Vec<SegEntry>> = Vec::new();
         for e in archived.iter().filter(|e| e.name.last_ts < merge_before) {
+            let span = (cfg.merge_span.as_millis() as u64).max(1);
             let fits = groups.last().is_some_and(|g: &Vec<SegEntry>| {
                 let last = g[g.len() - 1].name;
-                last.epoch == e.name.epoch
+                g[0].name.first_ts / span == e.name.last_ts / span
+                    && last.epoch == e.name.epoch
                     && last.last_seq + 1 == e.name.first_seq
                     && g.iter().map(|x| x.size).sum::<u64>() + e.size <= cfg.merge_max_bytes
             });

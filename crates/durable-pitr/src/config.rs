@@ -44,6 +44,9 @@ pub struct ArchiveConfig {
     pub merge_after: Duration,
     /// The largest merged segment (64 MiB).
     pub merge_max_bytes: u64,
+    /// A merged segment never spans two periods of this length (1 day, in UTC), so
+    /// retention can still delete old history period by period.
+    pub merge_span: Duration,
     /// Retention deletes nothing younger than the window plus this grace (1 h).
     pub grace: Duration,
     /// `bookmark_for_time` accepts times this far in the future, as "now" (1 s).
@@ -78,6 +81,7 @@ impl ArchiveConfig {
             snapshot_interval: Duration::from_secs(24 * 3600),
             merge_after: Duration::from_secs(3600),
             merge_max_bytes: 64 << 20,
+            merge_span: Duration::from_secs(24 * 3600),
             grace: Duration::from_secs(3600),
             future_skew: Duration::from_secs(1),
             failpoint: None,

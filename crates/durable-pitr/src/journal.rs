@@ -147,13 +147,15 @@ impl Journal {
     }
 
     /// Appends one encoded record. `mark` is written first when a new segment starts (the
-    /// position capture stands at), so every segment says where it continues from.
+    /// position capture stands at), so every segment says where it continues from. Returns
+    /// the segment sealed first when the record starts a new epoch.
     pub(crate) fn append(
         &mut self,
         header: &Header,
         bytes: &[u8],
         mark: Option<Vec<u8>>,
-    ) -> Result<()> {
+    ) -> Result<Option<SegEntry>> {
+        let mut sealed = None;
         if let Some(open) = &self.open
             && header.kind.is_position()
             && open.epoch != header.epoch
@@ -164,7 +166,7 @@ impl Journal {
                 self.open = None;
                 std::fs::remove_file(&path).map_err(io_error("remove", &path))?;
             } else {
-                self.seal()?;
+                sealed = self.seal()?;
             }
         }
         if self.open.is_none() {
@@ -206,7 +208,8 @@ impl Journal {
             open.epoch = header.epoch;
             open.index.push(Entry { epoch: header.epoch, seq: header.seq, ts: header.ts_ms });
         }
-        self.fail("journal.after_write")
+        self.fail("journal.after_write")?;
+        Ok(sealed)
     }
 
     /// Makes everything appended durable.

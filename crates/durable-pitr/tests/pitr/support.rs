@@ -42,6 +42,10 @@ impl Env {
         c
     }
 
+    pub fn clock_now(&self) -> i64 {
+        durable_pitr::Clock::now_ms(&self.clock)
+    }
+
     pub async fn open(&self) -> (Database, Archiver) {
         match Archiver::open(&self.path, Options::default(), self.config()).await {
             Ok(x) => x,
