@@ -1,1 +1,185 @@
-//! stores tests (below).
+//! The same archive suite on every store: in-memory, the local file system, and (with the
+//! `s3-tests` feature) S3 over real HTTP with signed requests, against an S3-compatible server
+//! (s3s-fs) that the test starts on 127.0.0.1.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use durable_pitr::object_store::ObjectStore;
+use durable_pitr::object_store::memory::InMemory;
+use durable_pitr::{ArchiveError, Error, Failpoint};
+
+use super::support::{Env, Rng, file_bytes, image, step};
+
+/// Commits, uploads, compaction, rebuilds, a restore on open, the object moved to an empty
+/// data directory, a re-upload after a crash between upload and local delete, and a refused
+/// overwrite.
+async fn suite(store: Arc<dyn ObjectStore>) {
+    let env = Env::with_store(store.clone());
+    let crash = Arc::new(AtomicBool::new(false));
+    let c = crash.clone();
+    let fp: Failpoint =
+        Arc::new(move |p| p == "upload.before_local_delete" && c.swap(false, Ordering::SeqCst));
+    let (db, archiver) = env.open_with(env.config().with_failpoint(fp.clone())).await.unwrap();
+    let mut rng = Rng::new(21);
+    let mut states = Vec::new();
+    for i in 0..60 {
+        env.clock.advance_ms(1_500);
+        step(&db, &mut rng);
+        archiver.capture().unwrap();
+        states.push((archiver.current_bookmark().unwrap(), image(&env.path)));
+        if i % 20 == 19 {
+            archiver.upload().await.unwrap();
+            archiver.compact().await.unwrap();
+        }
+    }
+    // A crash after an upload, before the local copy is deleted: the next upload finds the
+    // same bytes already archived and counts it as done.
+    archiver.seal().unwrap();
+    crash.store(true, Ordering::SeqCst);
+    let err = archiver.upload().await.unwrap_err();
+    assert!(matches!(err, Error::Archive(ArchiveError::Injected(_))), "{err}");
+    drop((archiver, db));
+    let (db, archiver) = env.open_with(env.config()).await.unwrap();
+    assert!(archiver.status().local_segments >= 1);
+    archiver.upload().await.unwrap();
+    assert_eq!(archiver.status().local_segments, 0);
+    for (b, img) in states.iter().step_by(7) {
+        assert_eq!(archiver.image_at(b).await.unwrap(), *img);
+    }
+    // Restore on open.
+    let (target, expected) = states[25].clone();
+    archiver.on_next_session_restore_bookmark(&target).unwrap();
+    archiver.close().await.unwrap();
+    drop(db);
+    let (db, archiver) = env.open_with(env.config()).await.unwrap();
+    assert_eq!(file_bytes(&env.path), expected);
+    let latest = (archiver.current_bookmark().unwrap(), image(&env.path));
+    archiver.close().await.unwrap();
+    drop(db);
+    // Another machine with an empty data directory opens it from the archive alone.
+    let moved = Env::with_store(store);
+    moved.clock.set_ms(env.clock_now());
+    let (_db, archiver) = moved.open().await;
+    assert_eq!(image(&moved.path), latest.1);
+    assert_eq!(archiver.current_bookmark().unwrap(), latest.0);
+    assert_eq!(archiver.image_at(&states[40].0).await.unwrap(), states[40].1);
+}
+
+#[tokio::test]
+async fn in_memory_store() {
+    suite(Arc::new(InMemory::new())).await;
+}
+
+#[tokio::test]
+async fn local_file_system_store() {
+    let dir = tempfile::tempdir().unwrap();
+    suite(durable_pitr::local_store(dir.path()).unwrap()).await;
+}
+
+#[tokio::test]
+async fn the_default_archive_is_a_folder_next_to_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("room.sqlite");
+    let config = durable_pitr::ArchiveConfig::local_for(&path).unwrap();
+    let (db, archiver) =
+        durable_pitr::Archiver::open(&path, durable_sql::Options::default(), config).await.unwrap();
+    db.exec("CREATE TABLE t(x)", &[]).unwrap();
+    db.commit().unwrap();
+    archiver.close().await.unwrap();
+    let segs = std::fs::read_dir(dir.path().join("archive/room.sqlite/seg")).unwrap().count();
+    assert_eq!(segs, 1);
+    assert!(dir.path().join("archive/room.sqlite/meta").exists());
+}
+
+#[tokio::test]
+async fn an_archive_of_another_history_is_refused() {
+    let shared: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let a = Env::with_store(shared.clone());
+    drop(a.open().await);
+    // B has a history of its own, then is pointed at A's archive folder by mistake.
+    let b = Env::new();
+    drop(b.open().await);
+    let mut wrong = b.config();
+    wrong.store = shared;
+    let err = b.open_with(wrong).await.unwrap_err();
+    assert!(matches!(err, Error::Archive(ArchiveError::OtherHistory { .. })), "{err}");
+    // B's own archive still opens.
+    drop(b.open().await);
+}
+
+#[cfg(feature = "s3-tests")]
+mod s3 {
+    use std::sync::Arc;
+
+    use durable_pitr::object_store::ObjectStore;
+    use durable_pitr::object_store::aws::AmazonS3Builder;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder as ConnBuilder;
+
+    thread_local! {
+        /// The port of the last server this thread started.
+        static PORT: std::cell::Cell<u16> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Starts s3s-fs on 127.0.0.1 (a random port) over a temporary folder with one bucket,
+    /// with signed requests required; returns a client for it.
+    async fn server() -> (Arc<dyn ObjectStore>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("archive")).unwrap();
+        let fs = s3s_fs::FileSystem::new(dir.path()).unwrap();
+        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        builder.set_auth(s3s::auth::SimpleAuth::from_single("test-key", "test-secret"));
+        let service = builder.build();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        PORT.with(|p| p.set(addr.port()));
+        tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else { continue };
+                let service = service.clone();
+                tokio::spawn(async move {
+                    let _ = ConnBuilder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await;
+                });
+            }
+        });
+        let store = AmazonS3Builder::new()
+            .with_endpoint(format!("http://{addr}"))
+            .with_allow_http(true)
+            .with_bucket_name("archive")
+            .with_region("us-east-1")
+            .with_access_key_id("test-key")
+            .with_secret_access_key("test-secret")
+            .build()
+            .unwrap();
+        (Arc::new(store), dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn s3_store() {
+        let (store, _dir) = server().await;
+        super::suite(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wrongly_signed_requests_are_refused() {
+        use durable_pitr::object_store::ObjectStoreExt;
+        let (store, _dir) = server().await;
+        let key = durable_pitr::object_store::path::Path::from("probe");
+        store.put(&key, b"x".to_vec().into()).await.unwrap();
+        let port = PORT.with(|p| p.get());
+        let wrong = AmazonS3Builder::new()
+            .with_endpoint(format!("http://127.0.0.1:{port}"))
+            .with_allow_http(true)
+            .with_bucket_name("archive")
+            .with_region("us-east-1")
+            .with_access_key_id("test-key")
+            .with_secret_access_key("not-the-secret")
+            .build()
+            .unwrap();
+        assert!(wrong.get(&key).await.is_err());
+        assert!(wrong.put(&key, b"y".to_vec().into()).await.is_err());
+    }
+}
