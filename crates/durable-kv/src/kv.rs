@@ -288,9 +288,22 @@ fn kv_statement<'c>(
     }
 }
 
+/// `result`, or `absent` when it failed because `_cf_KV` does not exist. A cached statement
+/// outlives the table when the transaction that created the table rolls back: SQLite then
+/// fails it at its next step, not at prepare time.
+fn unless_missing<T>(result: rusqlite::Result<T>, absent: T) -> durable_sql::Result<T> {
+    match result {
+        Err(e) if no_kv_table(&e) => Ok(absent),
+        other => Ok(other?),
+    }
+}
+
 fn read_one(i: &mut Internal<'_>, key: &[u8]) -> durable_sql::Result<Option<Vec<u8>>> {
     let Some(mut stmt) = kv_statement(i.connection(), GET)? else { return Ok(None) };
-    Ok(stmt.query_row([TextBytes(key)], |row| row.get::<_, Vec<u8>>(0)).optional()?)
+    unless_missing(
+        stmt.query_row([TextBytes(key)], |row| row.get::<_, Vec<u8>>(0)).optional(),
+        None,
+    )
 }
 
 fn write_one(i: &mut Internal<'_>, key: &[u8], value: &[u8]) -> durable_sql::Result<()> {
@@ -302,13 +315,22 @@ fn write_one(i: &mut Internal<'_>, key: &[u8], value: &[u8]) -> durable_sql::Res
             conn.prepare_cached(PUT)?
         }
     };
-    stmt.execute((TextBytes(key), value))?;
+    match stmt.execute((TextBytes(key), value)) {
+        Err(e) if no_kv_table(&e) => {
+            drop(stmt);
+            conn.execute_batch(CREATE)?;
+            conn.prepare_cached(PUT)?.execute((TextBytes(key), value))?;
+        }
+        other => {
+            other?;
+        }
+    }
     Ok(())
 }
 
 fn delete_one(i: &mut Internal<'_>, key: &[u8]) -> durable_sql::Result<bool> {
     let Some(mut stmt) = kv_statement(i.connection(), DELETE)? else { return Ok(false) };
-    Ok(stmt.execute([TextBytes(key)])? > 0)
+    unless_missing(stmt.execute([TextBytes(key)]).map(|n| n > 0), false)
 }
 
 /// Reads up to `limit` entries of `range`, continuing after `after` when given.
@@ -337,10 +359,14 @@ fn read_range(
     // Keys are only ever written from Rust strings, so they read back as valid UTF-8.
     let map = |row: &rusqlite::Row<'_>| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?));
     let rows = match high {
-        Some(h) => stmt.query_map((TextBytes(low), TextBytes(h), limit), map)?,
-        None => stmt.query_map((TextBytes(low), rusqlite::types::Null, limit), map)?,
+        Some(h) => stmt
+            .query_map((TextBytes(low), TextBytes(h), limit), map)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>()),
+        None => stmt
+            .query_map((TextBytes(low), rusqlite::types::Null, limit), map)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>()),
     };
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    unless_missing(rows, Vec::new())
 }
 
 /// The lazy iterator of [`Kv::list_iter`]; yields `(key, value)` pairs.

@@ -140,6 +140,25 @@ fn put_multiple_is_all_or_nothing_and_spares_earlier_writes() {
 }
 
 #[test]
+fn a_rolled_back_table_creation_is_redone_by_the_next_write() {
+    // Spec 1.2: the transaction that created `_cf_KV` rolls back; cached statements must not
+    // assume the table is still there.
+    let kv = kv();
+    let db = kv.database().clone();
+    let r: Result<(), durable_kv::Error> = db.transaction_sync(|| {
+        kv.put("a", &1i64)?;
+        assert_eq!(kv.get::<i64>("a")?, Some(1));
+        Err(durable_kv::Error::LimitNotPositive)
+    });
+    assert!(r.is_err());
+    assert_eq!(kv.get::<i64>("a").unwrap(), None);
+    assert!(!kv.delete("a").unwrap());
+    assert!(kv.list::<i64>(&ListOptions::default()).unwrap().is_empty());
+    kv.put("b", &2i64).unwrap();
+    assert_eq!(kv.get::<i64>("b").unwrap(), Some(2));
+}
+
+#[test]
 fn legacy_limits_refuse_with_the_runtime_messages() {
     let kv =
         Kv::with_limits(Database::open_in_memory(Options::default()).unwrap(), KvLimits::legacy());

@@ -1,0 +1,401 @@
+//! `Storage`: one object's storage with the turn model on top (the seed's `ctx.storage`).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use durable_kv::{Kv, ListOptions};
+use durable_sql::{Database, Options};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::alarm;
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::op::Op;
+use crate::transaction::{self, TxnShared};
+
+/// Options of a read (`get`, `list`, `get_alarm`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GetOptions {
+    /// Let other events run while this read waits for I/O (the input gate stays open).
+    pub allow_concurrency: bool,
+    /// Keep what this read fetches out of the cache (memory use only).
+    pub no_cache: bool,
+}
+
+/// Options of a write (`put`, `delete`, `set_alarm`, `delete_alarm`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Accepted for symmetry with reads; writes never wait for I/O.
+    pub allow_concurrency: bool,
+    /// Do not hold the object's results until this write is durable.
+    pub allow_unconfirmed: bool,
+    /// Keep the written entry out of the cache once it is flushed.
+    pub no_cache: bool,
+}
+
+/// How the end of a turn went for storage.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TurnEnd {
+    /// Nothing was written, or everything written is durable already.
+    Durable,
+}
+
+/// One object's storage: the SQL API, the sync KV API, the async KV API, both transaction
+/// forms, alarms and the commit points, over one SQLite database.
+///
+/// Every write made between two commit points is one atomic transaction. Under the object
+/// runtime ([`Object`](crate::Object)) the commit points are the ends of turns and come by
+/// themselves; a program that uses `Storage` directly commits with [`sync`](Storage::sync)
+/// (or [`end_turn`](Storage::end_turn)). A `Storage` dropped with writes pending commits
+/// them, so nothing written is lost by forgetting a commit point.
+///
+/// `Storage` is a cheap handle: clones share the object.
+#[derive(Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage").field("db", &self.inner.db).finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) db: Database,
+    pub(crate) kv: Kv,
+    state: Mutex<State>,
+}
+
+pub(crate) struct State {
+    /// Explicit async transactions, outermost first.
+    pub(crate) txns: Vec<Arc<TxnShared>>,
+    /// Set by `abort`: every later call fails with this.
+    broken: Option<Error>,
+    /// The alarm whose handler is running (milliseconds), if one is.
+    pub(crate) running_alarm: Option<i64>,
+    /// The clock `set_alarm` reads "now" from.
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State { txns: Vec::new(), broken: None, running_alarm: None, clock: Arc::new(SystemClock) }
+    }
+}
+
+impl Storage {
+    /// Opens (creating if needed) the SQLite-backed storage at `path`.
+    pub fn open(path: impl AsRef<std::path::Path>, options: Options) -> Result<Storage> {
+        Ok(Storage::new(Database::open(path, options)?))
+    }
+
+    /// Opens private in-memory storage (tests, ephemeral objects).
+    pub fn open_in_memory() -> Result<Storage> {
+        Ok(Storage::new(Database::open_in_memory(Options::default())?))
+    }
+
+    /// Storage over an open database.
+    pub fn new(db: Database) -> Storage {
+        let kv = Kv::new(db.clone());
+        Storage::with_kv(kv)
+    }
+
+    /// Storage over an open KV store (its database and limits).
+    pub fn with_kv(kv: Kv) -> Storage {
+        let db = kv.database().clone();
+        Storage { inner: Arc::new(Inner { db, kv, state: Mutex::new(State::default()) }) }
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn check_usable(&self) -> Result<()> {
+        match &self.state().broken {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// The SQL API (`ctx.storage.sql`).
+    pub fn sql(&self) -> &Database {
+        &self.inner.db
+    }
+
+    /// The synchronous KV API (`ctx.storage.kv`).
+    pub fn kv(&self) -> &Kv {
+        &self.inner.kv
+    }
+
+    /// The database's size in bytes (`ctx.storage.sql.databaseSize`).
+    pub fn database_size(&self) -> Result<u64> {
+        Ok(self.inner.db.database_size()?)
+    }
+
+    /// The value of `key`, if present.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Op<Option<T>> {
+        self.get_with(key, GetOptions::default())
+    }
+
+    /// [`get`](Storage::get) with options.
+    pub fn get_with<T: DeserializeOwned>(&self, key: &str, _options: GetOptions) -> Op<Option<T>> {
+        Op::ready(self.check_usable().and_then(|()| Ok(self.inner.kv.get(key)?)))
+    }
+
+    /// The present keys among `keys` with their values, sorted by key; duplicates collapse.
+    pub fn get_multiple<T: DeserializeOwned>(&self, keys: &[&str]) -> Op<Vec<(String, T)>> {
+        self.get_multiple_with(keys, GetOptions::default())
+    }
+
+    /// [`get_multiple`](Storage::get_multiple) with options.
+    pub fn get_multiple_with<T: DeserializeOwned>(
+        &self,
+        keys: &[&str],
+        _options: GetOptions,
+    ) -> Op<Vec<(String, T)>> {
+        Op::ready(self.check_usable().and_then(|()| Ok(self.inner.kv.get_multiple(keys)?)))
+    }
+
+    /// Stores `value` under `key`. The write takes effect now; the returned [`Op`] only
+    /// reports its outcome.
+    pub fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Op<()> {
+        self.put_with(key, value, PutOptions::default())
+    }
+
+    /// [`put`](Storage::put) with options.
+    pub fn put_with<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        _options: PutOptions,
+    ) -> Op<()> {
+        Op::ready(self.check_usable().and_then(|()| Ok(self.inner.kv.put(key, value)?)))
+    }
+
+    /// Stores every pair atomically: all or none.
+    pub fn put_multiple<T: Serialize>(&self, entries: &[(&str, T)]) -> Op<()> {
+        self.put_multiple_with(entries, PutOptions::default())
+    }
+
+    /// [`put_multiple`](Storage::put_multiple) with options.
+    pub fn put_multiple_with<T: Serialize>(
+        &self,
+        entries: &[(&str, T)],
+        _options: PutOptions,
+    ) -> Op<()> {
+        Op::ready(self.check_usable().and_then(|()| Ok(self.inner.kv.put_multiple(entries)?)))
+    }
+
+    /// Deletes `key`; true if it existed.
+    pub fn delete(&self, key: &str) -> Op<bool> {
+        self.delete_with(key, PutOptions::default())
+    }
+
+    /// [`delete`](Storage::delete) with options.
+    pub fn delete_with(&self, key: &str, _options: PutOptions) -> Op<bool> {
+        Op::ready(self.check_usable().and_then(|()| Ok(self.inner.kv.delete(key)?)))
+    }
+
+    /// Deletes every key of `keys`; the number that existed.
+    pub fn delete_multiple(&self, keys: &[&str]) -> Op<usize> {
+        self.delete_multiple_with(keys, PutOptions::default())
+    }
+
+    /// [`delete_multiple`](Storage::delete_multiple) with options.
+    pub fn delete_multiple_with(&self, keys: &[&str], _options: PutOptions) -> Op<usize> {
+        Op::ready(self.check_usable().and_then(|()| Ok(self.inner.kv.delete_multiple(keys)?)))
+    }
+
+    /// The entries `options` selects, in the requested order.
+    pub fn list<T: DeserializeOwned>(&self, options: &ListOptions) -> Op<Vec<(String, T)>> {
+        self.list_with(options, GetOptions::default())
+    }
+
+    /// [`list`](Storage::list) with options.
+    pub fn list_with<T: DeserializeOwned>(
+        &self,
+        options: &ListOptions,
+        _get: GetOptions,
+    ) -> Op<Vec<(String, T)>> {
+        Op::ready(self.check_usable().and_then(|()| Ok(self.inner.kv.list(options)?)))
+    }
+
+    /// Deletes everything: every key, every SQL table, the object's whole database. Writes
+    /// not yet committed are discarded first. The alarm is kept, as the runtime keeps it.
+    /// Refused inside an async [`transaction`](Storage::transaction).
+    pub fn delete_all(&self) -> Op<()> {
+        Op::ready(self.delete_all_now())
+    }
+
+    fn delete_all_now(&self) -> Result<()> {
+        self.check_usable()?;
+        if !self.state().txns.is_empty() {
+            return Err(Error::DeleteAllInTransaction);
+        }
+        let db = &self.inner.db;
+        db.rollback()?;
+        let alarm = alarm::read(db)?;
+        self.inner.kv.delete_all()?;
+        if let Some(ns) = alarm {
+            alarm::write(db, Some(ns))?;
+        }
+        Ok(())
+    }
+
+    /// The alarm's time in milliseconds since the epoch, if one is set. While the alarm's
+    /// handler runs it reads as none, unless the handler set a new one.
+    pub fn get_alarm(&self) -> Op<Option<i64>> {
+        self.get_alarm_with(GetOptions::default())
+    }
+
+    /// [`get_alarm`](Storage::get_alarm) with options.
+    pub fn get_alarm_with(&self, _options: GetOptions) -> Op<Option<i64>> {
+        Op::ready(self.get_alarm_now())
+    }
+
+    fn get_alarm_now(&self) -> Result<Option<i64>> {
+        self.check_usable()?;
+        let stored = alarm::read(&self.inner.db)?.map(alarm::ns_to_ms);
+        let running = self.state().running_alarm;
+        Ok(match (stored, running) {
+            (Some(t), Some(r)) if t == r => None,
+            (stored, _) => stored,
+        })
+    }
+
+    /// Sets the alarm to `time_ms` (milliseconds since the epoch; a past time means now).
+    pub fn set_alarm(&self, time_ms: i64) -> Op<()> {
+        self.set_alarm_with(time_ms, PutOptions::default())
+    }
+
+    /// [`set_alarm`](Storage::set_alarm) with options.
+    pub fn set_alarm_with(&self, time_ms: i64, _options: PutOptions) -> Op<()> {
+        Op::ready(self.set_alarm_now(time_ms))
+    }
+
+    fn set_alarm_now(&self, time_ms: i64) -> Result<()> {
+        self.check_usable()?;
+        if time_ms <= 0 {
+            return Err(Error::AlarmTimeNotPositive);
+        }
+        let now = self.state().clock.now_ms();
+        let time_ms = time_ms.max(now);
+        let ns = alarm::ms_to_ns(time_ms);
+        if alarm::read(&self.inner.db)? == Some(ns) {
+            return Ok(());
+        }
+        alarm::write(&self.inner.db, Some(ns))
+    }
+
+    /// Deletes the alarm.
+    pub fn delete_alarm(&self) -> Op<()> {
+        self.delete_alarm_with(PutOptions::default())
+    }
+
+    /// [`delete_alarm`](Storage::delete_alarm) with options.
+    pub fn delete_alarm_with(&self, _options: PutOptions) -> Op<()> {
+        Op::ready(self.delete_alarm_now())
+    }
+
+    fn delete_alarm_now(&self) -> Result<()> {
+        self.check_usable()?;
+        if alarm::read(&self.inner.db)?.is_none() {
+            return Ok(());
+        }
+        alarm::write(&self.inner.db, None)
+    }
+
+    /// Runs `f` inside a savepoint: `Ok` keeps its writes, `Err` rolls them back and is
+    /// returned unchanged. Calls nest. The writes become durable with the turn's commit.
+    pub fn transaction_sync<T, E>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<Error>,
+    {
+        enum Either<E> {
+            User(E),
+            Sql(durable_sql::Error),
+        }
+        impl<E> From<durable_sql::Error> for Either<E> {
+            fn from(e: durable_sql::Error) -> Self {
+                Either::Sql(e)
+            }
+        }
+        self.check_usable()?;
+        self.inner.db.transaction_sync(|| f().map_err(Either::User)).map_err(|e| match e {
+            Either::User(e) => e,
+            Either::Sql(e) => E::from(Error::Sql(e)),
+        })
+    }
+
+    /// Runs the async closure `f` as one transaction, holding the input gate while it runs:
+    /// the writes made before it in this turn are committed first; `Ok` commits the
+    /// closure's writes; `Err` rolls them back and is returned; `txn.rollback()` discards
+    /// them without an error. Calls nest (savepoints).
+    pub async fn transaction<F, Fut, T, E>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(transaction::Transaction) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<Error>,
+    {
+        transaction::run(self, f).await
+    }
+
+    /// Resolves once everything written before the call is durable: outside an explicit
+    /// transaction this commits the open implicit transaction now.
+    pub fn sync(&self) -> Op<()> {
+        Op::ready(self.check_usable().and_then(|()| match self.end_turn() {
+            Ok(TurnEnd::Durable) => Ok(()),
+            Err(e) => Err(e),
+        }))
+    }
+
+    /// Ends the turn: commits the implicit transaction if one is open (and no explicit
+    /// transaction is running). The object runtime calls this after every turn; a program
+    /// without the runtime calls it (or [`sync`](Storage::sync)) at its own commit points.
+    ///
+    /// A failed commit is returned; the transaction is rolled back.
+    pub fn end_turn(&self) -> Result<TurnEnd> {
+        if !self.state().txns.is_empty() {
+            return Ok(TurnEnd::Durable);
+        }
+        self.inner.db.commit()?;
+        Ok(TurnEnd::Durable)
+    }
+
+    /// Resets the object as `ctx.abort()` does: writes not yet committed are discarded and
+    /// every later call on this handle fails with "Durable Object storage is no longer
+    /// accessible.". Open the object again to go on.
+    pub fn abort(&self) {
+        let _ = self.inner.db.rollback();
+        let mut state = self.state();
+        state.txns.clear();
+        state.broken = Some(Error::NoLongerAccessible);
+    }
+
+    /// True once [`abort`](Storage::abort) was called on this handle.
+    pub fn is_aborted(&self) -> bool {
+        self.state().broken.is_some()
+    }
+
+    /// Uses `clock` for "now" (a past alarm time is clamped to it).
+    pub fn set_clock(&self, clock: Arc<dyn Clock>) {
+        self.state().clock = clock;
+    }
+
+    /// The clock this storage reads "now" from.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.state().clock.clone()
+    }
+
+    /// Marks the alarm at `time_ms` as running (its handler started), or none.
+    pub(crate) fn set_running_alarm(&self, time_ms: Option<i64>) {
+        self.state().running_alarm = time_ms;
+    }
+
+    /// The stored alarm, in milliseconds, ignoring the running handler.
+    pub(crate) fn stored_alarm(&self) -> Result<Option<i64>> {
+        Ok(alarm::read(&self.inner.db)?.map(alarm::ns_to_ms))
+    }
+}

@@ -1,0 +1,20 @@
+//! Integration tests of durable-txn: one test binary, one module per area.
+//!
+//! Behaviours come from `shared/spec/sqlite-storage.md` sections 5 to 7 and
+//! `shared/spec/legacy-kv-and-gates.md` section 2 (cited by section).
+
+#[path = "txn/support.rs"]
+mod support;
+
+#[path = "txn/alarms.rs"]
+mod alarms;
+#[path = "txn/crash.rs"]
+mod crash;
+#[path = "txn/gates.rs"]
+mod gates;
+#[path = "txn/runtime.rs"]
+mod runtime;
+#[path = "txn/storage.rs"]
+mod storage;
+#[path = "txn/transaction.rs"]
+mod transaction;
