@@ -2,7 +2,7 @@
 //! salts and the running checksum, and grouped into commits at commit frames.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use crate::error::{Result, io_error};
@@ -86,13 +86,30 @@ pub(crate) fn read_commits(path: &Path, pos: &WalPos) -> Result<WalRead> {
         }
         Err(e) => return Err(io_error("open", path)(e)),
     };
-    let mut bytes = Vec::new();
+    // Read the header, then only what follows the position (the WAL may hold thousands of
+    // frames already copied).
+    let mut header = [0u8; WAL_HEADER];
+    let len = file.metadata().map_err(io_error("stat", path))?.len() as usize;
+    if len < WAL_HEADER {
+        return Ok(parse_commits(&[], 0, pos));
+    }
+    file.read_exact(&mut header).map_err(io_error("read", path))?;
+    let same_wal = pos.offset > 0
+        && (be32(&header, 16), be32(&header, 20)) == (pos.salt1, pos.salt2)
+        && pos.offset as usize <= len;
+    let skip = if same_wal { pos.offset as usize - WAL_HEADER } else { 0 };
+    let mut bytes = Vec::with_capacity(len - skip);
+    bytes.extend_from_slice(&header);
+    if skip > 0 {
+        file.seek(SeekFrom::Start(pos.offset)).map_err(io_error("seek", path))?;
+    }
     file.read_to_end(&mut bytes).map_err(io_error("read", path))?;
-    Ok(parse_commits(&bytes, pos))
+    Ok(parse_commits(&bytes, skip, pos))
 }
 
-/// Parses commits after `pos` out of a WAL image.
-pub(crate) fn parse_commits(bytes: &[u8], pos: &WalPos) -> WalRead {
+/// Parses commits after `pos` out of a WAL image whose first `skip` bytes after the header
+/// were left out (they precede the position).
+pub(crate) fn parse_commits(bytes: &[u8], skip: usize, pos: &WalPos) -> WalRead {
     let nothing = |discontinuity| WalRead { commits: Vec::new(), discontinuity };
     if bytes.len() < WAL_HEADER {
         // An empty (truncated) WAL. Having read frames before means a checkpoint we did not
@@ -116,13 +133,13 @@ pub(crate) fn parse_commits(bytes: &[u8], pos: &WalPos) -> WalRead {
     }
     let same_wal = pos.offset > 0 && (salt1, salt2) == (pos.salt1, pos.salt2);
     let (mut offset, mut sum) = if same_wal {
-        (pos.offset as usize, (pos.cksum1, pos.cksum2))
+        (pos.offset as usize - skip, (pos.cksum1, pos.cksum2))
     } else if pos.offset == 0 || pos.restart_ok {
         (WAL_HEADER, header_sum)
     } else {
         return nothing(true);
     };
-    if same_wal && offset > bytes.len() {
+    if same_wal && offset > bytes.len() + skip {
         // The WAL lost frames we copied: it was rewritten behind our back.
         return nothing(!pos.restart_ok);
     }
@@ -154,7 +171,7 @@ pub(crate) fn parse_commits(bytes: &[u8], pos: &WalPos) -> WalRead {
                 end: WalPos {
                     salt1,
                     salt2,
-                    offset: offset as u64,
+                    offset: (offset + skip) as u64,
                     cksum1: sum.0,
                     cksum2: sum.1,
                     restart_ok: false,
@@ -173,7 +190,7 @@ mod tests {
     fn garbage_is_never_a_commit() {
         for len in [0, 10, 32, 100, 5000] {
             let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
-            let read = parse_commits(&bytes, &WalPos::fresh());
+            let read = parse_commits(&bytes, 0, &WalPos::fresh());
             assert!(read.commits.is_empty());
         }
     }

@@ -117,8 +117,8 @@ pub fn step(db: &Database, rng: &mut Rng) {
     let _ = db.exec("CREATE INDEX IF NOT EXISTS t_k ON t(k)", &[]);
     match rng.below(20) {
         0..=8 => {
-            for _ in 0..=rng.below(6) {
-                let size = [10, 300, 3000, 9000][rng.below(4) as usize];
+            for _ in 0..=rng.below(4) {
+                let size = [10, 300, 1200, 6000][rng.below(4) as usize];
                 let blob: Vec<u8> = (0..size).map(|i| (i as u64 ^ rng.next()) as u8).collect();
                 let key = format!("k{}", rng.below(500));
                 db.exec(
