@@ -10,6 +10,9 @@ pub enum Error {
     /// The KV layer refused or failed.
     #[error(transparent)]
     Kv(#[from] durable_kv::Error),
+    /// The KV backend (or its cache) failed: a flush that broke the object, a read.
+    #[error(transparent)]
+    Backend(durable_backend::Error),
     /// `delete_all()` was called inside an async `transaction`.
     #[error("Cannot call deleteAll() within a transaction")]
     DeleteAllInTransaction,
@@ -85,8 +88,18 @@ impl Error {
         match self {
             Error::Sql(e) => e.js_name(),
             Error::Kv(e) => e.js_name(),
+            Error::Backend(e) => e.js_name(),
             Error::AlarmTimeNotPositive => "TypeError",
             _ => "Error",
+        }
+    }
+}
+
+impl From<durable_backend::Error> for Error {
+    fn from(e: durable_backend::Error) -> Self {
+        match e {
+            durable_backend::Error::Kv(e) => Error::Kv(e),
+            other => Error::Backend(other),
         }
     }
 }

@@ -17,7 +17,7 @@
 //! // Without the object runtime, commit points are explicit.
 //! let storage = Storage::open_in_memory()?;
 //! storage.put("greeting", "hello");          // takes effect now
-//! storage.sql().exec("CREATE TABLE t (x)", &[])?;    // the same transaction
+//! storage.sql()?.exec("CREATE TABLE t (x)", &[])?;   // the same transaction
 //! storage.sync().now().ok().unwrap()?;               // one commit for both
 //! let value: Option<String> = storage.get("greeting").now().ok().unwrap()?;
 //! assert_eq!(value.as_deref(), Some("hello"));
@@ -30,9 +30,11 @@
 #![deny(missing_docs)]
 
 mod alarm;
+mod block;
 mod clock;
 mod error;
 mod gate;
+mod legacy;
 mod op;
 mod runtime;
 mod storage;
@@ -47,6 +49,6 @@ pub use runtime::{
     ALARM_FIRST_RETRY_MS, ALARM_MAX_RETRIES, Actor, AlarmInfo, Context, HandlerError, Object,
     Opener,
 };
-pub use storage::{GetOptions, PutOptions, Storage, TurnEnd};
+pub use storage::{AlarmListener, GetOptions, PutOptions, Storage, TurnEnd};
 pub use transaction::Transaction;
 pub use turn::{InputLock, in_turn, input_lock};

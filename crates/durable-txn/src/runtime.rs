@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::clock::Sleep;
 use crate::error::{Error, Result};
 use crate::gate::OutputGate;
-use crate::storage::Storage;
+use crate::storage::{Storage, TurnEnd};
 use crate::turn::{self, ExecShared};
 
 /// An error an object's handler returns.
@@ -134,7 +134,15 @@ type Start<A> = Box<dyn FnOnce(Context<A>) -> EventFuture + Send>;
 type Fail = Box<dyn FnOnce(Error) + Send>;
 
 enum Command<A> {
-    Call { start: Start<A>, fail: Fail },
+    Call {
+        start: Start<A>,
+        fail: Fail,
+    },
+    /// A flush failed after its turn ended: reset the object (if still the same instance).
+    Reset {
+        error: Error,
+        generation: u64,
+    },
 }
 
 /// Opens the object's storage (again, after a reset).
@@ -171,6 +179,8 @@ impl<A: Actor> Object<A> {
         let (tx, rx) = mpsc::unbounded_channel();
         let driver = Driver {
             rx,
+            me: tx.downgrade(),
+            generation: 0,
             open: Arc::new(open),
             make: Arc::new(make),
             instance: None,
@@ -261,6 +271,10 @@ struct AlarmState {
 
 struct Driver<A: Actor> {
     rx: mpsc::UnboundedReceiver<Command<A>>,
+    /// Lets flush tasks report back without keeping the object alive.
+    me: mpsc::WeakUnboundedSender<Command<A>>,
+    /// Counts instances, so a late failure resets only the instance it belongs to.
+    generation: u64,
     open: Opener,
     make: Arc<dyn Fn(&Storage) -> A + Send + Sync>,
     instance: Option<Instance<A>>,
@@ -313,6 +327,7 @@ impl<A: Actor> Driver<A> {
         if let Some(instance) = self.instance.take() {
             instance.storage.abort();
         }
+        self.generation += 1;
         for (_, mut slot) in self.events.drain() {
             if let Some(fail) = slot.fail.take() {
                 fail(error.clone());
@@ -437,12 +452,37 @@ impl<A: Actor> Driver<A> {
             return;
         }
         // The turn ends: its writes commit.
-        if let Err(error) = storage.end_turn() {
-            if let Some(deliver) = outcome {
-                deliver(Some(error.clone()));
+        match storage.end_turn() {
+            Err(error) => {
+                if let Some(deliver) = outcome {
+                    deliver(Some(error.clone()));
+                }
+                self.reset(error);
+                return;
             }
-            self.reset(error);
-            return;
+            Ok(TurnEnd::Durable) => {}
+            Ok(TurnEnd::Flushing { durable, confirmed }) => {
+                let lock = confirmed.then(|| self.gate.lock());
+                let me = self.me.clone();
+                let generation = self.generation;
+                tokio::spawn(async move {
+                    match durable.await {
+                        Ok(()) => {
+                            if let Some(lock) = lock {
+                                lock.complete();
+                            }
+                        }
+                        Err(error) => {
+                            if let Some(lock) = lock {
+                                lock.fail(error.clone());
+                            }
+                            if let Some(tx) = me.upgrade() {
+                                let _ = tx.send(Command::Reset { error, generation });
+                            }
+                        }
+                    }
+                });
+            }
         }
         self.refresh_alarm();
         if let Some(deliver) = outcome {
@@ -490,6 +530,11 @@ impl<A: Actor> Future for Driver<A> {
             match this.rx.poll_recv(cx) {
                 Poll::Ready(Some(Command::Call { start, fail })) => {
                     this.add_event(start, Some(fail), cx.waker());
+                }
+                Poll::Ready(Some(Command::Reset { error, generation })) => {
+                    if generation == this.generation {
+                        this.reset(error);
+                    }
                 }
                 Poll::Ready(None) => this.closed = true,
                 Poll::Pending => break,

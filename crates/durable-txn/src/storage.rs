@@ -7,9 +7,13 @@ use durable_sql::{Database, Options};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use durable_backend::KvBackend;
+use durable_backend::cache::CacheOptions;
+
 use crate::alarm;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
+use crate::legacy::{KvEngine, map_op};
 use crate::op::Op;
 use crate::transaction::{self, TxnShared};
 
@@ -39,6 +43,13 @@ pub struct PutOptions {
 pub enum TurnEnd {
     /// Nothing was written, or everything written is durable already.
     Durable,
+    /// The turn's writes are on their way to the backend (KV-backed storage).
+    Flushing {
+        /// Completes once they are durable (fails if the flush fails).
+        durable: Op<()>,
+        /// Some write of the batch was confirmed: results must wait for `durable`.
+        confirmed: bool,
+    },
 }
 
 /// One object's storage: the SQL API, the sync KV API, the async KV API, both transaction
@@ -58,14 +69,36 @@ pub struct Storage {
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage").field("db", &self.inner.db).finish_non_exhaustive()
+        let backend = match &self.inner.engine {
+            Engine::Sqlite { .. } => "sqlite",
+            Engine::Kv(_) => "kv",
+        };
+        f.debug_struct("Storage").field("backend", &backend).finish_non_exhaustive()
     }
 }
 
 pub(crate) struct Inner {
-    pub(crate) db: Database,
-    pub(crate) kv: Kv,
+    pub(crate) engine: Engine,
     state: Mutex<State>,
+}
+
+/// Where an object's data lives.
+pub(crate) enum Engine {
+    /// SQLite-backed: every API.
+    Sqlite { db: Database, kv: Kv },
+    /// KV-backed (the legacy backend): the async KV API through the write-behind cache.
+    Kv(Arc<KvEngine>),
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Engine::Kv(engine) = &self.engine {
+            let aborted = self.state.lock().map(|s| s.broken.is_some()).unwrap_or(true);
+            if !aborted {
+                engine.flush_blocking();
+            }
+        }
+    }
 }
 
 pub(crate) struct State {
@@ -77,11 +110,26 @@ pub(crate) struct State {
     pub(crate) running_alarm: Option<i64>,
     /// The clock `set_alarm` reads "now" from.
     pub(crate) clock: Arc<dyn Clock>,
+    /// Told the committed alarm whenever a commit changes it.
+    listener: Option<AlarmListener>,
+    /// The committed alarm the listener last heard of (`None`: not told yet).
+    told: Option<Option<i64>>,
 }
+
+/// A callback told the object's committed alarm (milliseconds, or none) after every commit
+/// that changes it: the seam a namespace-wide alarm index hangs on.
+pub type AlarmListener = Arc<dyn Fn(Option<i64>) + Send + Sync>;
 
 impl Default for State {
     fn default() -> State {
-        State { txns: Vec::new(), broken: None, running_alarm: None, clock: Arc::new(SystemClock) }
+        State {
+            txns: Vec::new(),
+            broken: None,
+            running_alarm: None,
+            clock: Arc::new(SystemClock),
+            listener: None,
+            told: None,
+        }
     }
 }
 
@@ -105,7 +153,27 @@ impl Storage {
     /// Storage over an open KV store (its database and limits).
     pub fn with_kv(kv: Kv) -> Storage {
         let db = kv.database().clone();
-        Storage { inner: Arc::new(Inner { db, kv, state: Mutex::new(State::default()) }) }
+        Storage::from_engine(Engine::Sqlite { db, kv })
+    }
+
+    /// KV-backed storage (the legacy backend) over `backend`, through the runtime's
+    /// write-behind cache: the async KV API, transactions and alarms; the SQL API, the sync
+    /// KV API and `transaction_sync` answer with the runtime's errors.
+    pub fn kv_backed(backend: Arc<dyn KvBackend>, options: CacheOptions) -> Storage {
+        Storage::from_engine(Engine::Kv(Arc::new(KvEngine::new(backend, options))))
+    }
+
+    fn from_engine(engine: Engine) -> Storage {
+        Storage { inner: Arc::new(Inner { engine, state: Mutex::new(State::default()) }) }
+    }
+
+    /// True for SQLite-backed storage.
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self.inner.engine, Engine::Sqlite { .. })
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
@@ -119,43 +187,70 @@ impl Storage {
         }
     }
 
-    /// The SQL API (`ctx.storage.sql`).
-    pub fn sql(&self) -> &Database {
-        &self.inner.db
+    /// The SQL API (`ctx.storage.sql`); on KV-backed storage the runtime's "not available"
+    /// error.
+    pub fn sql(&self) -> Result<&Database> {
+        match &self.inner.engine {
+            Engine::Sqlite { db, .. } => Ok(db),
+            Engine::Kv(_) => Err(Error::SqlNotAvailable),
+        }
     }
 
-    /// The synchronous KV API (`ctx.storage.kv`).
-    pub fn kv(&self) -> &Kv {
-        &self.inner.kv
+    /// The synchronous KV API (`ctx.storage.kv`); on KV-backed storage the runtime's "only
+    /// available for SQLite-backed Durable Objects" error.
+    pub fn kv(&self) -> Result<&Kv> {
+        match &self.inner.engine {
+            Engine::Sqlite { kv, .. } => Ok(kv),
+            Engine::Kv(_) => Err(Error::SyncKvNotAvailable),
+        }
     }
 
     /// The database's size in bytes (`ctx.storage.sql.databaseSize`).
     pub fn database_size(&self) -> Result<u64> {
-        Ok(self.inner.db.database_size()?)
+        Ok(self.sql()?.database_size()?)
     }
 
     /// The value of `key`, if present.
-    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Op<Option<T>> {
+    pub fn get<T: DeserializeOwned + Send + 'static>(&self, key: &str) -> Op<Option<T>> {
         self.get_with(key, GetOptions::default())
     }
 
     /// [`get`](Storage::get) with options.
-    pub fn get_with<T: DeserializeOwned>(&self, key: &str, _options: GetOptions) -> Op<Option<T>> {
-        Op::ready(self.check_usable().and_then(|()| Ok(self.inner.kv.get(key)?)))
+    pub fn get_with<T: DeserializeOwned + Send + 'static>(
+        &self,
+        key: &str,
+        options: GetOptions,
+    ) -> Op<Option<T>> {
+        if let Err(e) = self.check_usable() {
+            return Op::ready(Err(e));
+        }
+        match &self.inner.engine {
+            Engine::Sqlite { kv, .. } => Op::ready(kv.get(key).map_err(Error::from)),
+            Engine::Kv(engine) => engine.get(key, options),
+        }
     }
 
     /// The present keys among `keys` with their values, sorted by key; duplicates collapse.
-    pub fn get_multiple<T: DeserializeOwned>(&self, keys: &[&str]) -> Op<Vec<(String, T)>> {
+    pub fn get_multiple<T: DeserializeOwned + Send + 'static>(
+        &self,
+        keys: &[&str],
+    ) -> Op<Vec<(String, T)>> {
         self.get_multiple_with(keys, GetOptions::default())
     }
 
     /// [`get_multiple`](Storage::get_multiple) with options.
-    pub fn get_multiple_with<T: DeserializeOwned>(
+    pub fn get_multiple_with<T: DeserializeOwned + Send + 'static>(
         &self,
         keys: &[&str],
-        _options: GetOptions,
+        options: GetOptions,
     ) -> Op<Vec<(String, T)>> {
-        Op::ready(self.check_usable().and_then(|()| Ok(self.inner.kv.get_multiple(keys)?)))
+        if let Err(e) = self.check_usable() {
+            return Op::ready(Err(e));
+        }
+        match &self.inner.engine {
+            Engine::Sqlite { kv, .. } => Op::ready(kv.get_multiple(keys).map_err(Error::from)),
+            Engine::Kv(engine) => engine.get_multiple(keys, options),
+        }
     }
 
     /// Stores `value` under `key`. The write takes effect now; the returned [`Op`] only
@@ -169,9 +264,12 @@ impl Storage {
         &self,
         key: &str,
         value: &T,
-        _options: PutOptions,
+        options: PutOptions,
     ) -> Op<()> {
-        Op::ready(self.check_usable().and_then(|()| Ok(self.inner.kv.put(key, value)?)))
+        Op::ready(self.check_usable().and_then(|()| match &self.inner.engine {
+            Engine::Sqlite { kv, .. } => Ok(kv.put(key, value)?),
+            Engine::Kv(engine) => engine.put(key, value, options),
+        }))
     }
 
     /// Stores every pair atomically: all or none.
@@ -183,9 +281,12 @@ impl Storage {
     pub fn put_multiple_with<T: Serialize>(
         &self,
         entries: &[(&str, T)],
-        _options: PutOptions,
+        options: PutOptions,
     ) -> Op<()> {
-        Op::ready(self.check_usable().and_then(|()| Ok(self.inner.kv.put_multiple(entries)?)))
+        Op::ready(self.check_usable().and_then(|()| match &self.inner.engine {
+            Engine::Sqlite { kv, .. } => Ok(kv.put_multiple(entries)?),
+            Engine::Kv(engine) => engine.put_multiple(entries, options),
+        }))
     }
 
     /// Deletes `key`; true if it existed.
@@ -194,8 +295,14 @@ impl Storage {
     }
 
     /// [`delete`](Storage::delete) with options.
-    pub fn delete_with(&self, key: &str, _options: PutOptions) -> Op<bool> {
-        Op::ready(self.check_usable().and_then(|()| Ok(self.inner.kv.delete(key)?)))
+    pub fn delete_with(&self, key: &str, options: PutOptions) -> Op<bool> {
+        if let Err(e) = self.check_usable() {
+            return Op::ready(Err(e));
+        }
+        match &self.inner.engine {
+            Engine::Sqlite { kv, .. } => Op::ready(kv.delete(key).map_err(Error::from)),
+            Engine::Kv(engine) => map_op(engine.delete(&[key], options), |n| Ok(n > 0)),
+        }
     }
 
     /// Deletes every key of `keys`; the number that existed.
@@ -204,40 +311,64 @@ impl Storage {
     }
 
     /// [`delete_multiple`](Storage::delete_multiple) with options.
-    pub fn delete_multiple_with(&self, keys: &[&str], _options: PutOptions) -> Op<usize> {
-        Op::ready(self.check_usable().and_then(|()| Ok(self.inner.kv.delete_multiple(keys)?)))
+    pub fn delete_multiple_with(&self, keys: &[&str], options: PutOptions) -> Op<usize> {
+        if let Err(e) = self.check_usable() {
+            return Op::ready(Err(e));
+        }
+        match &self.inner.engine {
+            Engine::Sqlite { kv, .. } => Op::ready(kv.delete_multiple(keys).map_err(Error::from)),
+            Engine::Kv(engine) => engine.delete(keys, options),
+        }
     }
 
     /// The entries `options` selects, in the requested order.
-    pub fn list<T: DeserializeOwned>(&self, options: &ListOptions) -> Op<Vec<(String, T)>> {
+    pub fn list<T: DeserializeOwned + Send + 'static>(
+        &self,
+        options: &ListOptions,
+    ) -> Op<Vec<(String, T)>> {
         self.list_with(options, GetOptions::default())
     }
 
     /// [`list`](Storage::list) with options.
-    pub fn list_with<T: DeserializeOwned>(
+    pub fn list_with<T: DeserializeOwned + Send + 'static>(
         &self,
         options: &ListOptions,
-        _get: GetOptions,
+        get: GetOptions,
     ) -> Op<Vec<(String, T)>> {
-        Op::ready(self.check_usable().and_then(|()| Ok(self.inner.kv.list(options)?)))
+        if let Err(e) = self.check_usable() {
+            return Op::ready(Err(e));
+        }
+        match &self.inner.engine {
+            Engine::Sqlite { kv, .. } => Op::ready(kv.list(options).map_err(Error::from)),
+            Engine::Kv(engine) => {
+                if let Err(e) = options.compile() {
+                    return Op::ready(Err(e.into()));
+                }
+                engine.list(options, get)
+            }
+        }
     }
 
     /// Deletes everything: every key, every SQL table, the object's whole database. Writes
     /// not yet committed are discarded first. The alarm is kept, as the runtime keeps it.
     /// Refused inside an async [`transaction`](Storage::transaction).
     pub fn delete_all(&self) -> Op<()> {
-        Op::ready(self.delete_all_now())
+        if let Err(e) = self.check_usable() {
+            return Op::ready(Err(e));
+        }
+        if !self.state().txns.is_empty() {
+            return Op::ready(Err(Error::DeleteAllInTransaction));
+        }
+        match &self.inner.engine {
+            Engine::Sqlite { db, kv } => Op::ready(Self::delete_all_sqlite(db, kv)),
+            Engine::Kv(engine) => engine.delete_all(),
+        }
     }
 
-    fn delete_all_now(&self) -> Result<()> {
-        self.check_usable()?;
-        if !self.state().txns.is_empty() {
-            return Err(Error::DeleteAllInTransaction);
-        }
-        let db = &self.inner.db;
+    fn delete_all_sqlite(db: &Database, kv: &Kv) -> Result<()> {
         db.rollback()?;
         let alarm = alarm::read(db)?;
-        self.inner.kv.delete_all()?;
+        kv.delete_all()?;
         if let Some(ns) = alarm {
             alarm::write(db, Some(ns))?;
         }
@@ -252,17 +383,25 @@ impl Storage {
 
     /// [`get_alarm`](Storage::get_alarm) with options.
     pub fn get_alarm_with(&self, _options: GetOptions) -> Op<Option<i64>> {
-        Op::ready(self.get_alarm_now())
+        if let Err(e) = self.check_usable() {
+            return Op::ready(Err(e));
+        }
+        let running = self.state().running_alarm;
+        map_op(self.stored_alarm_op(), move |stored| {
+            Ok(match (stored, running) {
+                (Some(t), Some(r)) if t == r => None,
+                (stored, _) => stored,
+            })
+        })
     }
 
-    fn get_alarm_now(&self) -> Result<Option<i64>> {
-        self.check_usable()?;
-        let stored = alarm::read(&self.inner.db)?.map(alarm::ns_to_ms);
-        let running = self.state().running_alarm;
-        Ok(match (stored, running) {
-            (Some(t), Some(r)) if t == r => None,
-            (stored, _) => stored,
-        })
+    fn stored_alarm_op(&self) -> Op<Option<i64>> {
+        match &self.inner.engine {
+            Engine::Sqlite { db, .. } => {
+                Op::ready(alarm::read(db).map(|ns| ns.map(alarm::ns_to_ms)))
+            }
+            Engine::Kv(engine) => engine.alarm(),
+        }
     }
 
     /// Sets the alarm to `time_ms` (milliseconds since the epoch; a past time means now).
@@ -271,22 +410,27 @@ impl Storage {
     }
 
     /// [`set_alarm`](Storage::set_alarm) with options.
-    pub fn set_alarm_with(&self, time_ms: i64, _options: PutOptions) -> Op<()> {
-        Op::ready(self.set_alarm_now(time_ms))
+    pub fn set_alarm_with(&self, time_ms: i64, options: PutOptions) -> Op<()> {
+        Op::ready(self.set_alarm_now(time_ms, options))
     }
 
-    fn set_alarm_now(&self, time_ms: i64) -> Result<()> {
+    fn set_alarm_now(&self, time_ms: i64, options: PutOptions) -> Result<()> {
         self.check_usable()?;
         if time_ms <= 0 {
             return Err(Error::AlarmTimeNotPositive);
         }
         let now = self.state().clock.now_ms();
         let time_ms = time_ms.max(now);
-        let ns = alarm::ms_to_ns(time_ms);
-        if alarm::read(&self.inner.db)? == Some(ns) {
-            return Ok(());
+        match &self.inner.engine {
+            Engine::Sqlite { db, .. } => {
+                let ns = alarm::ms_to_ns(time_ms);
+                if alarm::read(db)? == Some(ns) {
+                    return Ok(());
+                }
+                alarm::write(db, Some(ns))
+            }
+            Engine::Kv(engine) => engine.set_alarm(Some(time_ms), options),
         }
-        alarm::write(&self.inner.db, Some(ns))
     }
 
     /// Deletes the alarm.
@@ -295,16 +439,21 @@ impl Storage {
     }
 
     /// [`delete_alarm`](Storage::delete_alarm) with options.
-    pub fn delete_alarm_with(&self, _options: PutOptions) -> Op<()> {
-        Op::ready(self.delete_alarm_now())
+    pub fn delete_alarm_with(&self, options: PutOptions) -> Op<()> {
+        Op::ready(self.delete_alarm_now(options))
     }
 
-    fn delete_alarm_now(&self) -> Result<()> {
+    fn delete_alarm_now(&self, options: PutOptions) -> Result<()> {
         self.check_usable()?;
-        if alarm::read(&self.inner.db)?.is_none() {
-            return Ok(());
+        match &self.inner.engine {
+            Engine::Sqlite { db, .. } => {
+                if alarm::read(db)?.is_none() {
+                    return Ok(());
+                }
+                alarm::write(db, None)
+            }
+            Engine::Kv(engine) => engine.set_alarm(None, options),
         }
-        alarm::write(&self.inner.db, None)
     }
 
     /// Runs `f` inside a savepoint: `Ok` keeps its writes, `Err` rolls them back and is
@@ -323,7 +472,11 @@ impl Storage {
             }
         }
         self.check_usable()?;
-        self.inner.db.transaction_sync(|| f().map_err(Either::User)).map_err(|e| match e {
+        let db = match &self.inner.engine {
+            Engine::Sqlite { db, .. } => db,
+            Engine::Kv(_) => return Err(E::from(Error::NotBackedBySql)),
+        };
+        db.transaction_sync(|| f().map_err(Either::User)).map_err(|e| match e {
             Either::User(e) => e,
             Either::Sql(e) => E::from(Error::Sql(e)),
         })
@@ -345,10 +498,13 @@ impl Storage {
     /// Resolves once everything written before the call is durable: outside an explicit
     /// transaction this commits the open implicit transaction now.
     pub fn sync(&self) -> Op<()> {
-        Op::ready(self.check_usable().and_then(|()| match self.end_turn() {
-            Ok(TurnEnd::Durable) => Ok(()),
-            Err(e) => Err(e),
-        }))
+        if let Err(e) = self.check_usable() {
+            return Op::ready(Err(e));
+        }
+        match &self.inner.engine {
+            Engine::Sqlite { .. } => Op::ready(self.end_turn().map(|_| ())),
+            Engine::Kv(engine) => engine.sync(),
+        }
     }
 
     /// Ends the turn: commits the implicit transaction if one is open (and no explicit
@@ -360,15 +516,73 @@ impl Storage {
         if !self.state().txns.is_empty() {
             return Ok(TurnEnd::Durable);
         }
-        self.inner.db.commit()?;
-        Ok(TurnEnd::Durable)
+        match &self.inner.engine {
+            Engine::Sqlite { .. } => {
+                self.commit_now()?;
+                Ok(TurnEnd::Durable)
+            }
+            Engine::Kv(engine) => {
+                let wrote = engine.busy();
+                let end = engine.end_turn()?;
+                if wrote {
+                    self.tell_alarm();
+                }
+                Ok(match end {
+                    None => TurnEnd::Durable,
+                    Some((durable, confirmed)) => TurnEnd::Flushing { durable, confirmed },
+                })
+            }
+        }
+    }
+
+    /// Commits the implicit transaction now (explicit transactions use it), telling the
+    /// alarm listener.
+    pub(crate) fn commit_now(&self) -> std::result::Result<(), durable_sql::Error> {
+        let Engine::Sqlite { db, .. } = &self.inner.engine else { return Ok(()) };
+        let wrote = db.in_transaction();
+        db.commit()?;
+        if wrote {
+            self.tell_alarm();
+        }
+        Ok(())
+    }
+
+    /// Tells the alarm listener the committed alarm if it changed since it was last told.
+    fn tell_alarm(&self) {
+        let Some(listener) = self.state().listener.clone() else { return };
+        let Some(Ok(alarm)) = self.stored_alarm_op().now().ok() else { return };
+        let changed = {
+            let mut state = self.state();
+            let changed = state.told != Some(alarm);
+            state.told = Some(alarm);
+            changed
+        };
+        if changed {
+            listener(alarm);
+        }
+    }
+
+    /// Installs `listener`, told the committed alarm now and after every commit that changes
+    /// it (a namespace keeps its index of due alarms with it).
+    pub fn set_alarm_listener(&self, listener: Option<AlarmListener>) {
+        {
+            let mut state = self.state();
+            state.listener = listener;
+            state.told = None;
+        }
+        self.tell_alarm();
     }
 
     /// Resets the object as `ctx.abort()` does: writes not yet committed are discarded and
     /// every later call on this handle fails with "Durable Object storage is no longer
     /// accessible.". Open the object again to go on.
     pub fn abort(&self) {
-        let _ = self.inner.db.rollback();
+        match &self.inner.engine {
+            Engine::Sqlite { db, .. } => {
+                let _ = db.rollback();
+            }
+            Engine::Kv(engine) => engine.reset(),
+        }
         let mut state = self.state();
         state.txns.clear();
         state.broken = Some(Error::NoLongerAccessible);
@@ -394,8 +608,12 @@ impl Storage {
         self.state().running_alarm = time_ms;
     }
 
-    /// The stored alarm, in milliseconds, ignoring the running handler.
+    /// The stored alarm, in milliseconds, ignoring the running handler (`None` also when
+    /// reading it would need I/O).
     pub(crate) fn stored_alarm(&self) -> Result<Option<i64>> {
-        Ok(alarm::read(&self.inner.db)?.map(alarm::ns_to_ms))
+        match self.stored_alarm_op().now() {
+            Ok(result) => result,
+            Err(_) => Ok(None),
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The async `transaction(|txn| async { ... })` and its `Transaction` handle.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use durable_kv::ListOptions;
@@ -7,9 +8,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::legacy::{KvEngine, map_op};
 use crate::op::Op;
-use crate::storage::{GetOptions, PutOptions, Storage};
+use crate::storage::{Engine, GetOptions, PutOptions, Storage};
 use crate::turn;
+
+/// A KV-backed transaction's private writes (`None`: deleted), over its parent's.
+type Overlay = BTreeMap<String, Option<Vec<u8>>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -22,6 +27,9 @@ enum Phase {
 pub(crate) struct TxnShared {
     depth: usize,
     phase: Mutex<Phase>,
+    /// KV-backed storage only: this level's writes, and the level it nests in.
+    overlay: Mutex<Overlay>,
+    parent: Option<Arc<TxnShared>>,
 }
 
 impl TxnShared {
@@ -35,6 +43,25 @@ impl TxnShared {
 
     fn savepoint(&self) -> String {
         format!("_cf_savepoint_{}", self.depth)
+    }
+
+    fn overlay(&self) -> std::sync::MutexGuard<'_, Overlay> {
+        self.overlay.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The write this level (or a level it nests in) made to `key`, if any.
+    fn lookup(&self, key: &str) -> Option<Option<Vec<u8>>> {
+        if let Some(v) = self.overlay().get(key) {
+            return Some(v.clone());
+        }
+        self.parent.as_ref().and_then(|p| p.lookup(key))
+    }
+
+    /// Every write visible at this level, innermost winning.
+    fn visible(&self) -> Overlay {
+        let mut all = self.parent.as_ref().map(|p| p.visible()).unwrap_or_default();
+        all.extend(self.overlay().iter().map(|(k, v)| (k.clone(), v.clone())));
+        all
     }
 }
 
@@ -74,19 +101,77 @@ impl Transaction {
         }
     }
 
+    /// The KV-backed engine, when the storage is KV-backed.
+    fn kv_engine(&self) -> Option<&Arc<KvEngine>> {
+        match self.storage.engine() {
+            Engine::Kv(engine) => Some(engine),
+            Engine::Sqlite { .. } => None,
+        }
+    }
+
+    fn overlay_write(&self, op: &'static str, key: &str, value: Option<Vec<u8>>) -> Op<()> {
+        Op::ready(self.usable(op).map(|()| {
+            self.shared.overlay().insert(key.to_string(), value);
+        }))
+    }
+
     /// The value of `key`, if present.
-    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Op<Option<T>> {
+    pub fn get<T: DeserializeOwned + Send + 'static>(&self, key: &str) -> Op<Option<T>> {
         self.get_with(key, GetOptions::default())
     }
 
     /// [`get`](Transaction::get) with options.
-    pub fn get_with<T: DeserializeOwned>(&self, key: &str, options: GetOptions) -> Op<Option<T>> {
+    pub fn get_with<T: DeserializeOwned + Send + 'static>(
+        &self,
+        key: &str,
+        options: GetOptions,
+    ) -> Op<Option<T>> {
+        if self.kv_engine().is_some()
+            && self.usable("get()").is_ok()
+            && let Some(written) = self.shared.lookup(key)
+        {
+            return Op::ready(written.map(|b| decode(&b)).transpose());
+        }
         self.guarded("get()", |s| s.get_with(key, options))
     }
 
     /// The present keys among `keys` with their values, sorted by key.
-    pub fn get_multiple<T: DeserializeOwned>(&self, keys: &[&str]) -> Op<Vec<(String, T)>> {
-        self.guarded("get()", |s| s.get_multiple(keys))
+    pub fn get_multiple<T: DeserializeOwned + Send + 'static>(
+        &self,
+        keys: &[&str],
+    ) -> Op<Vec<(String, T)>> {
+        let Some(engine) = self.kv_engine() else {
+            return self.guarded("get()", |s| s.get_multiple(keys));
+        };
+        if let Err(e) = self.usable("get()") {
+            return Op::ready(Err(e));
+        }
+        let mut known = BTreeMap::new();
+        let mut rest = Vec::new();
+        for key in keys {
+            match self.shared.lookup(key) {
+                Some(v) => {
+                    known.insert(key.to_string(), v);
+                }
+                None => rest.push(*key),
+            }
+        }
+        let asked: Vec<String> = rest.iter().map(|k| k.to_string()).collect();
+        map_op(engine.read_raw(&rest), move |stored| {
+            let mut all: BTreeMap<Vec<u8>, Vec<u8>> = asked
+                .into_iter()
+                .zip(stored)
+                .filter_map(|(k, v)| v.map(|v| (k.into_bytes(), v)))
+                .collect();
+            for (k, v) in known {
+                if let Some(v) = v {
+                    all.insert(k.into_bytes(), v);
+                }
+            }
+            all.into_iter()
+                .map(|(k, v)| Ok((String::from_utf8(k).unwrap_or_default(), decode(&v)?)))
+                .collect()
+        })
     }
 
     /// Stores `value` under `key`.
@@ -101,27 +186,111 @@ impl Transaction {
         value: &T,
         options: PutOptions,
     ) -> Op<()> {
-        self.guarded("put()", |s| s.put_with(key, value, options))
+        match self.kv_engine() {
+            Some(engine) => match engine.encode_checked(key, value) {
+                Ok(bytes) => self.overlay_write("put()", key, Some(bytes)),
+                Err(e) => Op::ready(self.usable("put()").and(Err(e))),
+            },
+            None => self.guarded("put()", |s| s.put_with(key, value, options)),
+        }
     }
 
     /// Stores every pair atomically.
     pub fn put_multiple<T: Serialize>(&self, entries: &[(&str, T)]) -> Op<()> {
-        self.guarded("put()", |s| s.put_multiple(entries))
+        let Some(engine) = self.kv_engine() else {
+            return self.guarded("put()", |s| s.put_multiple(entries));
+        };
+        let encoded: Result<Vec<(String, Vec<u8>)>> = entries
+            .iter()
+            .map(|(k, v)| Ok((k.to_string(), engine.encode_checked(k, v)?)))
+            .collect();
+        Op::ready(self.usable("put()").and(encoded).map(|encoded| {
+            let mut overlay = self.shared.overlay();
+            for (k, v) in encoded {
+                overlay.insert(k, Some(v));
+            }
+        }))
     }
 
     /// Deletes `key`; true if it existed.
     pub fn delete(&self, key: &str) -> Op<bool> {
-        self.guarded("delete()", |s| s.delete(key))
+        if self.kv_engine().is_none() {
+            return self.guarded("delete()", |s| s.delete(key));
+        }
+        map_op(self.delete_multiple(&[key]), |n| Ok(n > 0))
     }
 
     /// Deletes every key of `keys`; the number that existed.
     pub fn delete_multiple(&self, keys: &[&str]) -> Op<usize> {
-        self.guarded("delete()", |s| s.delete_multiple(keys))
+        let Some(engine) = self.kv_engine() else {
+            return self.guarded("delete()", |s| s.delete_multiple(keys));
+        };
+        if let Err(e) = self.usable("delete()") {
+            return Op::ready(Err(e));
+        }
+        let mut unique: Vec<&str> = keys.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        let mut count = 0;
+        let mut unknown = Vec::new();
+        for key in &unique {
+            match self.shared.lookup(key) {
+                Some(Some(_)) => count += 1,
+                Some(None) => {}
+                None => unknown.push(*key),
+            }
+        }
+        let exists = engine.exists(&unknown);
+        // The delete takes effect now; only the count may wait for the backend.
+        let mut overlay = self.shared.overlay();
+        for key in &unique {
+            overlay.insert(key.to_string(), None);
+        }
+        drop(overlay);
+        map_op(exists, move |found| Ok(count + found.iter().filter(|e| **e).count()))
     }
 
     /// The entries `options` selects.
-    pub fn list<T: DeserializeOwned>(&self, options: &ListOptions) -> Op<Vec<(String, T)>> {
-        self.guarded("list()", |s| s.list(options))
+    pub fn list<T: DeserializeOwned + Send + 'static>(
+        &self,
+        options: &ListOptions,
+    ) -> Op<Vec<(String, T)>> {
+        let Some(engine) = self.kv_engine() else {
+            return self.guarded("list()", |s| s.list(options));
+        };
+        if let Err(e) = self.usable("list()") {
+            return Op::ready(Err(e));
+        }
+        let range = match options.compile() {
+            Ok(Some(range)) => range,
+            Ok(None) => return Op::ready(Ok(Vec::new())),
+            Err(e) => return Op::ready(Err(e.into())),
+        };
+        let written = self.shared.visible();
+        let unlimited = ListOptions { limit: None, ..options.clone() };
+        let alarm_key = engine.alarm_key();
+        map_op(engine.list_raw(&unlimited, GetOptions::default()), move |stored| {
+            let mut all: BTreeMap<Vec<u8>, Vec<u8>> =
+                stored.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect();
+            for (k, v) in written {
+                if k == alarm_key || !durable_backend::range_contains(&range, k.as_bytes()) {
+                    continue;
+                }
+                match v {
+                    Some(v) => all.insert(k.into_bytes(), v),
+                    None => all.remove(k.as_bytes()),
+                };
+            }
+            let limit = range.limit.map_or(usize::MAX, |l| l as usize);
+            let rows: Box<dyn Iterator<Item = (Vec<u8>, Vec<u8>)>> = if range.reverse {
+                Box::new(all.into_iter().rev())
+            } else {
+                Box::new(all.into_iter())
+            };
+            rows.take(limit)
+                .map(|(k, v)| Ok((String::from_utf8(k).unwrap_or_default(), decode(&v)?)))
+                .collect()
+        })
     }
 
     /// Refused, as in the runtime: `deleteAll()` cannot run inside a transaction.
@@ -131,17 +300,41 @@ impl Transaction {
 
     /// The alarm's time in milliseconds, if one is set.
     pub fn get_alarm(&self) -> Op<Option<i64>> {
+        if let Some(engine) = self.kv_engine()
+            && self.usable("getAlarm()").is_ok()
+            && let Some(written) = self.shared.lookup(&engine.alarm_key())
+        {
+            return Op::ready(
+                written.map(|b| decode::<Option<i64>>(&b)).transpose().map(Option::flatten),
+            );
+        }
         self.guarded("getAlarm()", Storage::get_alarm)
     }
 
     /// Sets the alarm.
     pub fn set_alarm(&self, time_ms: i64) -> Op<()> {
-        self.guarded("setAlarm()", |s| s.set_alarm(time_ms))
+        let Some(engine) = self.kv_engine() else {
+            return self.guarded("setAlarm()", |s| s.set_alarm(time_ms));
+        };
+        if let Err(e) = self.usable("setAlarm()") {
+            return Op::ready(Err(e));
+        }
+        if time_ms <= 0 {
+            return Op::ready(Err(Error::AlarmTimeNotPositive));
+        }
+        let time_ms = time_ms.max(self.storage.clock().now_ms());
+        match durable_kv::codec::encode(&Some(time_ms)) {
+            Ok(bytes) => self.overlay_write("setAlarm()", &engine.alarm_key(), Some(bytes)),
+            Err(e) => Op::ready(Err(e.into())),
+        }
     }
 
     /// Deletes the alarm.
     pub fn delete_alarm(&self) -> Op<()> {
-        self.guarded("deleteAlarm()", Storage::delete_alarm)
+        match self.kv_engine() {
+            Some(engine) => self.overlay_write("deleteAlarm()", &engine.alarm_key(), None),
+            None => self.guarded("deleteAlarm()", Storage::delete_alarm),
+        }
     }
 
     /// Discards everything this transaction wrote, at once, without failing it. Calling it
@@ -173,8 +366,13 @@ impl Transaction {
     }
 }
 
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    Ok(durable_kv::codec::decode(bytes)?)
+}
+
 fn rollback_savepoint(storage: &Storage, shared: &TxnShared) {
-    let db = storage.sql();
+    shared.overlay().clear();
+    let Ok(db) = storage.sql() else { return };
     let name = shared.savepoint();
     // After a critical error SQLite has rolled everything back already; the savepoint is
     // gone and there is nothing left to undo.
@@ -193,8 +391,10 @@ impl Drop for Level {
         if self.shared.phase() == Phase::Active {
             self.shared.set(Phase::Finished);
             rollback_savepoint(&self.storage, &self.shared);
-            if self.shared.depth == 0 {
-                let _ = self.storage.sql().rollback();
+            if self.shared.depth == 0
+                && let Ok(db) = self.storage.sql()
+            {
+                let _ = db.rollback();
             }
         }
         let mut state = self.storage.state();
@@ -212,18 +412,32 @@ where
 {
     storage.check_usable()?;
     let _gate = turn::critical_section()?;
-    let depth = storage.state().txns.len();
-    let db = storage.sql().clone();
-    if depth == 0 {
-        // Writes made earlier in this turn commit on their own, before the transaction.
-        db.commit().map_err(Error::from)?;
+    let (depth, parent) = {
+        let state = storage.state();
+        (state.txns.len(), state.txns.last().cloned())
+    };
+    let kv = match storage.engine() {
+        Engine::Kv(engine) => Some(engine.clone()),
+        Engine::Sqlite { .. } => None,
+    };
+    if kv.is_none() {
+        if depth == 0 {
+            // Writes made earlier in this turn commit on their own, before the transaction.
+            storage.commit_now().map_err(Error::from)?;
+        }
+        let db = storage.sql()?.clone();
+        db.internal(|i| {
+            i.begin_write()?;
+            i.savepoint(&format!("_cf_savepoint_{depth}"))
+        })
+        .map_err(Error::from)?;
     }
-    let shared = Arc::new(TxnShared { depth, phase: Mutex::new(Phase::Active) });
-    db.internal(|i| {
-        i.begin_write()?;
-        i.savepoint(&shared.savepoint())
-    })
-    .map_err(Error::from)?;
+    let shared = Arc::new(TxnShared {
+        depth,
+        phase: Mutex::new(Phase::Active),
+        overlay: Mutex::new(Overlay::new()),
+        parent,
+    });
     storage.state().txns.push(shared.clone());
     let level = Level { storage: storage.clone(), shared: shared.clone() };
     let outcome = f(Transaction { storage: storage.clone(), shared: shared.clone() }).await;
@@ -231,11 +445,11 @@ where
     shared.set(Phase::Finished);
     let result = match (outcome, phase) {
         (outcome, Phase::RolledBack) => outcome,
-        (Ok(value), _) => match db.internal(|i| i.release(&shared.savepoint())) {
+        (Ok(value), _) => match commit_level(storage, &shared, kv.as_deref()) {
             Ok(()) => Ok(value),
             Err(e) => {
                 rollback_savepoint(storage, &shared);
-                Err(E::from(Error::Sql(e)))
+                Err(E::from(e))
             }
         },
         (Err(e), _) => {
@@ -245,11 +459,30 @@ where
     };
     drop(level);
     if depth == 0
-        && let Err(e) = db.commit()
+        && kv.is_none()
+        && let Err(e) = storage.commit_now()
     {
         let error = Error::from(e);
         turn::request_reset(error.clone());
         return Err(E::from(error));
     }
     result
+}
+
+/// Keeps a finished level's writes: releases its savepoint (SQLite), or hands its overlay
+/// to its parent or, at the root, to the cache as one turn's writes (KV-backed).
+fn commit_level(storage: &Storage, shared: &TxnShared, kv: Option<&KvEngine>) -> Result<()> {
+    match kv {
+        None => Ok(storage.sql()?.internal(|i| i.release(&shared.savepoint()))?),
+        Some(engine) => {
+            let writes: Vec<_> = std::mem::take(&mut *shared.overlay()).into_iter().collect();
+            match &shared.parent {
+                Some(parent) => {
+                    parent.overlay().extend(writes);
+                    Ok(())
+                }
+                None => engine.apply(writes),
+            }
+        }
+    }
 }

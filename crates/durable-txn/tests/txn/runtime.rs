@@ -122,7 +122,7 @@ fn each_poll_is_a_turn_and_a_result_is_released_after_its_commit() {
         object
             .call(|ctx| async move {
                 ctx.storage().put("a", &1i64);
-                ctx.storage().sql().exec("CREATE TABLE t (x)", &[]).unwrap();
+                ctx.storage().sql().unwrap().exec("CREATE TABLE t (x)", &[]).unwrap();
                 // Awaiting a storage call does not end the turn.
                 ctx.storage().put("b", &2i64).await.unwrap();
                 tokio::task::yield_now().await; // real yield: the turn ends here
@@ -156,7 +156,7 @@ fn a_failed_commit_turns_the_result_into_an_error_and_resets_the_object() {
         });
         object
             .call(|ctx| async move {
-                let db = ctx.storage().sql();
+                let db = ctx.storage().sql().unwrap();
                 db.exec("CREATE TABLE p (id INTEGER PRIMARY KEY)", &[]).unwrap();
                 db.exec(
                     "CREATE TABLE c (p INTEGER REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED)",
@@ -170,7 +170,7 @@ fn a_failed_commit_turns_the_result_into_an_error_and_resets_the_object() {
         let err = object
             .call(|ctx| async move {
                 ctx.storage().put("bad", &1i64);
-                ctx.storage().sql().exec("INSERT INTO c VALUES (42)", &[]).unwrap();
+                ctx.storage().sql().unwrap().exec("INSERT INTO c VALUES (42)", &[]).unwrap();
                 "released?"
             })
             .await

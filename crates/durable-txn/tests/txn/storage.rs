@@ -14,9 +14,9 @@ fn writes_between_commit_points_commit_once_and_together() {
     let storage = dir.open();
     let commits = count_commits(&storage);
     storage.put("a", &1i64);
-    storage.sql().exec("CREATE TABLE t (x)", &[]).unwrap();
-    storage.sql().exec("INSERT INTO t VALUES (1)", &[]).unwrap();
-    storage.kv().put("b", &2i64).unwrap();
+    storage.sql().unwrap().exec("CREATE TABLE t (x)", &[]).unwrap();
+    storage.sql().unwrap().exec("INSERT INTO t VALUES (1)", &[]).unwrap();
+    storage.kv().unwrap().put("b", &2i64).unwrap();
     storage.put_with("c", &3i64, PutOptions { allow_unconfirmed: true, ..Default::default() });
     assert_eq!(commits.load(Ordering::SeqCst), 0, "nothing commits before the commit point");
     storage.sync().now().ok().unwrap().unwrap();
@@ -59,20 +59,21 @@ fn abort_discards_uncommitted_writes_and_closes_the_handle() {
 fn transaction_sync_spans_sql_and_kv_and_rolls_back_both() {
     let dir = Dir::new();
     let storage = dir.open();
-    storage.sql().exec("CREATE TABLE t (x)", &[]).unwrap();
+    storage.sql().unwrap().exec("CREATE TABLE t (x)", &[]).unwrap();
     let result: Result<(), Error> = storage.transaction_sync(|| {
-        storage.sql().exec("INSERT INTO t VALUES (1)", &[])?;
-        storage.kv().put("k", &1i64)?;
+        storage.sql().unwrap().exec("INSERT INTO t VALUES (1)", &[])?;
+        storage.kv().unwrap().put("k", &1i64)?;
         storage.put("async", &2i64);
         Err(Error::Aborted("no".into()))
     });
     assert_eq!(result.unwrap_err(), Error::Aborted("no".into()));
-    let rows = storage.sql().exec("SELECT count(*) AS n FROM t", &[]).unwrap().one().unwrap();
+    let rows =
+        storage.sql().unwrap().exec("SELECT count(*) AS n FROM t", &[]).unwrap().one().unwrap();
     assert_eq!(rows.get::<i64>("n").unwrap(), 0);
     assert_eq!(read_i64(&storage, "k"), None);
     assert_eq!(read_i64(&storage, "async"), None);
     let kept: Result<i64, Error> = storage.transaction_sync(|| {
-        storage.kv().put("k", &5i64)?;
+        storage.kv().unwrap().put("k", &5i64)?;
         Ok(5)
     });
     assert_eq!(kept.unwrap(), 5);
@@ -83,7 +84,7 @@ fn transaction_sync_spans_sql_and_kv_and_rolls_back_both() {
 fn delete_all_discards_uncommitted_writes_keeps_the_alarm_and_sql_tables_go() {
     let dir = Dir::new();
     let storage = dir.open();
-    storage.sql().exec("CREATE TABLE t (x)", &[]).unwrap();
+    storage.sql().unwrap().exec("CREATE TABLE t (x)", &[]).unwrap();
     storage.put("a", &1i64);
     storage.set_alarm(4_000_000_000_000).now().ok().unwrap().unwrap();
     storage.sync().now().ok().unwrap().unwrap();
@@ -91,7 +92,7 @@ fn delete_all_discards_uncommitted_writes_keeps_the_alarm_and_sql_tables_go() {
     storage.delete_all().now().ok().unwrap().unwrap();
     assert_eq!(read_i64(&storage, "counter"), None);
     assert_eq!(read_i64(&storage, "a"), None);
-    assert!(storage.sql().exec("SELECT * FROM t", &[]).is_err());
+    assert!(storage.sql().unwrap().exec("SELECT * FROM t", &[]).is_err());
     assert_eq!(storage.get_alarm().now().ok().unwrap().unwrap(), Some(4_000_000_000_000));
     storage.sync().now().ok().unwrap().unwrap();
     drop(storage);
@@ -135,7 +136,7 @@ fn setting_the_same_alarm_again_writes_nothing() {
     storage.sync().now().ok().unwrap().unwrap();
     let commits = count_commits(&storage);
     storage.set_alarm(4_000_000_000_000).now().ok().unwrap().unwrap();
-    assert!(!storage.sql().in_transaction(), "no write, no transaction");
+    assert!(!storage.sql().unwrap().in_transaction(), "no write, no transaction");
     storage.sync().now().ok().unwrap().unwrap();
     assert_eq!(commits.load(Ordering::SeqCst), 0);
 }

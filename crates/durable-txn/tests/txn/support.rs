@@ -44,7 +44,7 @@ impl Observer for Commits {
 /// Installs a commit counter on `storage`'s database.
 pub fn count_commits(storage: &Storage) -> Arc<AtomicUsize> {
     let count = Arc::new(AtomicUsize::new(0));
-    storage.sql().set_observer(Some(Box::new(Commits(count.clone()))));
+    storage.sql().unwrap().set_observer(Some(Box::new(Commits(count.clone()))));
     count
 }
 

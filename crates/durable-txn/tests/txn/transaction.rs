@@ -24,7 +24,7 @@ fn earlier_writes_commit_first_and_the_closure_commits_on_ok() {
     .unwrap();
     assert_eq!(value, Some(1));
     assert_eq!(commits.load(Ordering::SeqCst), 2, "the turn's writes, then the transaction");
-    assert!(!storage.sql().in_transaction());
+    assert!(!storage.sql().unwrap().in_transaction());
     assert_eq!(read_i64(&storage, "inside"), Some(2));
 }
 
@@ -62,7 +62,7 @@ fn rollback_discards_without_error_and_later_use_gives_the_runtime_errors() {
     let s2 = storage.clone();
     let (value, kept) = block_on(storage.transaction(|txn: Transaction| async move {
         txn.put("k", &2i64).await?;
-        s2.sql().exec("CREATE TABLE t (x)", &[])?;
+        s2.sql().unwrap().exec("CREATE TABLE t (x)", &[])?;
         txn.rollback()?;
         txn.rollback()?; // idempotent
         let errors = [
@@ -90,7 +90,10 @@ fn rollback_discards_without_error_and_later_use_gives_the_runtime_errors() {
         ]
     );
     assert_eq!(read_i64(&storage, "k"), None);
-    assert!(storage.sql().exec("SELECT * FROM t", &[]).is_err(), "the table rolled back too");
+    assert!(
+        storage.sql().unwrap().exec("SELECT * FROM t", &[]).is_err(),
+        "the table rolled back too"
+    );
     drop(kept);
 
     let leaked =
@@ -179,7 +182,7 @@ fn a_dropped_transaction_future_rolls_back() {
         assert!(timed.is_err());
     });
     assert_eq!(read_i64(&storage, "k"), None);
-    assert!(!storage.sql().in_transaction());
+    assert!(!storage.sql().unwrap().in_transaction());
     storage.put("after", &1i64);
     storage.sync().now().ok().unwrap().unwrap();
     assert_eq!(read_i64(&storage, "after"), Some(1));
