@@ -83,11 +83,8 @@ async fn every_running_step_survives_a_crash() {
                 .unwrap();
                 db.commit().unwrap();
                 committed.push(i);
-                let steps: [&dyn Fn() -> bool; 1] = [&|| archiver.capture().is_ok()];
-                for s in steps {
-                    if !s() {
-                        break 'work;
-                    }
+                if archiver.capture().is_err() {
+                    break 'work;
                 }
                 if i % 4 == 0 {
                     match archiver.current_bookmark() {
@@ -98,13 +95,12 @@ async fn every_running_step_survives_a_crash() {
                 if i % 6 == 0 && archiver.checkpoint().is_err() {
                     break 'work;
                 }
-                if i % 9 == 0 {
-                    if archiver.upload().await.is_err()
+                if i % 9 == 0
+                    && (archiver.upload().await.is_err()
                         || archiver.compact().await.is_err()
-                        || archiver.retain().await.is_err()
-                    {
-                        break 'work;
-                    }
+                        || archiver.retain().await.is_err())
+                {
+                    break 'work;
                 }
             }
             assert!(trap.hits.load(Ordering::SeqCst) >= nth, "{point} #{nth} never reached");
