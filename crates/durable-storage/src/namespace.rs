@@ -1,0 +1,585 @@
+//! `Namespace`: the objects of one data directory, opened by name, one database file each.
+//!
+//! ```text
+//!  ns.storage("a") ──► registry["a"] alive? ──yes──► the same StorageHandle
+//!                              │ no
+//!                              ▼
+//!        open a.sqlite, set the clock, install the alarm listener ──► new StorageHandle
+//!                                                   │
+//!               every commit that changes the alarm ▼
+//!                                     _index.sqlite: alarms(name, at_ms)
+//! ```
+
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use durable_backend::SqliteBackend;
+use durable_backend::cache::CacheOptions;
+use durable_sql::{Database, Options};
+use durable_txn::{Actor, AlarmListener, Clock, Object, Storage, SystemClock};
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::names::{self, Decoded, Stem};
+
+/// Where a namespace's objects keep their data (the seed's choice per class).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite-backed objects (`new_sqlite_classes`): every API.
+    #[default]
+    Sqlite,
+    /// KV-backed objects (`new_classes`, the legacy backend): the async KV API only, over a
+    /// [`SqliteBackend`] file per object through the write-behind cache. The SQL API, the
+    /// sync KV API and point-in-time recovery answer with the runtime's "not available"
+    /// errors.
+    Kv,
+}
+
+/// How a [`Namespace`] opens and keeps its objects.
+#[derive(Clone)]
+pub struct NamespaceOptions {
+    /// The objects' backend.
+    pub backend: Backend,
+    /// How each object's database is opened. The default is durable-sql's default with
+    /// `exclusive_locking` on: the namespace's lock already keeps other processes out, and
+    /// exclusive mode spares SQLite its shared-memory file.
+    pub sql: Options,
+    /// The write-behind cache of KV-backed objects.
+    pub cache: CacheOptions,
+    /// How many idle objects stay open, least recently used dropped first (0, the default:
+    /// an object closes as soon as its last handle is dropped).
+    pub keep_open: usize,
+    /// The clock objects read "now" from and alarms are scheduled by.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for NamespaceOptions {
+    fn default() -> Self {
+        NamespaceOptions {
+            backend: Backend::default(),
+            sql: Options { exclusive_locking: true, ..Options::default() },
+            cache: CacheOptions::default(),
+            keep_open: 0,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for NamespaceOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamespaceOptions")
+            .field("backend", &self.backend)
+            .field("sql", &self.sql)
+            .field("cache", &self.cache)
+            .field("keep_open", &self.keep_open)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The name of the namespace's lock file.
+pub const LOCK_FILE: &str = ".lock";
+
+/// What every handle of the namespace shares; handles keep it (and so the lock) alive.
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) options: NamespaceOptions,
+    pub(crate) index: Index,
+    /// Told whenever the index changes (the alarm scheduler waits on it).
+    pub(crate) changed: Notify,
+    opened: AtomicU64,
+    /// Held locked for the namespace's life.
+    _lock: File,
+}
+
+struct HandleInner {
+    storage: Storage,
+    name: String,
+    _shared: Arc<Shared>,
+}
+
+/// A handle to one open object's [`Storage`], from [`Namespace::storage`]. It derefs to
+/// `Storage`; clones share the object. The object stays open while a handle is alive (or
+/// while the namespace keeps it, see [`NamespaceOptions::keep_open`]).
+#[derive(Clone)]
+pub struct StorageHandle {
+    inner: Arc<HandleInner>,
+}
+
+impl StorageHandle {
+    /// The object's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The object's storage.
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
+    }
+}
+
+impl Deref for StorageHandle {
+    type Target = Storage;
+
+    fn deref(&self) -> &Storage {
+        &self.inner.storage
+    }
+}
+
+impl std::fmt::Debug for StorageHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageHandle").field("name", &self.inner.name).finish_non_exhaustive()
+    }
+}
+
+struct ObjectInner<A: Actor> {
+    object: Object<A>,
+    name: String,
+}
+
+/// A running object from [`Namespace::object`]. It derefs to [`Object`] (send it events
+/// with `call`); clones share the runtime, which stops once every handle is dropped and its
+/// events have finished, closing the object.
+pub struct ObjectHandle<A: Actor> {
+    inner: Arc<ObjectInner<A>>,
+}
+
+impl<A: Actor> Clone for ObjectHandle<A> {
+    fn clone(&self) -> Self {
+        ObjectHandle { inner: self.inner.clone() }
+    }
+}
+
+impl<A: Actor> ObjectHandle<A> {
+    /// The object's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The object's runtime.
+    pub fn object(&self) -> &Object<A> {
+        &self.inner.object
+    }
+}
+
+impl<A: Actor> Deref for ObjectHandle<A> {
+    type Target = Object<A>;
+
+    fn deref(&self) -> &Object<A> {
+        &self.inner.object
+    }
+}
+
+impl<A: Actor> std::fmt::Debug for ObjectHandle<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectHandle").field("name", &self.inner.name).finish_non_exhaustive()
+    }
+}
+
+struct OpenEntry {
+    handle: Weak<HandleInner>,
+    /// Alive while any clone of the object's `Storage` is (held by its alarm listener).
+    storage_alive: Weak<()>,
+}
+
+struct RuntimeEntry {
+    /// The runtime's `ObjectInner<A>`, for the actor type it was started with.
+    object: Weak<dyn Any + Send + Sync>,
+    /// Alive while the runtime's driver is (held by its opener).
+    driver_alive: Weak<()>,
+}
+
+#[derive(Default)]
+struct Registry {
+    storages: HashMap<String, OpenEntry>,
+    objects: HashMap<String, RuntimeEntry>,
+    /// Recently used handles kept open, most recent last.
+    keep: VecDeque<StorageHandle>,
+    /// Dead entries are swept when a map grows past this.
+    sweep_at: usize,
+}
+
+impl Registry {
+    fn sweep(&mut self) {
+        let len = self.storages.len().max(self.objects.len());
+        if len < self.sweep_at.max(64) {
+            return;
+        }
+        self.storages.retain(|_, e| e.storage_alive.strong_count() > 0);
+        self.objects.retain(|_, e| e.driver_alive.strong_count() > 0);
+        self.sweep_at = 2 * self.storages.len().max(self.objects.len());
+    }
+
+    fn keep(&mut self, handle: &StorageHandle, keep_open: usize) {
+        if keep_open == 0 {
+            return;
+        }
+        if let Some(pos) = self.keep.iter().position(|h| Arc::ptr_eq(&h.inner, &handle.inner)) {
+            self.keep.remove(pos);
+        }
+        self.keep.push_back(handle.clone());
+        while self.keep.len() > keep_open {
+            self.keep.pop_front();
+        }
+    }
+}
+
+struct NsInner {
+    shared: Arc<Shared>,
+    registry: Mutex<Registry>,
+}
+
+/// The objects of one data directory: each object, named by any string, owns one database
+/// file there, created on first use.
+///
+/// - [`storage`](Namespace::storage) returns the object's live handle if it is open, and
+///   opens it otherwise, so one object never has two handles writing it.
+/// - An object stays open while a [`StorageHandle`] or [`ObjectHandle`] of it is alive and
+///   closes when the last is dropped; [`NamespaceOptions::keep_open`] keeps that many idle
+///   objects open as well, least recently used closed first.
+/// - The namespace holds an exclusive lock on `dir/.lock` (`flock`) for as long as it or any
+///   of its handles is alive, so two processes (or two `Namespace`s in one) never open the
+///   same directory.
+/// - An index, `dir/_index.sqlite`, keeps every object's pending alarm, so that
+///   [`run_alarms`](Namespace::run_alarms) wakes only the objects whose alarm is due.
+///
+/// File names: see [`Namespace::file_name`]. `Namespace` is a cheap handle: clones share it.
+#[derive(Clone)]
+pub struct Namespace {
+    inner: Arc<NsInner>,
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace").field("dir", &self.inner.shared.dir).finish_non_exhaustive()
+    }
+}
+
+/// How long `storage` waits for an object's previous instance to finish closing.
+const CLOSE_WAIT: Duration = Duration::from_millis(200);
+
+impl Namespace {
+    /// Opens the namespace in `dir` (created if missing) and takes its lock. Fails with
+    /// [`Error::Locked`] if another process or `Namespace` has it open.
+    pub fn open(dir: impl AsRef<Path>, options: NamespaceOptions) -> Result<Namespace> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked { path: lock_path });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+        }
+        let index = Index::open(&dir, options.sql.synchronous)?;
+        let shared = Arc::new(Shared {
+            dir,
+            options,
+            index,
+            changed: Notify::new(),
+            opened: AtomicU64::new(0),
+            _lock: lock,
+        });
+        Ok(Namespace {
+            inner: Arc::new(NsInner { shared, registry: Mutex::new(Registry::default()) }),
+        })
+    }
+
+    /// The namespace's folder.
+    pub fn dir(&self) -> &Path {
+        &self.inner.shared.dir
+    }
+
+    /// The namespace's options.
+    pub fn options(&self) -> &NamespaceOptions {
+        &self.inner.shared.options
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.inner.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The file name of `name`'s database: `<stem>.sqlite`, where the stem is the name's
+    /// UTF-8 bytes with `a`-`z`, `0`-`9` and `-` kept and every other byte written `_xx`
+    /// (lowercase hex), `_` for the empty name, and `_h` + the SHA-256 of the name in hex when
+    /// the escaped form would pass 200 bytes (the name is then kept in the index). So
+    /// `room-42` is `room-42.sqlite` and `Room 42` is `_52oom_2042.sqlite`: safe on every file
+    /// system, case-insensitive ones included, and distinct for distinct names.
+    pub fn file_name(name: &str) -> String {
+        format!("{}{}", names::stem(name).as_str(), names::SUFFIX)
+    }
+
+    /// The path of `name`'s database (which may not exist yet).
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        self.dir().join(Namespace::file_name(name))
+    }
+
+    /// The names of every stored object (every database file in the folder), sorted by their
+    /// UTF-8 bytes.
+    pub fn names(&self) -> Result<Vec<String>> {
+        let dir = self.dir();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            let file = entry.file_name();
+            let Some(file) = file.to_str() else { continue };
+            let Some(stem) = file.strip_suffix(names::SUFFIX) else { continue };
+            match names::decode(stem) {
+                Some(Decoded::Name(name)) => out.push(name),
+                Some(Decoded::Digest) => {
+                    if let Some(name) = self.inner.shared.index.long_name(stem)? {
+                        out.push(name);
+                    } else {
+                        tracing::warn!(file, "object file with a digest name not in the index");
+                    }
+                }
+                None => {}
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// True when `name` has a database file.
+    pub fn exists(&self, name: &str) -> bool {
+        self.path_of(name).exists()
+    }
+
+    /// The names of the objects open now (a live handle, a kept-open one, or a running
+    /// object), sorted.
+    pub fn open_names(&self) -> Vec<String> {
+        let registry = self.registry();
+        let mut out: Vec<String> = registry
+            .storages
+            .iter()
+            .filter(|(_, e)| e.storage_alive.strong_count() > 0)
+            .map(|(name, _)| name.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// How many times this namespace opened an object's database since it was opened.
+    pub fn opened_count(&self) -> u64 {
+        self.inner.shared.opened.load(Ordering::SeqCst)
+    }
+
+    /// Closes the objects kept open only by [`NamespaceOptions::keep_open`].
+    pub fn release_idle(&self) {
+        let kept = std::mem::take(&mut self.registry().keep);
+        drop(kept);
+    }
+
+    /// The object's storage: its live handle if it is open, else the object is opened
+    /// (its database created on first use).
+    ///
+    /// Fails with [`Error::StillOpen`] when the object's previous instance was aborted (or
+    /// its handles dropped while a clone of its `Storage` lives on) and is still referenced:
+    /// a second connection is never opened beside it.
+    pub fn storage(&self, name: &str) -> Result<StorageHandle> {
+        let keep_open = self.inner.shared.options.keep_open;
+        let mut waited = Duration::ZERO;
+        loop {
+            let mut registry = self.registry();
+            if let Some(entry) = registry.storages.get(name) {
+                if let Some(inner) = entry.handle.upgrade() {
+                    let handle = StorageHandle { inner };
+                    if handle.storage().is_aborted() {
+                        // Let go of a kept-open aborted handle; anyone else's keeps it.
+                        registry.keep.retain(|h| !Arc::ptr_eq(&h.inner, &handle.inner));
+                        drop(registry);
+                        if Arc::strong_count(&handle.inner) > 1 {
+                            return Err(Error::StillOpen { name: name.into() });
+                        }
+                        drop(handle);
+                        continue;
+                    }
+                    registry.keep(&handle, keep_open);
+                    return Ok(handle);
+                }
+                if entry.storage_alive.strong_count() > 0 {
+                    // The last handle is being dropped, or a Storage clone outlives it.
+                    drop(registry);
+                    if waited >= CLOSE_WAIT {
+                        return Err(Error::StillOpen { name: name.into() });
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                    waited += Duration::from_millis(1);
+                    continue;
+                }
+            }
+            let (handle, storage_alive) = self.open_object(name)?;
+            registry.sweep();
+            registry.storages.insert(
+                name.to_string(),
+                OpenEntry { handle: Arc::downgrade(&handle.inner), storage_alive },
+            );
+            registry.keep(&handle, keep_open);
+            return Ok(handle);
+        }
+    }
+
+    /// Opens `name`'s database (the registry lock is held by the caller).
+    fn open_object(&self, name: &str) -> Result<(StorageHandle, Weak<()>)> {
+        let shared = &self.inner.shared;
+        let stem = names::stem(name);
+        if let Stem::Digest(s) = &stem {
+            shared.index.remember_long_name(s, name)?;
+        }
+        let path = shared.dir.join(format!("{}{}", stem.as_str(), names::SUFFIX));
+        let options = &shared.options;
+        let storage = match options.backend {
+            Backend::Sqlite => Storage::open(&path, options.sql.clone())?,
+            Backend::Kv => {
+                let db = Database::open(&path, options.sql.clone())?;
+                let backend = SqliteBackend::new(db)?;
+                Storage::kv_backed(Arc::new(backend), options.cache.clone())
+            }
+        };
+        shared.opened.fetch_add(1, Ordering::SeqCst);
+        tracing::debug!(name, path = %path.display(), "object opened");
+        storage.set_clock(options.clock.clone());
+        let alive = Arc::new(());
+        let storage_alive = Arc::downgrade(&alive);
+        storage.set_alarm_listener(Some(alarm_listener(shared, name, alive)));
+        let inner = HandleInner { storage, name: name.to_string(), _shared: shared.clone() };
+        Ok((StorageHandle { inner: Arc::new(inner) }, storage_alive))
+    }
+
+    /// Starts the object runtime for `name` with the actor `make` builds, or returns the
+    /// running one. The runtime opens the object through [`storage`](Namespace::storage)
+    /// (so it shares the live handle) and keeps it open until the runtime stops: when every
+    /// [`ObjectHandle`] is dropped and its events have finished. A due alarm fires as soon as
+    /// the runtime starts.
+    ///
+    /// Fails with [`Error::NoRuntime`] outside a tokio runtime, [`Error::ActorMismatch`] when
+    /// the object runs with another actor type, and [`Error::Busy`] while a previous runtime
+    /// of the object still finishes events nobody waits for.
+    pub fn object<A: Actor>(
+        &self,
+        name: &str,
+        make: impl Fn(&Storage) -> A + Send + Sync + 'static,
+    ) -> Result<ObjectHandle<A>> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::NoRuntime);
+        }
+        let registry = self.registry();
+        if let Some(entry) = registry.objects.get(name) {
+            if let Some(running) = entry.object.upgrade() {
+                return match running.downcast::<ObjectInner<A>>() {
+                    Ok(inner) => Ok(ObjectHandle { inner }),
+                    Err(_) => Err(Error::ActorMismatch { name: name.into() }),
+                };
+            }
+            if entry.driver_alive.strong_count() > 0 {
+                return Err(Error::Busy { name: name.into() });
+            }
+        }
+        self.spawn_object(registry, name, make)
+    }
+
+    fn spawn_object<A: Actor>(
+        &self,
+        mut registry: MutexGuard<'_, Registry>,
+        name: &str,
+        make: impl Fn(&Storage) -> A + Send + Sync + 'static,
+    ) -> Result<ObjectHandle<A>> {
+        let alive = Arc::new(());
+        let driver_alive = Arc::downgrade(&alive);
+        let ns = self.clone();
+        let object_name = name.to_string();
+        let slot: Mutex<Option<StorageHandle>> = Mutex::new(None);
+        let open = move || {
+            let _alive = &alive;
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(handle) = slot.as_ref()
+                && !handle.is_aborted()
+            {
+                return Ok(handle.storage().clone());
+            }
+            *slot = None;
+            let handle = ns.storage(&object_name).map_err(into_txn_error)?;
+            let storage = handle.storage().clone();
+            *slot = Some(handle);
+            Ok(storage)
+        };
+        let object = Object::spawn(open, make);
+        let inner = Arc::new(ObjectInner { object, name: name.to_string() });
+        let any: Arc<dyn Any + Send + Sync> = inner.clone();
+        registry.sweep();
+        registry
+            .objects
+            .insert(name.to_string(), RuntimeEntry { object: Arc::downgrade(&any), driver_alive });
+        Ok(ObjectHandle { inner })
+    }
+
+    /// Every indexed alarm: object name and time in milliseconds, sorted by name.
+    pub fn alarms(&self) -> Result<Vec<(String, i64)>> {
+        self.inner.shared.index.all()
+    }
+
+    /// The indexed alarm of `name`, in milliseconds.
+    pub fn indexed_alarm(&self, name: &str) -> Result<Option<i64>> {
+        self.inner.shared.index.get(name)
+    }
+
+    /// Opens every stored object once so that the alarm index matches their databases (after
+    /// a crash between an object's commit and the index's write). Costs one open per object.
+    pub fn rebuild_index(&self) -> Result<()> {
+        let stored = self.names()?;
+        for name in &stored {
+            drop(self.storage(name)?);
+        }
+        for (name, _) in self.alarms()? {
+            if stored.binary_search(&name).is_err() {
+                self.inner.shared.index.set(&name, None)?;
+            }
+        }
+        self.inner.shared.changed.notify_one();
+        Ok(())
+    }
+}
+
+/// The listener that keeps `name`'s row of the alarm index current. It holds `alive`, so
+/// the registry knows when every clone of the object's `Storage` is gone.
+fn alarm_listener(shared: &Arc<Shared>, name: &str, alive: Arc<()>) -> AlarmListener {
+    let shared = Arc::downgrade(shared);
+    let name = name.to_string();
+    Arc::new(move |alarm| {
+        let _alive = &alive;
+        let Some(shared) = shared.upgrade() else { return };
+        match shared.index.set(&name, alarm) {
+            Ok(true) => shared.changed.notify_one(),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, name, "alarm index not updated"),
+        }
+    })
+}
+
+/// The runtime's opener can only report the turn layer's errors.
+fn into_txn_error(error: Error) -> durable_txn::Error {
+    match error {
+        Error::Storage(e) => e,
+        other => {
+            tracing::warn!(error = %other, "object could not be opened");
+            durable_txn::Error::NoLongerAccessible
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Integration tests of durable-storage: one test binary, one module per area.
+//!
+//! Issue 4 (the facade: namespaces, handles, backends) and issue 11 (the namespace-wide
+//! alarm index and the scheduler).
+
+#[path = "storage/support.rs"]
+mod support;
+
+#[path = "storage/alarms.rs"]
+mod alarms;
+#[path = "storage/backend.rs"]
+mod backend;
+#[path = "storage/counter.rs"]
+mod counter;
+#[path = "storage/names.rs"]
+mod names;
+#[path = "storage/namespace.rs"]
+mod namespace;
