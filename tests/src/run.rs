@@ -2,8 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use durable_kv::{Kv, KvLimits, ListOptions, Value};
-use durable_sql::{Cursor, Database, Options};
+use std::sync::Arc;
+
+use durable_backend::SqliteBackend;
+use durable_backend::cache::CacheOptions;
+use durable_kv::{Kv, ListOptions, Value};
+use durable_sql::{Cursor, Options};
+use durable_txn::{Op, Storage, Transaction};
 use serde_json::{Map, Value as Json, json};
 
 use crate::json::{
@@ -59,6 +64,18 @@ impl From<durable_kv::Error> for JsError {
     }
 }
 
+impl From<durable_txn::Error> for JsError {
+    fn from(e: durable_txn::Error) -> Self {
+        JsError::new(e.js_name(), e.to_string(), true)
+    }
+}
+
+impl From<durable_txn::Error> for Flow {
+    fn from(e: durable_txn::Error) -> Self {
+        Flow::Escape(e.into())
+    }
+}
+
 impl From<Unsupported> for JsError {
     fn from(e: Unsupported) -> Self {
         JsError::new("Unsupported", e.0, true)
@@ -73,38 +90,64 @@ enum Flow {
     Abort(String),
 }
 
+/// The local runtime's message for the SQL API of a KV-backed class (local workerd runs such
+/// classes on SQLite with SQL disabled; production answers with
+/// [`durable_txn::Error::SqlNotAvailable`]). The oracle records the local one.
 const SQL_NOT_ENABLED: &str = "SQL is not enabled for this Durable Object class. To enable it, \
     change `new_classes` to `new_sqlite_classes` within the 'migrations' field in your \
     wrangler.jsonc or wrangler.toml file. If using workerd directly,set `enableSql = true` in \
     your workerd config for the class. Note that this change cannot be made after the class is \
     already deployed to production.";
 
-const SYNC_KV_UNAVAILABLE: &str = "The storage.kv (synchronous KV) API is only available for \
-    SQLite-backed Durable Objects, but this object's namespace is not declared to use SQLite. \
-    You can use the older, asyncronous interface via methods of `storage` itself (e.g. \
-    `storage.get()`). Alternatively, to enable SQLite, change `new_classes` to \
-    `new_sqlite_classes` within the 'migrations' field in your wrangler.jsonc or wrangler.toml \
-    file. If using workerd directly, set `enableSql = true` in your workerd config for the \
-    class. Note that this change cannot be made after the class is already deployed to \
-    production.";
-
 /// One object under test.
 struct Object {
     class: Class,
     path: PathBuf,
-    db: Database,
-    kv: Kv,
+    storage: Storage,
 }
 
 impl Object {
     fn open(class: Class, path: PathBuf) -> Result<Object, JsError> {
-        let db = Database::open(&path, Options::default())?;
-        let limits = match class {
-            Class::Sql => KvLimits::SQLITE,
-            Class::Kv => KvLimits::legacy(),
+        let storage = match class {
+            Class::Sql => Storage::open(&path, Options::default())?,
+            Class::Kv => {
+                let backend = SqliteBackend::open(&path).map_err(durable_txn::Error::from)?;
+                Storage::kv_backed(Arc::new(backend), CacheOptions::default())
+            }
         };
-        let kv = Kv::with_limits(db.clone(), limits);
-        Ok(Object { class, path, db, kv })
+        Ok(Object { class, path, storage })
+    }
+
+    /// Starts the object again after `ctx.abort()`: a fresh handle on its committed state.
+    fn restart(&mut self) -> Result<(), JsError> {
+        let path = self.path.clone();
+        let class = self.class;
+        *self = Object::open(class, path)?;
+        Ok(())
+    }
+}
+
+/// Waits for a storage call (the KV-backed class may read through its backend).
+fn wait<T>(op: Op<T>) -> Result<T, durable_txn::Error> {
+    op.wait()
+}
+
+/// Polls a future to completion on this thread (the interpreter is synchronous).
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let mut future = std::pin::pin!(future);
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
     }
 }
 
@@ -189,7 +232,7 @@ fn run_request(object: &mut Object, ops: &[Json]) -> Json {
             );
             break;
         }
-        match run_op(object, &mut req, op, false) {
+        match run_op(object, &mut req, op, false, None) {
             Ok(result) => results.push(result),
             Err(Flow::Escape(e)) => {
                 if e.name == "UserThrow" {
@@ -205,13 +248,20 @@ fn run_request(object: &mut Object, ops: &[Json]) -> Json {
                 break;
             }
             Err(Flow::Abort(reason)) => {
-                let _ = object.db.rollback();
+                object.storage.abort();
+                if let Err(e) = object.restart() {
+                    return json!({"results": null, "uncaught": e.json()});
+                }
                 return json!({"results": null, "uncaught": {"name": "Error", "message": reason, "remote": true, "durableObjectReset": true}});
             }
         }
     }
-    // The turn ends: its implicit transaction commits.
-    if let Err(e) = object.db.commit() {
+    // The turn ends: its implicit transaction commits (or its writes flush).
+    let ended = object.storage.end_turn().and_then(|end| match end {
+        durable_txn::TurnEnd::Flushing { durable, .. } => wait(durable),
+        _ => Ok(()),
+    });
+    if let Err(e) = ended {
         return json!({"results": null, "uncaught": {"name": "Error", "message": e.to_string(), "remote": true}});
     }
     let mut out = Map::new();
@@ -247,10 +297,16 @@ fn undefined() -> Json {
 }
 
 /// Runs one op; `in_sync` is true inside `transactionSync` (every error is synchronous).
-fn run_op(object: &mut Object, req: &mut Request, op: &Json, in_sync: bool) -> Result<Json, Flow> {
+fn run_op(
+    object: &mut Object,
+    req: &mut Request,
+    op: &Json,
+    in_sync: bool,
+    txn: Option<&Transaction>,
+) -> Result<Json, Flow> {
     let kind = op.get("op").and_then(Json::as_str).unwrap_or("");
     let propagate = op.get("propagate").and_then(Json::as_bool).unwrap_or(false);
-    match exec_op(object, req, op, kind) {
+    match exec_op(object, req, op, kind, txn) {
         Ok(value) => {
             if op.get("await").and_then(Json::as_bool) == Some(false) && is_async(kind) && !in_sync
             {
@@ -407,9 +463,94 @@ fn map_json(entries: &[(String, Value)], summary: bool) -> Json {
     json!({"$map": pairs_json(entries, summary)})
 }
 
-fn exec_op(object: &mut Object, req: &mut Request, op: &Json, kind: &str) -> Result<Json, Flow> {
+/// The object's async KV surface for one op: the storage itself, or the `txn` of the
+/// enclosing `transaction` op.
+enum Target<'a> {
+    Storage(Storage),
+    Txn(&'a Transaction),
+}
+
+impl Target<'_> {
+    fn put_one(&self, key: &str, value: &Value) -> Op<()> {
+        match self {
+            Target::Storage(s) => s.put(key, value),
+            Target::Txn(t) => t.put(key, value),
+        }
+    }
+    fn put_many(&self, entries: &[(&str, Value)]) -> Op<()> {
+        match self {
+            Target::Storage(s) => s.put_multiple(entries),
+            Target::Txn(t) => t.put_multiple(entries),
+        }
+    }
+    fn get_one(&self, key: &str) -> Op<Option<Value>> {
+        match self {
+            Target::Storage(s) => s.get(key),
+            Target::Txn(t) => t.get(key),
+        }
+    }
+    fn get_many(&self, keys: &[&str]) -> Op<Vec<(String, Value)>> {
+        match self {
+            Target::Storage(s) => s.get_multiple(keys),
+            Target::Txn(t) => t.get_multiple(keys),
+        }
+    }
+    fn list(&self, options: &ListOptions) -> Op<Vec<(String, Value)>> {
+        match self {
+            Target::Storage(s) => s.list(options),
+            Target::Txn(t) => t.list(options),
+        }
+    }
+    fn delete_one(&self, key: &str) -> Op<bool> {
+        match self {
+            Target::Storage(s) => s.delete(key),
+            Target::Txn(t) => t.delete(key),
+        }
+    }
+    fn delete_many(&self, keys: &[&str]) -> Op<usize> {
+        match self {
+            Target::Storage(s) => s.delete_multiple(keys),
+            Target::Txn(t) => t.delete_multiple(keys),
+        }
+    }
+    fn delete_all(&self) -> Op<()> {
+        match self {
+            Target::Storage(s) => s.delete_all(),
+            Target::Txn(t) => t.delete_all(),
+        }
+    }
+    fn get_alarm(&self) -> Op<Option<i64>> {
+        match self {
+            Target::Storage(s) => s.get_alarm(),
+            Target::Txn(t) => t.get_alarm(),
+        }
+    }
+    fn set_alarm(&self, time: i64) -> Op<()> {
+        match self {
+            Target::Storage(s) => s.set_alarm(time),
+            Target::Txn(t) => t.set_alarm(time),
+        }
+    }
+    fn delete_alarm(&self) -> Op<()> {
+        match self {
+            Target::Storage(s) => s.delete_alarm(),
+            Target::Txn(t) => t.delete_alarm(),
+        }
+    }
+}
+
+fn exec_op(
+    object: &mut Object,
+    req: &mut Request,
+    op: &Json,
+    kind: &str,
+    txn: Option<&Transaction>,
+) -> Result<Json, Flow> {
     let summary = op.get("summary").and_then(Json::as_bool).unwrap_or(false);
-    let kv = object.kv.clone();
+    let target = match txn {
+        Some(t) => Target::Txn(t),
+        None => Target::Storage(object.storage.clone()),
+    };
     match kind {
         "put" => {
             if let Some(entries) = op.get("entries") {
@@ -432,7 +573,7 @@ fn exec_op(object: &mut Object, req: &mut Request, op: &Json, kind: &str) -> Res
                         values.push((k.as_str(), value));
                     }
                 }
-                kv.put_multiple(&values).map_err(rejected)?;
+                wait(target.put_many(&values)).map_err(rejected)?;
                 return Ok(undefined());
             }
             let key = key_of(op)?;
@@ -444,48 +585,74 @@ fn exec_op(object: &mut Object, req: &mut Request, op: &Json, kind: &str) -> Res
                     false,
                 )));
             }
-            kv.put(&key, &value).map_err(rejected)?;
+            wait(target.put_one(&key, &value)).map_err(rejected)?;
             Ok(undefined())
         }
         "get" => {
             if op.get("keys").is_some() {
                 let keys = keys_of(op)?;
                 let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-                let found: Vec<(String, Value)> = kv.get_multiple(&refs).map_err(rejected)?;
+                let found = wait(target.get_many(&refs)).map_err(rejected)?;
                 return Ok(map_json(&found, false));
             }
             let key = key_of(op)?;
-            let v: Option<Value> = kv.get(&key).map_err(rejected)?;
+            let v = wait(target.get_one(&key)).map_err(rejected)?;
             Ok(value_json(v.as_ref(), summary))
         }
         "list" => {
             let options = list_options(op)?;
-            let entries: Vec<(String, Value)> = kv.list(&options).map_err(rejected)?;
+            let entries = wait(target.list(&options)).map_err(rejected)?;
             Ok(map_json(&entries, summary))
         }
         "delete" => {
             if op.get("keys").is_some() {
                 let keys = keys_of(op)?;
                 let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-                return Ok(json!(kv.delete_multiple(&refs).map_err(rejected)?));
+                return Ok(json!(wait(target.delete_many(&refs)).map_err(rejected)?));
             }
             let key = key_of(op)?;
-            Ok(json!(kv.delete(&key).map_err(rejected)?))
+            // `txn.delete()` checks its transaction synchronously (the others reject).
+            Ok(json!(wait(target.delete_one(&key)).map_err(|e| match e {
+                durable_txn::Error::RolledBack { .. } => thrown(e),
+                other => rejected(other),
+            })?))
         }
         "deleteAll" => {
-            kv.delete_all().map_err(rejected)?;
+            // Refused inside a transaction synchronously, as the runtime throws it.
+            // `txn.deleteAll()` throws synchronously; `storage.deleteAll()` rejects.
+            let on_txn = matches!(target, Target::Txn(_));
+            wait(target.delete_all()).map_err(|e| if on_txn { thrown(e) } else { rejected(e) })?;
             Ok(undefined())
         }
+        "getAlarm" => Ok(json!(wait(target.get_alarm()).map_err(rejected)?)),
+        "setAlarm" => {
+            let time = match op.get("time") {
+                Some(Json::Number(n)) => json::number(n),
+                _ => return Err(unsupported("setAlarm time")),
+            };
+            wait(target.set_alarm(time as i64)).map_err(rejected)?;
+            Ok(undefined())
+        }
+        "deleteAlarm" => {
+            wait(target.delete_alarm()).map_err(rejected)?;
+            Ok(undefined())
+        }
+        "rollback" => match txn {
+            Some(t) => {
+                t.rollback().map_err(thrown)?;
+                Ok(undefined())
+            }
+            None => Err(unsupported("rollback outside a transaction")),
+        },
+        "transaction" => run_transaction(object, req, op, txn),
         "sync" | "sleep" => {
             // Both end the turn: what the turn wrote commits.
-            object.db.commit().map_err(rejected)?;
+            wait(object.storage.sync()).map_err(rejected)?;
             Ok(if kind == "sleep" { Json::Null } else { undefined() })
         }
         "kv.get" | "kvSync.get" | "kv.put" | "kvSync.put" | "kv.delete" | "kvSync.delete"
         | "kv.list" | "kvSync.list" => {
-            if object.class == Class::Kv {
-                return Err(thrown(JsError::new("Error", SYNC_KV_UNAVAILABLE, true)));
-            }
+            let kv = object.storage.kv().map_err(thrown)?.clone();
             sync_kv(&kv, op, kind, summary)
         }
         "sql" => {
@@ -501,7 +668,8 @@ fn exec_op(object: &mut Object, req: &mut Request, op: &Json, kind: &str) -> Res
                     .map_err(|e| unsupported(e.0))?,
                 _ => Vec::new(),
             };
-            let mut cursor = object.db.exec(query, &params).map_err(thrown)?;
+            let db = object.storage.sql().map_err(thrown)?.clone();
+            let mut cursor = db.exec(query, &params).map_err(thrown)?;
             let mode = op.get("mode").and_then(Json::as_str).unwrap_or("toArray");
             let result = cursor_result(&mut cursor, mode).map_err(thrown)?;
             if mode == "none" {
@@ -513,17 +681,10 @@ fn exec_op(object: &mut Object, req: &mut Request, op: &Json, kind: &str) -> Res
             if object.class == Class::Kv {
                 return Err(thrown(JsError::new("Error", SQL_NOT_ENABLED, true)));
             }
-            Ok(json!(object.db.database_size().map_err(thrown)?))
+            Ok(json!(object.storage.database_size().map_err(thrown)?))
         }
         "hasSql" => Ok(json!({"sql": "object", "kv": "object", "transactionSync": "function"})),
         "transactionSync" => {
-            if object.class == Class::Kv {
-                return Err(thrown(JsError::new(
-                    "Error",
-                    "Durable Object is not backed by SQL.",
-                    true,
-                )));
-            }
             let subs = op.get("ops").and_then(Json::as_array).cloned().unwrap_or_default();
             let throw = op.get("throw").and_then(Json::as_bool).unwrap_or(false);
             let message = op
@@ -531,12 +692,12 @@ fn exec_op(object: &mut Object, req: &mut Request, op: &Json, kind: &str) -> Res
                 .and_then(Json::as_str)
                 .unwrap_or("oracle: throw inside transactionSync")
                 .to_owned();
-            let db = object.db.clone();
+            let storage = object.storage.clone();
             let mut abort = None;
-            let outcome = db.transaction_sync(|| -> Result<Vec<Json>, JsError> {
+            let outcome = storage.transaction_sync(|| -> Result<Vec<Json>, JsError> {
                 let mut rs = Vec::new();
                 for sub in &subs {
-                    match run_op(object, req, sub, true) {
+                    match run_op(object, req, sub, true, txn) {
                         Ok(r) => rs.push(r),
                         Err(Flow::Escape(e)) => return Err(e),
                         Err(Flow::Abort(reason)) => {
@@ -566,6 +727,57 @@ fn exec_op(object: &mut Object, req: &mut Request, op: &Json, kind: &str) -> Res
         "awaitPending" => Ok(Json::Array(std::mem::take(&mut req.pending))),
         other => Err(unsupported(format!("op {other} is not implemented yet"))),
     }
+}
+
+/// `storage.transaction(async txn => { ...ops })`, nested in `parent` when given.
+fn run_transaction(
+    object: &mut Object,
+    req: &mut Request,
+    op: &Json,
+    parent: Option<&Transaction>,
+) -> Result<Json, Flow> {
+    let subs = op.get("ops").and_then(Json::as_array).cloned().unwrap_or_default();
+    let rollback = op.get("rollback").and_then(Json::as_bool).unwrap_or(false);
+    let use_storage = op.get("useStorage").and_then(Json::as_bool).unwrap_or(false);
+    let throw = op.get("throw").and_then(Json::as_bool).unwrap_or(false);
+    let message = op
+        .get("throwMessage")
+        .and_then(Json::as_str)
+        .unwrap_or("oracle: throw inside transaction")
+        .to_owned();
+    let storage = object.storage.clone();
+    let body = |txn: Transaction| {
+        let mut run = || -> Result<Json, Flow> {
+            let mut rs = Vec::new();
+            for sub in &subs {
+                let inner = if use_storage { None } else { Some(&txn) };
+                let inner = match (sub.get("op").and_then(Json::as_str), inner) {
+                    (Some("rollback" | "transaction"), None) => Some(&txn),
+                    (_, inner) => inner,
+                };
+                rs.push(run_op(object, req, sub, false, inner)?);
+            }
+            if rollback {
+                txn.rollback().map_err(thrown)?;
+            }
+            if throw {
+                return Err(Flow::Escape(JsError::new("UserThrow", message.clone(), false)));
+            }
+            Ok(Json::Array(rs))
+        };
+        std::future::ready(run())
+    };
+    let result = match parent {
+        Some(p) => block_on(p.transaction(body)),
+        None => block_on(storage.transaction(body)),
+    };
+    result.map_err(|flow| match flow {
+        Flow::Escape(mut e) => {
+            e.sync = false;
+            Flow::Escape(e)
+        }
+        other => other,
+    })
 }
 
 fn sync_kv(kv: &Kv, op: &Json, kind: &str, summary: bool) -> Result<Json, Flow> {

@@ -52,6 +52,17 @@ impl<T> Op<T> {
         matches!(self.inner, Inner::Ready(_))
     }
 
+    /// Blocks the thread until the call finishes: for programs that use storage without an
+    /// async executor. On SQLite-backed storage this never blocks.
+    ///
+    /// Do not call it on a thread that drives the I/O the call waits for.
+    pub fn wait(self) -> Result<T, Error> {
+        match self.inner {
+            Inner::Ready(Some(result)) => result,
+            other => crate::block::block_on(Op { inner: other }),
+        }
+    }
+
     /// The result of a call that already finished, without an executor. `None` when the
     /// call still waits for I/O (the `Op` is given back).
     pub fn now(self) -> Result<Result<T, Error>, Op<T>> {

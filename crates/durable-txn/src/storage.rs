@@ -15,7 +15,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::legacy::{KvEngine, map_op};
 use crate::op::Op;
-use crate::transaction::{self, TxnShared};
+use crate::transaction::{self, Transaction, TxnShared};
 
 /// Options of a read (`get`, `list`, `get_alarm`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -226,7 +226,10 @@ impl Storage {
         }
         match &self.inner.engine {
             Engine::Sqlite { kv, .. } => Op::ready(kv.get(key).map_err(Error::from)),
-            Engine::Kv(engine) => engine.get(key, options),
+            Engine::Kv(engine) => match Transaction::active_kv(self) {
+                Some(txn) => txn.get_with(key, options),
+                None => engine.get(key, options),
+            },
         }
     }
 
@@ -249,7 +252,10 @@ impl Storage {
         }
         match &self.inner.engine {
             Engine::Sqlite { kv, .. } => Op::ready(kv.get_multiple(keys).map_err(Error::from)),
-            Engine::Kv(engine) => engine.get_multiple(keys, options),
+            Engine::Kv(engine) => match Transaction::active_kv(self) {
+                Some(txn) => txn.get_multiple(keys),
+                None => engine.get_multiple(keys, options),
+            },
         }
     }
 
@@ -268,7 +274,10 @@ impl Storage {
     ) -> Op<()> {
         Op::ready(self.check_usable().and_then(|()| match &self.inner.engine {
             Engine::Sqlite { kv, .. } => Ok(kv.put(key, value)?),
-            Engine::Kv(engine) => engine.put(key, value, options),
+            Engine::Kv(engine) => match Transaction::active_kv(self) {
+                Some(txn) => txn.put_with(key, value, options).wait(),
+                None => engine.put(key, value, options),
+            },
         }))
     }
 
@@ -285,7 +294,10 @@ impl Storage {
     ) -> Op<()> {
         Op::ready(self.check_usable().and_then(|()| match &self.inner.engine {
             Engine::Sqlite { kv, .. } => Ok(kv.put_multiple(entries)?),
-            Engine::Kv(engine) => engine.put_multiple(entries, options),
+            Engine::Kv(engine) => match Transaction::active_kv(self) {
+                Some(txn) => txn.put_multiple(entries).wait(),
+                None => engine.put_multiple(entries, options),
+            },
         }))
     }
 
@@ -301,7 +313,10 @@ impl Storage {
         }
         match &self.inner.engine {
             Engine::Sqlite { kv, .. } => Op::ready(kv.delete(key).map_err(Error::from)),
-            Engine::Kv(engine) => map_op(engine.delete(&[key], options), |n| Ok(n > 0)),
+            Engine::Kv(engine) => match Transaction::active_kv(self) {
+                Some(txn) => txn.delete(key),
+                None => map_op(engine.delete(&[key], options), |n| Ok(n > 0)),
+            },
         }
     }
 
@@ -317,7 +332,10 @@ impl Storage {
         }
         match &self.inner.engine {
             Engine::Sqlite { kv, .. } => Op::ready(kv.delete_multiple(keys).map_err(Error::from)),
-            Engine::Kv(engine) => engine.delete(keys, options),
+            Engine::Kv(engine) => match Transaction::active_kv(self) {
+                Some(txn) => txn.delete_multiple(keys),
+                None => engine.delete(keys, options),
+            },
         }
     }
 
@@ -344,7 +362,10 @@ impl Storage {
                 if let Err(e) = options.compile() {
                     return Op::ready(Err(e.into()));
                 }
-                engine.list(options, get)
+                match Transaction::active_kv(self) {
+                    Some(txn) => txn.list(options),
+                    None => engine.list(options, get),
+                }
             }
         }
     }
@@ -366,8 +387,10 @@ impl Storage {
     }
 
     fn delete_all_sqlite(db: &Database, kv: &Kv) -> Result<()> {
-        db.rollback()?;
+        // The alarm as this turn sees it (an uncommitted `set_alarm` included) survives, as
+        // the runtime rewrites its cached alarm into the fresh database.
         let alarm = alarm::read(db)?;
+        db.rollback()?;
         kv.delete_all()?;
         if let Some(ns) = alarm {
             alarm::write(db, Some(ns))?;
@@ -400,7 +423,10 @@ impl Storage {
             Engine::Sqlite { db, .. } => {
                 Op::ready(alarm::read(db).map(|ns| ns.map(alarm::ns_to_ms)))
             }
-            Engine::Kv(engine) => engine.alarm(),
+            Engine::Kv(engine) => match Transaction::active_kv(self) {
+                Some(txn) => txn.get_alarm(),
+                None => engine.alarm(),
+            },
         }
     }
 
@@ -429,7 +455,10 @@ impl Storage {
                 }
                 alarm::write(db, Some(ns))
             }
-            Engine::Kv(engine) => engine.set_alarm(Some(time_ms), options),
+            Engine::Kv(engine) => match Transaction::active_kv(self) {
+                Some(txn) => txn.set_alarm(time_ms).wait(),
+                None => engine.set_alarm(Some(time_ms), options),
+            },
         }
     }
 
@@ -452,7 +481,10 @@ impl Storage {
                 }
                 alarm::write(db, None)
             }
-            Engine::Kv(engine) => engine.set_alarm(None, options),
+            Engine::Kv(engine) => match Transaction::active_kv(self) {
+                Some(txn) => txn.delete_alarm().wait(),
+                None => engine.set_alarm(None, options),
+            },
         }
     }
 

@@ -86,6 +86,18 @@ impl std::fmt::Debug for Transaction {
 }
 
 impl Transaction {
+    /// The innermost running transaction of KV-backed `storage`, if one is active: on the
+    /// KV backend, storage calls made while a transaction runs belong to it, as they do on
+    /// SQLite.
+    pub(crate) fn active_kv(storage: &Storage) -> Option<Transaction> {
+        if !matches!(storage.engine(), Engine::Kv(_)) {
+            return None;
+        }
+        let shared = storage.state().txns.last().cloned()?;
+        (shared.phase() == Phase::Active)
+            .then(|| Transaction { storage: storage.clone(), shared })
+    }
+
     fn usable(&self, op: &'static str) -> Result<()> {
         match self.shared.phase() {
             Phase::Active => Ok(()),
@@ -126,13 +138,16 @@ impl Transaction {
         key: &str,
         options: GetOptions,
     ) -> Op<Option<T>> {
-        if self.kv_engine().is_some()
-            && self.usable("get()").is_ok()
-            && let Some(written) = self.shared.lookup(key)
-        {
-            return Op::ready(written.map(|b| decode(&b)).transpose());
+        let Some(engine) = self.kv_engine() else {
+            return self.guarded("get()", |s| s.get_with(key, options));
+        };
+        if let Err(e) = self.usable("get()") {
+            return Op::ready(Err(e));
         }
-        self.guarded("get()", |s| s.get_with(key, options))
+        match self.shared.lookup(key) {
+            Some(written) => Op::ready(written.map(|b| decode(&b)).transpose()),
+            None => engine.get(key, options),
+        }
     }
 
     /// The present keys among `keys` with their values, sorted by key.
@@ -300,15 +315,18 @@ impl Transaction {
 
     /// The alarm's time in milliseconds, if one is set.
     pub fn get_alarm(&self) -> Op<Option<i64>> {
-        if let Some(engine) = self.kv_engine()
-            && self.usable("getAlarm()").is_ok()
-            && let Some(written) = self.shared.lookup(&engine.alarm_key())
-        {
-            return Op::ready(
-                written.map(|b| decode::<Option<i64>>(&b)).transpose().map(Option::flatten),
-            );
+        let Some(engine) = self.kv_engine() else {
+            return self.guarded("getAlarm()", Storage::get_alarm);
+        };
+        if let Err(e) = self.usable("getAlarm()") {
+            return Op::ready(Err(e));
         }
-        self.guarded("getAlarm()", Storage::get_alarm)
+        match self.shared.lookup(&engine.alarm_key()) {
+            Some(written) => Op::ready(
+                written.map(|b| decode::<Option<i64>>(&b)).transpose().map(Option::flatten),
+            ),
+            None => engine.alarm(),
+        }
     }
 
     /// Sets the alarm.
