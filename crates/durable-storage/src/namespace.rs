@@ -242,7 +242,10 @@ struct NsInner {
 ///   opens it otherwise, so one object never has two handles writing it.
 /// - An object stays open while a [`StorageHandle`] or [`ObjectHandle`] of it is alive and
 ///   closes when the last is dropped; [`NamespaceOptions::keep_open`] keeps that many idle
-///   objects open as well, least recently used closed first.
+///   objects open as well, least recently used closed first. A bare `Storage` clone (from
+///   `handle.storage().clone()` or `ctx.storage().clone()`) kept after its handles are gone
+///   keeps the connection open without keeping the object registered: `storage` then fails
+///   with [`Error::StillOpen`] rather than open a second connection.
 /// - The namespace holds an exclusive lock on `dir/.lock` (`flock`) for as long as it or any
 ///   of its handles is alive, so two processes (or two `Namespace`s in one) never open the
 ///   same directory.
