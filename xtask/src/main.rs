@@ -4,6 +4,8 @@
 //!   included), the layering and tidy checks, and the conformance suite.
 //! - `cargo xtask conformance [--cases DIR]`: runs the op-script cases (default: the
 //!   vendored copy in `tests/cases`) and prints `N passed, N failed, N skipped` last.
+//! - `cargo xtask crash [--iterations N]`: kills a writing child process with SIGKILL at
+//!   random moments and checks that no released batch was lost and none is torn.
 //! - `cargo xtask refresh-cases`: copies the public cases from `../shared/oracle/cases`.
 //! - `cargo xtask tidy`: only the layering and tidy checks.
 
@@ -39,7 +41,8 @@ fn ci() -> Result<(), String> {
     let mut test = cargo();
     test.args(["test", "--workspace"]);
     run("cargo test", test)?;
-    conformance(&[])
+    conformance(&[])?;
+    crash(&["--iterations".into(), "3".into()])
 }
 
 fn tidy_step() -> Result<(), String> {
@@ -60,6 +63,13 @@ fn conformance(args: &[String]) -> Result<(), String> {
     cmd.args(["run", "--quiet", "--package", "durable-conformance", "--"]);
     cmd.args(args);
     run("conformance", cmd)
+}
+
+fn crash(args: &[String]) -> Result<(), String> {
+    let mut cmd = cargo();
+    cmd.args(["run", "--quiet", "--package", "durable-conformance", "--bin", "crash", "--"]);
+    cmd.args(args);
+    run("crash", cmd)
 }
 
 fn refresh_cases() -> Result<(), String> {
@@ -84,10 +94,13 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("conformance") => conformance(&args[1..]),
+        Some("crash") => crash(&args[1..]),
         Some("refresh-cases") => refresh_cases(),
         Some("tidy") => tidy_step(),
         _ => {
-            eprintln!("usage: cargo xtask (ci | conformance [--cases DIR] | refresh-cases | tidy)");
+            eprintln!(
+                "usage: cargo xtask (ci | conformance [--cases DIR] | crash [--iterations N] | refresh-cases | tidy)"
+            );
             return ExitCode::from(2);
         }
     };

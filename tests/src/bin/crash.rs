@@ -1,0 +1,291 @@
+//! `cargo xtask crash`: kill -9 at random moments, then prove nothing released was lost.
+//!
+//! The parent runs this binary again as a child. The child runs several objects on the object
+//! runtime; each object writes batches, one turn each, every batch mixing SQL rows and KV keys,
+//! and the child prints `released OBJECT BATCH` once the batch's result came back. The parent
+//! kills the child with SIGKILL after a random number of released batches, reopens every
+//! object and checks that every printed batch is fully present, that no batch is partly
+//! present, and that SQLite's integrity check passes. The last line is
+//! `N iterations, N batches checked, N lost, N torn`.
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use durable_kv::ListOptions;
+use durable_sql::{Options, SqlValue};
+use durable_txn::{Actor, Object, Storage};
+
+const OBJECTS: usize = 4;
+const KEYS_PER_BATCH: i64 = 8;
+
+struct Plain;
+impl Actor for Plain {}
+
+fn object_path(dir: &Path, object: usize) -> PathBuf {
+    dir.join(format!("object-{object}.sqlite"))
+}
+
+/// The child: writes batches on every object until it is killed.
+fn child(dir: &Path) -> ExitCode {
+    let rt =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("crash child: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for o in 0..OBJECTS {
+            let path = object_path(dir, o);
+            let start = match next_batch(&path) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("crash child: {e}");
+                    return;
+                }
+            };
+            let object: Object<Plain> =
+                Object::spawn(move || Storage::open(&path, Options::default()), |_| Plain);
+            tasks.push(tokio::spawn(async move {
+                for batch in start.. {
+                    let written = object
+                        .call(move |ctx| async move {
+                            let db = ctx.storage().sql()?;
+                            db.exec(
+                                "CREATE TABLE IF NOT EXISTS rows (batch INTEGER, i INTEGER)",
+                                &[],
+                            )?;
+                            for i in 0..KEYS_PER_BATCH {
+                                db.exec(
+                                    "INSERT INTO rows VALUES (?, ?)",
+                                    &[SqlValue::Integer(batch), SqlValue::Integer(i)],
+                                )?;
+                                ctx.storage().put(&format!("b{batch:08}:{i:02}"), &batch);
+                            }
+                            Ok::<_, durable_txn::Error>(())
+                        })
+                        .await;
+                    match written {
+                        Ok(Ok(())) => {
+                            let mut out = std::io::stdout().lock();
+                            let _ = writeln!(out, "released {o} {batch}");
+                            let _ = out.flush();
+                        }
+                        other => {
+                            eprintln!("crash child: batch {batch} of object {o}: {other:?}");
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+    ExitCode::SUCCESS
+}
+
+/// The batch after the highest one stored.
+fn next_batch(path: &Path) -> Result<i64, String> {
+    let storage = Storage::open(path, Options::default()).map_err(|e| e.to_string())?;
+    let keys: Vec<(String, i64)> =
+        storage.list(&ListOptions::default()).wait().map_err(|e| e.to_string())?;
+    Ok(keys.iter().map(|(_, b)| *b + 1).max().unwrap_or(0))
+}
+
+/// What one object holds, per batch: KV keys and SQL rows.
+struct Found {
+    kv: BTreeMap<i64, i64>,
+    sql: BTreeMap<i64, i64>,
+    integrity: String,
+}
+
+fn inspect(path: &Path) -> Result<Found, String> {
+    let storage = Storage::open(path, Options::default()).map_err(|e| e.to_string())?;
+    let mut kv = BTreeMap::new();
+    let keys: Vec<(String, i64)> =
+        storage.list(&ListOptions::default()).wait().map_err(|e| e.to_string())?;
+    for (key, batch) in keys {
+        if !key.starts_with(&format!("b{batch:08}:")) {
+            return Err(format!("{key} holds batch {batch}"));
+        }
+        *kv.entry(batch).or_default() += 1;
+    }
+    let db = storage.sql().map_err(|e| e.to_string())?;
+    let mut sql = BTreeMap::new();
+    let has_rows = db
+        .exec("SELECT count(*) AS n FROM sqlite_master WHERE name = 'rows'", &[])
+        .and_then(|mut c| c.one())
+        .and_then(|r| r.get::<i64>("n"))
+        .map_err(|e| e.to_string())?;
+    if has_rows == 1 {
+        let rows = db
+            .exec("SELECT batch, count(*) AS n FROM rows GROUP BY batch", &[])
+            .and_then(|mut c| c.to_raw_array())
+            .map_err(|e| e.to_string())?;
+        for row in rows {
+            if let (Some(SqlValue::Integer(b)), Some(SqlValue::Integer(n))) =
+                (row.first(), row.get(1))
+            {
+                sql.insert(*b, *n);
+            }
+        }
+    }
+    let integrity = db
+        .internal(|i| {
+            Ok(i.connection().query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))?)
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Found { kv, sql, integrity })
+}
+
+/// A small xorshift generator: random kill points without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn parent(iterations: u64, dir: &Path) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("crash: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    let mut rng = Rng(seed);
+    let mut released: Vec<BTreeSet<i64>> = vec![BTreeSet::new(); OBJECTS];
+    let (mut checked, mut lost, mut torn) = (0u64, 0u64, 0u64);
+    for iteration in 0..iterations {
+        let mut child = match Command::new(&exe)
+            .arg("child")
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("crash: cannot start the child: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let kill_after = 5 + rng.next() % 200;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let Some(stdout) = child.stdout.take() else { return ExitCode::FAILURE };
+        let mut seen = 0;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let mut parts = line.split_whitespace().skip(1);
+            if let (Some(o), Some(b)) = (parts.next(), parts.next())
+                && let (Ok(o), Ok(b)) = (o.parse::<usize>(), b.parse::<i64>())
+                && o < OBJECTS
+            {
+                released[o].insert(b);
+                seen += 1;
+            }
+            if seen >= kill_after || Instant::now() > deadline {
+                break;
+            }
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        for (o, released) in released.iter().enumerate() {
+            let found = match inspect(&object_path(dir, o)) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("crash: object {o} after iteration {iteration}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if found.integrity != "ok" {
+                eprintln!("crash: object {o}: integrity check says {}", found.integrity);
+                torn += 1;
+            }
+            let batches: BTreeSet<i64> = found.kv.keys().chain(found.sql.keys()).copied().collect();
+            for b in &batches {
+                checked += 1;
+                let kv = found.kv.get(b).copied().unwrap_or(0);
+                let sql = found.sql.get(b).copied().unwrap_or(0);
+                if kv != KEYS_PER_BATCH || sql != KEYS_PER_BATCH {
+                    eprintln!("crash: object {o} batch {b} is torn: {kv} keys, {sql} rows");
+                    torn += 1;
+                }
+            }
+            for b in released {
+                if !batches.contains(b) {
+                    eprintln!("crash: object {o} lost released batch {b}");
+                    lost += 1;
+                }
+            }
+        }
+    }
+    println!("{iterations} iterations, {checked} batches checked, {lost} lost, {torn} torn");
+    if lost == 0 && torn == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("child") {
+        return match args.get(1) {
+            Some(dir) => child(Path::new(dir)),
+            None => ExitCode::from(2),
+        };
+    }
+    let mut iterations = 10;
+    let mut dir: Option<PathBuf> = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--iterations" => match it.next().and_then(|n| n.parse().ok()) {
+                Some(n) => iterations = n,
+                None => {
+                    eprintln!("crash: --iterations takes a number");
+                    return ExitCode::from(2);
+                }
+            },
+            "--dir" => dir = it.next().map(PathBuf::from),
+            other => {
+                eprintln!("crash: unknown argument {other}");
+                eprintln!("usage: crash [--iterations N] [--dir DIR]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let temp;
+    let dir = match dir {
+        Some(d) => d,
+        None => match tempfile::tempdir() {
+            Ok(t) => {
+                temp = t;
+                temp.path().to_path_buf()
+            }
+            Err(e) => {
+                eprintln!("crash: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("crash: {}: {e}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    parent(iterations, &dir)
+}
