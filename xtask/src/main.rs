@@ -6,6 +6,8 @@
 //!   vendored copy in `tests/cases`) and prints `N passed, N failed, N skipped` last.
 //! - `cargo xtask crash [--iterations N]`: kills a writing child process with SIGKILL at
 //!   random moments and checks that no released batch was lost and none is torn.
+//! - `cargo xtask load [--objects N] [--seconds S] [--clients C]`: many objects under
+//!   concurrent events; checks that no acknowledged write was lost and reports memory.
 //! - `cargo xtask refresh-cases`: copies the public cases from `../shared/oracle/cases`.
 //! - `cargo xtask bench [--quick] [--runs N] [--only a,c] [--json PATH]`: the workloads of
 //!   `docs/performance.md` on the project and on raw rusqlite; a table on stdout, JSON in
@@ -45,7 +47,8 @@ fn ci() -> Result<(), String> {
     test.args(["test", "--workspace"]);
     run("cargo test", test)?;
     conformance(&[])?;
-    crash(&["--iterations".into(), "3".into()])
+    crash(&["--iterations".into(), "3".into()])?;
+    load(&["--objects".into(), "200".into(), "--seconds".into(), "3".into()])
 }
 
 fn tidy_step() -> Result<(), String> {
@@ -73,6 +76,13 @@ fn crash(args: &[String]) -> Result<(), String> {
     cmd.args(["run", "--quiet", "--package", "durable-conformance", "--bin", "crash", "--"]);
     cmd.args(args);
     run("crash", cmd)
+}
+
+fn load(args: &[String]) -> Result<(), String> {
+    let mut cmd = cargo();
+    cmd.args(["run", "--quiet", "--package", "durable-conformance", "--bin", "load", "--"]);
+    cmd.args(args);
+    run("load", cmd)
 }
 
 fn refresh_cases() -> Result<(), String> {
@@ -109,12 +119,13 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("conformance") => conformance(&args[1..]),
         Some("crash") => crash(&args[1..]),
+        Some("load") => load(&args[1..]),
         Some("refresh-cases") => refresh_cases(),
         Some("tidy") => tidy_step(),
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask (ci | conformance [--cases DIR] | crash [--iterations N] | bench [--quick] | refresh-cases | tidy)"
+                "usage: cargo xtask (ci | conformance [--cases DIR] | crash [--iterations N] | load [--objects N] [--seconds S] | bench [--quick] | refresh-cases | tidy)"
             );
             return ExitCode::from(2);
         }
