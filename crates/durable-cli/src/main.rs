@@ -1,0 +1,193 @@
+//! `durable`: the command-line tool of durable-storage.
+//!
+//! It works on the objects stored in a data directory (`--data`, default `./durable-data`):
+//! list them, run SQL and KV calls on them through the same API and authorizer as the
+//! library, open an interactive shell, and take the tour of every storage API. See
+//! `durable --help` and `docs/guide.md`.
+//!
+//! Every failure is one line on standard error and a non-zero exit status; results go to
+//! standard output, as text or, with `--json`, as one JSON document per result.
+
+// The command is the one crate that reports on standard output.
+#![allow(clippy::print_stdout)]
+#![deny(missing_docs)]
+
+mod error;
+mod kv;
+mod objects;
+mod out;
+mod shell;
+mod sql;
+mod time;
+mod tour;
+mod values;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use durable_storage::{Namespace, NamespaceOptions, StorageHandle};
+
+use crate::error::{Error, Result};
+use crate::out::Out;
+
+/// The `durable` command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "durable",
+    version,
+    about = "Operate on durable-storage objects: SQL, KV, a shell, and a tour of the storage API"
+)]
+struct Cli {
+    /// The data directory: one database file per object.
+    #[arg(long, global = true, value_name = "DIR", default_value = "durable-data")]
+    data: PathBuf,
+    /// Where history is archived: a folder path (default: `archive/` in the data directory)
+    /// or `s3://bucket/prefix` in builds with S3 support.
+    #[arg(long, global = true, value_name = "URL")]
+    archive: Option<String>,
+    /// Print results as JSON documents, one per line.
+    #[arg(long, global = true)]
+    json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Every stored object with its database size and last write time.
+    Objects,
+    /// Run SQL on an object (`ctx.storage.sql.exec`); parameters bind to `?`.
+    Sql {
+        /// The object's name (created on first use).
+        object: String,
+        /// The SQL text (several statements separated by `;` run in order).
+        query: String,
+        /// Bound parameters: JSON (`42`, `1.5`, `null`, `"42"`, `{"$bytes":"00ff"}`) or text.
+        #[arg(allow_hyphen_values = true)]
+        params: Vec<String>,
+    },
+    /// The KV API of an object: get, put, delete, list.
+    Kv {
+        /// The KV call.
+        #[command(subcommand)]
+        command: kv::KvCommand,
+    },
+    /// An interactive prompt on one object: SQL lines and `kv ...` commands, with history.
+    Shell {
+        /// The object's name (created on first use).
+        object: String,
+    },
+    /// A walkthrough that runs every storage API on an object and prints each step.
+    Tour {
+        /// The object the tour writes (its previous contents are deleted).
+        #[arg(long, default_value = "tour")]
+        object: String,
+    },
+}
+
+/// Where the archive lives, from `--archive`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveLocation {
+    /// A local folder.
+    Local(PathBuf),
+}
+
+/// Checks `--archive` (default: `DATA/archive`).
+fn archive_location(data: &Path, url: Option<&str>) -> Result<ArchiveLocation> {
+    let Some(url) = url else { return Ok(ArchiveLocation::Local(data.join("archive"))) };
+    if url.starts_with("s3://") {
+        return Err(Error::msg(format!(
+            "--archive {url}: this build of durable has no S3 support; use a local folder"
+        )));
+    }
+    if let Some((scheme, _)) = url.split_once("://")
+        && scheme != "file"
+    {
+        return Err(Error::msg(format!(
+            "--archive {url}: unknown scheme {scheme:?} (give a folder or file:///path)"
+        )));
+    }
+    let path = url.strip_prefix("file://").unwrap_or(url);
+    if path.is_empty() {
+        return Err(Error::msg("--archive: empty path"));
+    }
+    Ok(ArchiveLocation::Local(PathBuf::from(path)))
+}
+
+/// What every command gets: the options and the output.
+pub struct Env {
+    /// The data directory.
+    pub data: PathBuf,
+    /// The archive's location.
+    pub archive: ArchiveLocation,
+    /// Standard output.
+    pub out: Out,
+}
+
+impl Env {
+    /// Opens the namespace in the data directory (creating the directory).
+    pub fn namespace(&self) -> Result<Namespace> {
+        Ok(Namespace::open(&self.data, NamespaceOptions::default())?)
+    }
+
+    /// Opens a stored object, refusing a name that has no database yet.
+    pub fn existing(&self, ns: &Namespace, name: &str) -> Result<StorageHandle> {
+        if !ns.exists(name) {
+            return Err(Error::msg(format!("no object named {name:?} in {}", self.data.display())));
+        }
+        Ok(ns.storage(name)?)
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let archive = archive_location(&cli.data, cli.archive.as_deref())?;
+    let mut env = Env { data: cli.data, archive, out: Out::new(cli.json) };
+    match cli.command {
+        Command::Objects => objects::run(&mut env)?,
+        Command::Sql { object, query, params } => sql::run(&mut env, &object, &query, &params)?,
+        Command::Kv { command } => kv::run(&mut env, command)?,
+        Command::Shell { object } => return shell::run(&mut env, &object),
+        Command::Tour { object } => tour::run(&mut env, &object)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("durable: internal error: {info}");
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                // The help goes to stdout; stderr keeps its one line.
+                print!("{}", e.render());
+                eprintln!("durable: a subcommand is needed (see the list above)");
+                return ExitCode::from(2);
+            }
+            // One line: clap's first line, without its "error: " prefix.
+            let text = e.kind().as_str().map(str::to_owned).unwrap_or_default();
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or(&text);
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("durable: {first} (see durable --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) if e.broken_pipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("durable: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Bad input of every kind: one line on stderr, a non-zero exit, never a panic.
+
+use crate::support::Data;
+
+#[test]
+fn bad_input_is_one_line_and_a_failure() {
+    let data = Data::new();
+    data.ok(&["kv", "put", "o", "k", "1"]);
+    for args in [
+        &["--bogus"][..],
+        &["sql"],
+        &["sql", "o"],
+        &["kv"],
+        &["kv", "frob", "o"],
+        &["kv", "get", "o"],
+        &["kv", "put", "o", "k"],
+        &["kv", "put", "o", "k", "v", "dangling"],
+        &["kv", "put", "o", "k", r#"{"$bytes": "zz"}"#],
+        &["kv", "put", "o", "k", r#"{"$nope": 1}"#],
+        &["kv", "list", "o", "--limit", "many"],
+        &["sql", "o", ""],
+        &["sql", "o", "SELECT 1;;"],
+        &["sql", "o", "BEGIN"],
+        &["sql", "o", "SELECT ?"],
+        &["sql", "o", "SELECT 1", r#"{"a": 1}"#],
+        &["--archive", "s3://bucket/prefix", "objects"],
+        &["--archive", "ftp://host/x", "objects"],
+    ] {
+        data.fails(args);
+    }
+}
+
+#[test]
+fn a_locked_namespace_is_refused() {
+    let data = Data::new();
+    data.ok(&["kv", "put", "o", "k", "1"]);
+    // A shell holds the namespace while it waits for input; a second command is refused.
+    let mut shell = std::process::Command::new(env!("CARGO_BIN_EXE_durable"))
+        .arg("--data")
+        .arg(data.path())
+        .args(["shell", "o"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock_held = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let run = data.run(&["kv", "get", "o", "k"]);
+        run.code != 0 && run.stderr.contains("locked")
+    });
+    drop(shell.stdin.take());
+    assert!(shell.wait().unwrap().success());
+    assert!(lock_held, "a second process opened the locked namespace");
+    assert_eq!(data.ok(&["kv", "get", "o", "k"]), "1\n");
+}
+
+#[test]
+fn help_and_version_succeed() {
+    let data = Data::new();
+    let help = data.ok(&["--help"]);
+    for command in ["objects", "sql", "kv", "shell", "tour"] {
+        assert!(help.contains(command), "{help}");
+    }
+    assert!(data.ok(&["--version"]).starts_with("durable "));
+}
