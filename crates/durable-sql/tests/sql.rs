@@ -16,6 +16,8 @@ mod authorizer;
 mod cursor;
 #[path = "sql/exec.rs"]
 mod exec;
+#[path = "sql/hostile.rs"]
+mod hostile;
 #[path = "sql/limits.rs"]
 mod limits;
 #[path = "sql/open.rs"]
