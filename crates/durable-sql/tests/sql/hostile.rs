@@ -535,3 +535,327 @@ fn a_foreign_key_into_the_kv_table_reveals_nothing() {
     );
     assert_eq!(kv_rows(db), expected_kv());
 }
+
+/// Cases per fuzz test: `PROPTEST_CASES` when set, else `default`.
+fn fuzz_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Tokens for SQL soups: keywords, the reserved names in many spellings, schema names,
+/// functions and pragmas that reach outside, punctuation and literals.
+const TOKENS: &[&str] = &[
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "INSERT",
+    "INTO",
+    "VALUES",
+    "UPDATE",
+    "SET",
+    "DELETE",
+    "CREATE",
+    "TABLE",
+    "VIEW",
+    "TRIGGER",
+    "INDEX",
+    "VIRTUAL",
+    "USING",
+    "DROP",
+    "ALTER",
+    "RENAME",
+    "TO",
+    "ADD",
+    "COLUMN",
+    "ATTACH",
+    "DETACH",
+    "DATABASE",
+    "AS",
+    "VACUUM",
+    "PRAGMA",
+    "BEGIN",
+    "COMMIT",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "RELEASE",
+    "END",
+    "UNION",
+    "ALL",
+    "JOIN",
+    "ON",
+    "TEMP",
+    "AFTER",
+    "BEFORE",
+    "INSTEAD",
+    "OF",
+    "FOR",
+    "EACH",
+    "ROW",
+    "RETURNING",
+    "LIMIT",
+    "ORDER",
+    "BY",
+    "GROUP",
+    "CASE",
+    "WHEN",
+    "THEN",
+    "ELSE",
+    "NOT",
+    "EXISTS",
+    "IN",
+    "OR",
+    "REPLACE",
+    "IGNORE",
+    "DEFAULT",
+    "REFERENCES",
+    "EXPLAIN",
+    "REINDEX",
+    "ANALYZE",
+    "main",
+    "temp",
+    "_cf_KV",
+    "\"_cf_KV\"",
+    "[_CF_kv]",
+    "`_cF_Kv`",
+    "main._cf_KV",
+    "temp._cf_KV",
+    "_cf_x",
+    "_cf",
+    "t",
+    "log",
+    "key",
+    "value",
+    "a",
+    "b",
+    "sqlite_master",
+    "sqlite_schema",
+    "sqlite_dbpage",
+    "dbstat",
+    "json_each",
+    "pragma_table_info",
+    "load_extension",
+    "zeroblob",
+    "randomblob",
+    "printf",
+    "sqlite_version",
+    "fts5",
+    "rtree",
+    "writable_schema",
+    "journal_mode",
+    "table_info",
+    "foreign_keys",
+    "INTO",
+    "'{dir}/f.db'",
+    "':memory:'",
+    "'file:x?mode=memory'",
+    ".",
+    "(",
+    ")",
+    "(",
+    ")",
+    ",",
+    ",",
+    ";",
+    "*",
+    "=",
+    "||",
+    "?",
+    "?1",
+    ":a",
+    "'x'",
+    "x'00'",
+    "1",
+    "-1",
+    "2000001",
+    "NULL",
+    "--",
+    "/*",
+    "*/",
+    "'",
+    "\"",
+    "\0",
+];
+
+/// Ordinary statements whose mutations the fuzz also tries.
+const VALID: &[&str] = &[
+    "SELECT a, b FROM t WHERE a > 1 ORDER BY b",
+    "INSERT INTO t VALUES (3, 'x')",
+    "UPDATE t SET b = 'y' WHERE a = 1",
+    "DELETE FROM t WHERE a > 10",
+    "CREATE TABLE IF NOT EXISTS u(x INTEGER PRIMARY KEY, y TEXT)",
+    "CREATE INDEX IF NOT EXISTS ui ON u(y)",
+    "CREATE VIEW IF NOT EXISTS v2 AS SELECT * FROM t",
+    "CREATE TRIGGER IF NOT EXISTS tg AFTER INSERT ON u BEGIN INSERT INTO log VALUES (new.y); END",
+    "SELECT json_extract('{\"a\":1}', '$.a'), upper(b) FROM t",
+    "PRAGMA table_info(t)",
+    "SELECT * FROM pragma_table_list",
+    "INSERT INTO t SELECT a + 1, b FROM t LIMIT 5 RETURNING *",
+];
+
+/// Applies byte-level edits (on characters, so the text stays UTF-8).
+fn mutate(base: &str, edits: &[(u8, usize, usize, usize)]) -> String {
+    let mut chars: Vec<char> = base.chars().collect();
+    for &(op, at, len, token) in edits {
+        let at = if chars.is_empty() { 0 } else { at % (chars.len() + 1) };
+        let end = (at + len % 12).min(chars.len());
+        match op % 4 {
+            0 => {
+                chars.drain(at..end);
+            }
+            1 => {
+                let t = format!(" {} ", TOKENS[token % TOKENS.len()]);
+                chars.splice(at..at, t.chars());
+            }
+            2 => {
+                let copy: Vec<char> = chars[at..end].to_vec();
+                chars.splice(at..at, copy);
+            }
+            _ => {
+                for c in &mut chars[at..end] {
+                    *c = if c.is_ascii_lowercase() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c.to_ascii_lowercase()
+                    };
+                }
+            }
+        }
+    }
+    chars.into_iter().collect()
+}
+
+/// An object for the fuzz: KV rows, the corpus's user tables, and a watchdog that interrupts
+/// a statement running longer than two seconds (a mutated recursive query need not end).
+struct Fuzzed {
+    object: Object,
+    deadline: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    handle: std::sync::Arc<std::sync::Mutex<rusqlite::InterruptHandle>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Fuzzed {
+    fn new() -> Fuzzed {
+        use std::sync::{Arc, Mutex, atomic::AtomicBool, atomic::Ordering};
+        let object = Object::new();
+        for sql in [
+            "CREATE TABLE t(a, b)",
+            "INSERT INTO t VALUES (1, 'one'), (2, 'two')",
+            "CREATE TABLE log(msg)",
+            "CREATE VIEW tv AS SELECT a, b FROM t",
+        ] {
+            outcome(&object.db, sql, &[]).unwrap();
+        }
+        object.db.commit().unwrap();
+        let handle = Arc::new(Mutex::new(Self::interrupt_handle(&object.db)));
+        let deadline: Arc<Mutex<Option<std::time::Instant>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, d, s) = (handle.clone(), deadline.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                if d.lock().unwrap().is_some_and(|at| std::time::Instant::now() > at) {
+                    h.lock().unwrap().interrupt();
+                }
+            }
+        });
+        Fuzzed { object, deadline, handle, stop }
+    }
+
+    fn interrupt_handle(db: &Database) -> rusqlite::InterruptHandle {
+        db.internal(|i| Ok(i.connection().get_interrupt_handle())).unwrap()
+    }
+
+    /// Runs one statement; `Err` with the panic's text if it panicked.
+    fn run(&mut self, sql: &str) -> Result<(), String> {
+        let sql = sql.replace("{dir}", &self.object.dir());
+        *self.deadline.lock().unwrap() =
+            Some(std::time::Instant::now() + std::time::Duration::from_secs(2));
+        let got = outcome(&self.object.db, &sql, &[]);
+        *self.deadline.lock().unwrap() = None;
+        if let Err(m) = &got
+            && m.starts_with("PANIC")
+        {
+            return Err(format!("{}: {m}", shorten(&sql)));
+        }
+        if self.object.db.broken().is_some() {
+            // A critical error (an interrupt) rolled back and broke the handle: reopen.
+            self.object.db =
+                Database::open(self.object.file(), Options::default()).expect("reopen");
+            *self.handle.lock().unwrap() = Self::interrupt_handle(&self.object.db);
+        }
+        Ok(())
+    }
+
+    /// `_cf_KV` unchanged and the database sound.
+    fn check(&self) -> Result<(), String> {
+        if kv_rows(&self.object.db) != expected_kv() {
+            return Err("_cf_KV changed".into());
+        }
+        let integrity = integrity(&self.object.db);
+        if integrity != ["ok"] {
+            return Err(format!("integrity_check: {integrity:?}"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Fuzzed {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Runs `cases` statements drawn from `strategy` against one object.
+fn fuzz_sql(cases: u32, strategy: impl proptest::strategy::Strategy<Value = String>) {
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let fuzzed = std::cell::RefCell::new(Fuzzed::new());
+    let mut runner =
+        TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let n = std::cell::Cell::new(0u32);
+    let result = runner.run(&strategy, |sql| {
+        let mut fuzzed = fuzzed.borrow_mut();
+        fuzzed.run(&sql).map_err(TestCaseError::fail)?;
+        n.set(n.get() + 1);
+        if n.get().is_multiple_of(64) {
+            fuzzed
+                .check()
+                .map_err(|e| TestCaseError::fail(format!("after {}: {e}", shorten(&sql))))?;
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let fuzzed = fuzzed.into_inner();
+    fuzzed.object.db.commit().unwrap();
+    fuzzed.check().unwrap();
+    let present = files(fuzzed.object.dir.path());
+    assert!(
+        present.iter().all(|f| f.starts_with("object.sqlite")),
+        "files in the object's folder: {present:?}"
+    );
+}
+
+#[test]
+fn fuzz_token_soups_through_the_authorizer() {
+    use proptest::prelude::*;
+    let soup = proptest::collection::vec(proptest::sample::select(TOKENS), 1..24)
+        .prop_map(|tokens| tokens.join(" "));
+    fuzz_sql(fuzz_cases(10_000), soup);
+}
+
+#[test]
+fn fuzz_mutated_corpus_and_valid_statements() {
+    use proptest::prelude::*;
+    let sources: Vec<String> = file_entries("{dir}")
+        .into_iter()
+        .map(|e| e.sql)
+        .chain(VALID.iter().map(|s| s.to_string()))
+        .collect();
+    let edits = proptest::collection::vec(
+        (any::<u8>(), any::<usize>(), any::<usize>(), any::<usize>()),
+        1..5,
+    );
+    let mutated =
+        (proptest::sample::select(sources), edits).prop_map(|(base, edits)| mutate(&base, &edits));
+    fuzz_sql(fuzz_cases(10_000), mutated);
+}
