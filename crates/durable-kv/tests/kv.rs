@@ -1,6 +1,6 @@
 //! durable-kv's integration tests: the KV APIs, list options against a model, the codec.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use durable_kv::{Error, Kv, KvLimits, ListOptions, Value, codec};
 use durable_sql::{Database, Options};
@@ -305,5 +305,146 @@ proptest! {
         prop_assert_eq!(keys(&got), want.clone());
         let iter: Vec<String> = kv.list_iter::<Value>(&o).unwrap().map(|r| r.unwrap().0).collect();
         prop_assert_eq!(iter, want);
+    }
+}
+
+/// Fuzz (issue 10): the value decoder and list options on hostile input, at large case
+/// counts. `PROPTEST_CASES` overrides the count.
+mod fuzz {
+    use super::*;
+
+    fn cases(default: u32) -> u32 {
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+
+    /// One edit of an encoding: overwrite, insert, delete or truncate at a position.
+    fn edit(bytes: &mut Vec<u8>, (op, at, byte): (u8, usize, u8)) {
+        let at = at % (bytes.len() + 1);
+        match op % 4 {
+            0 if at < bytes.len() => bytes[at] = byte,
+            1 => bytes.insert(at, byte),
+            2 if at < bytes.len() => {
+                bytes.remove(at);
+            }
+            _ => bytes.truncate(at),
+        }
+    }
+
+    /// A decoded value must survive its own round trip.
+    fn decoded_is_sound(bytes: &[u8]) -> Result<(), TestCaseError> {
+        match codec::decode::<Value>(bytes) {
+            Ok(v) => {
+                let again = codec::encode(&v).unwrap();
+                prop_assert_eq!(codec::decode::<Value>(&again).unwrap(), v);
+            }
+            Err(e) => {
+                let typed = matches!(e, Error::Decode { .. } | Error::UnknownFormat { .. });
+                prop_assert!(typed, "{}", e);
+            }
+        }
+        Ok(())
+    }
+
+    fn arb_text() -> impl Strategy<Value = String> {
+        prop_oneof!["[a-c]{0,4}", "[ab\u{0}\u{7f}\u{80}\u{ff}é\u{ffff}\u{10000}]{0,5}", ".{0,8}",]
+    }
+
+    /// The naive reading of list options over `keys`: filter, order, limit.
+    fn naive<'a>(keys: &'a BTreeSet<String>, o: &ListOptions) -> Vec<&'a str> {
+        let mut out: Vec<&str> = keys
+            .iter()
+            .map(String::as_str)
+            .filter(|k| o.prefix.as_deref().is_none_or(|p| k.starts_with(p)))
+            .filter(|k| o.start.as_deref().is_none_or(|s| *k >= s))
+            .filter(|k| o.start_after.as_deref().is_none_or(|s| *k > s))
+            .filter(|k| o.end.as_deref().is_none_or(|e| *k < e))
+            .collect();
+        if o.reverse {
+            out.reverse();
+        }
+        if let Some(l) = o.limit {
+            out.truncate(l as usize);
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: cases(20_000), failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn decoding_arbitrary_bytes_gives_a_value_or_a_typed_error(
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+            versioned in any::<bool>(),
+        ) {
+            let mut bytes = bytes;
+            if versioned && !bytes.is_empty() {
+                bytes[0] = codec::FORMAT_VERSION;
+            }
+            decoded_is_sound(&bytes)?;
+        }
+
+        #[test]
+        fn decoding_mutated_encodings_gives_a_value_or_a_typed_error(
+            v in arb_value(),
+            edits in proptest::collection::vec((any::<u8>(), any::<usize>(), any::<u8>()), 1..6),
+        ) {
+            let mut bytes = codec::encode(&v).unwrap();
+            for e in edits {
+                edit(&mut bytes, e);
+            }
+            decoded_is_sound(&bytes)?;
+        }
+
+        #[test]
+        fn arbitrary_values_round_trip(v in arb_value()) {
+            let bytes = codec::encode(&v).unwrap();
+            prop_assert_eq!(codec::decode::<Value>(&bytes).unwrap(), v);
+        }
+
+        #[test]
+        fn compiled_list_ranges_agree_with_a_naive_filter(
+            keys in proptest::collection::btree_set(arb_text(), 0..16),
+            prefix in proptest::option::of(arb_text()),
+            start in proptest::option::of(arb_text()),
+            start_after in proptest::option::of(arb_text()),
+            end in proptest::option::of(arb_text()),
+            limit in proptest::option::of(prop_oneof![any::<i64>(), -2i64..8]),
+            reverse in any::<bool>(),
+        ) {
+            let o = ListOptions { prefix, start, start_after, end, limit, reverse };
+            match o.compile() {
+                Err(Error::StartAndStartAfter) => {
+                    prop_assert!(o.start.is_some() && o.start_after.is_some());
+                }
+                Err(Error::LimitNotPositive) => {
+                    prop_assert!(o.start.is_none() || o.start_after.is_none());
+                    prop_assert!(o.limit.is_some_and(|l| l <= 0));
+                }
+                Err(e) => prop_assert!(false, "unexpected error {e}"),
+                Ok(range) => {
+                    prop_assert!(!(o.start.is_some() && o.start_after.is_some()));
+                    prop_assert!(o.limit.is_none_or(|l| l > 0));
+                    let mut got: Vec<&str> = match &range {
+                        None => Vec::new(),
+                        Some(r) => keys
+                            .iter()
+                            .map(String::as_str)
+                            .filter(|k| k.as_bytes() >= r.start.as_slice())
+                            .filter(|k| r.end.as_deref().is_none_or(|e| k.as_bytes() < e))
+                            .collect(),
+                    };
+                    if let Some(r) = &range {
+                        prop_assert_eq!(r.reverse, o.reverse);
+                        if r.reverse {
+                            got.reverse();
+                        }
+                        if let Some(l) = r.limit {
+                            got.truncate(usize::try_from(l).unwrap_or(usize::MAX));
+                        }
+                    }
+                    prop_assert_eq!(got, naive(&keys, &o));
+                }
+            }
+        }
     }
 }
