@@ -12,6 +12,10 @@ pub enum Error {
     /// The KV backend failed (KV-backed namespaces).
     #[error(transparent)]
     Backend(#[from] durable_backend::Error),
+    /// Point-in-time recovery refused or failed (a malformed or foreign bookmark, a time
+    /// outside the window, an archive failure).
+    #[error(transparent)]
+    Pitr(#[from] durable_pitr::Error),
     /// A file of the namespace could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -78,6 +78,7 @@ mod scheduler;
 
 pub use durable_backend as backend;
 pub use durable_kv as kv;
+pub use durable_pitr as pitr;
 pub use durable_sql as sql;
 pub use durable_txn as txn;
 
@@ -91,5 +92,7 @@ pub use durable_txn::{
 pub use error::{Error, Result};
 pub use index::INDEX_FILE;
 pub use names::{MAX_ESCAPED, SUFFIX};
-pub use namespace::{Backend, LOCK_FILE, Namespace, NamespaceOptions, ObjectHandle, StorageHandle};
+pub use namespace::{
+    Archive, Backend, LOCK_FILE, Namespace, NamespaceOptions, ObjectHandle, StorageHandle,
+};
 pub use scheduler::AlarmScheduler;

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use durable_backend::SqliteBackend;
 use durable_backend::cache::CacheOptions;
+use durable_pitr::{ArchiveConfig, Archiver};
 use durable_sql::{Database, Options};
 use durable_txn::{Actor, AlarmListener, Clock, Object, Storage, SystemClock};
 use tokio::sync::Notify;
@@ -42,6 +43,32 @@ pub enum Backend {
     Kv,
 }
 
+/// Where a SQLite-backed namespace archives its objects' history (point-in-time recovery).
+#[derive(Clone, Default)]
+pub enum Archive {
+    /// No archive: the bookmark calls answer with the runtime's "not implemented" error.
+    Off,
+    /// Each object's history in `archive/` inside the namespace's folder (the default).
+    #[default]
+    Local,
+    /// Each object's archive configuration built from its database path: another store
+    /// (S3-compatible, in memory), another window or clock.
+    Custom(ArchiveFor),
+}
+
+/// Builds an object's archive configuration from its database path.
+pub type ArchiveFor = Arc<dyn Fn(&Path) -> durable_pitr::Result<ArchiveConfig> + Send + Sync>;
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Archive::Off => "Off",
+            Archive::Local => "Local",
+            Archive::Custom(_) => "Custom",
+        })
+    }
+}
+
 /// How a [`Namespace`] opens and keeps its objects.
 #[derive(Clone)]
 pub struct NamespaceOptions {
@@ -58,6 +85,8 @@ pub struct NamespaceOptions {
     pub keep_open: usize,
     /// The clock objects read "now" from and alarms are scheduled by.
     pub clock: Arc<dyn Clock>,
+    /// Point-in-time recovery of SQLite-backed objects.
+    pub archive: Archive,
 }
 
 impl Default for NamespaceOptions {
@@ -68,6 +97,7 @@ impl Default for NamespaceOptions {
             cache: CacheOptions::default(),
             keep_open: 0,
             clock: Arc::new(SystemClock),
+            archive: Archive::default(),
         }
     }
 }
@@ -79,6 +109,7 @@ impl std::fmt::Debug for NamespaceOptions {
             .field("sql", &self.sql)
             .field("cache", &self.cache)
             .field("keep_open", &self.keep_open)
+            .field("archive", &self.archive)
             .finish_non_exhaustive()
     }
 }
@@ -101,7 +132,29 @@ pub(crate) struct Shared {
 struct HandleInner {
     storage: Storage,
     name: String,
+    /// The object's WAL archiver (SQLite-backed objects with an archive).
+    archiver: Arc<Mutex<Option<Archiver>>>,
     _shared: Arc<Shared>,
+}
+
+impl Drop for HandleInner {
+    fn drop(&mut self) {
+        let archiver = self.archiver.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(archiver) = archiver else { return };
+        // The last commit first, then the archiver seals and uploads what it captured.
+        if !self.storage.is_aborted()
+            && let Err(error) = self.storage.end_turn()
+        {
+            tracing::warn!(%error, name = %self.name, "final commit failed");
+        }
+        // Checkpoint and seal synchronously: the handle may be dropped while its tokio
+        // runtime shuts down, when no upload could complete. Sealed segments go to the
+        // archive at the next `maintain_archive` or open.
+        if let Err(error) = archiver.checkpoint().and_then(|()| archiver.seal()) {
+            tracing::warn!(%error, name = %self.name, "archiver close failed");
+        }
+        drop(archiver);
+    }
 }
 
 /// A handle to one open object's [`Storage`], from [`Namespace::storage`]. It derefs to
@@ -121,6 +174,60 @@ impl StorageHandle {
     /// The object's storage.
     pub fn storage(&self) -> &Storage {
         &self.inner.storage
+    }
+
+    fn with_archiver<T>(&self, f: impl FnOnce(&Archiver) -> durable_pitr::Result<T>) -> Result<T> {
+        let guard = self.inner.archiver.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(archiver) => Ok(f(archiver)?),
+            None => Err(durable_txn::Error::PitrNotAvailable.into()),
+        }
+    }
+
+    /// A bookmark naming the object's current (durable) state: `getCurrentBookmark()`.
+    /// Anything written before the call is committed first.
+    pub fn current_bookmark(&self) -> Result<String> {
+        if self.inner.archiver.lock().map(|a| a.is_some()).unwrap_or(false) {
+            self.inner.storage.sync().wait()?;
+        }
+        self.with_archiver(|a| a.current_bookmark())
+    }
+
+    /// The bookmark of the latest commit at or before `time_ms` (milliseconds since the
+    /// epoch, within the last 30 days): `getBookmarkForTime()`.
+    pub fn bookmark_for_time(&self, time_ms: i64) -> Result<String> {
+        self.with_archiver(|a| durable_txn::block_on(a.bookmark_for_time(time_ms)))
+    }
+
+    /// Records durably that the next session of this object starts at `bookmark`, and
+    /// returns the bookmark that undoes the restore: `onNextSessionRestoreBookmark()`. The
+    /// restore happens when the object is next opened (after every handle is dropped, or
+    /// after an abort).
+    pub fn on_next_session_restore_bookmark(&self, bookmark: &str) -> Result<String> {
+        if self.inner.archiver.lock().map(|a| a.is_some()).unwrap_or(false) {
+            self.inner.storage.sync().wait()?;
+        }
+        self.with_archiver(|a| a.on_next_session_restore_bookmark(bookmark))
+    }
+
+    /// The archiver's state (epoch, newest commit, what is archived), when the object has
+    /// an archive.
+    pub fn archive_status(&self) -> Option<durable_pitr::Status> {
+        let guard = self.inner.archiver.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().map(Archiver::status)
+    }
+
+    /// Uploads sealed history, merges old segments and applies retention now (hosts call
+    /// this from time to time; nothing runs in the background by itself).
+    pub fn maintain_archive(&self) -> Result<()> {
+        self.with_archiver(|a| {
+            durable_txn::block_on(async {
+                a.upload().await?;
+                a.compact().await?;
+                a.retain().await?;
+                Ok(())
+            })
+        })
     }
 }
 
@@ -448,8 +555,34 @@ impl Namespace {
         }
         let path = shared.dir.join(format!("{}{}", stem.as_str(), names::SUFFIX));
         let options = &shared.options;
+        let archiver = Arc::new(Mutex::new(None));
         let storage = match options.backend {
-            Backend::Sqlite => Storage::open(&path, options.sql.clone())?,
+            Backend::Sqlite => {
+                let config = match &options.archive {
+                    Archive::Off => None,
+                    Archive::Local => Some(ArchiveConfig::local_for(&path)?),
+                    Archive::Custom(make) => Some(make(&path)?),
+                };
+                match config {
+                    None => Storage::open(&path, options.sql.clone())?,
+                    Some(config) => {
+                        let opened = Archiver::open(&path, options.sql.clone(), config);
+                        let (db, a) = durable_txn::block_on(opened)?;
+                        let storage = Storage::new(db);
+                        *archiver.lock().unwrap_or_else(|p| p.into_inner()) = Some(a);
+                        let capture = archiver.clone();
+                        storage.set_commit_listener(Some(Arc::new(move || {
+                            let guard = capture.lock().unwrap_or_else(|p| p.into_inner());
+                            if let Some(a) = guard.as_ref()
+                                && let Err(error) = a.capture()
+                            {
+                                tracing::warn!(%error, "archive capture failed");
+                            }
+                        })));
+                        storage
+                    }
+                }
+            }
             Backend::Kv => {
                 let db = Database::open(&path, options.sql.clone())?;
                 let backend = SqliteBackend::new(db)?;
@@ -462,7 +595,8 @@ impl Namespace {
         let alive = Arc::new(());
         let storage_alive = Arc::downgrade(&alive);
         storage.set_alarm_listener(Some(alarm_listener(shared, name, alive)));
-        let inner = HandleInner { storage, name: name.to_string(), _shared: shared.clone() };
+        let inner =
+            HandleInner { storage, name: name.to_string(), archiver, _shared: shared.clone() };
         Ok((StorageHandle { inner: Arc::new(inner) }, storage_alive))
     }
 

@@ -16,3 +16,5 @@ mod counter;
 mod names;
 #[path = "storage/namespace.rs"]
 mod namespace;
+#[path = "storage/pitr.rs"]
+mod pitr;

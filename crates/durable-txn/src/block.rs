@@ -17,8 +17,10 @@ impl Wake for Unpark {
     }
 }
 
-/// Polls `future` on this thread until it completes, parking between wake-ups.
-pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+/// Polls `future` on this thread until it completes, parking between wake-ups: for programs
+/// (and the facade's open and close paths) that use storage without an async executor. Do not
+/// call it on a thread that must drive the I/O the future waits for.
+pub fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     let mut cx = Context::from_waker(&waker);

@@ -112,6 +112,8 @@ pub(crate) struct State {
     pub(crate) clock: Arc<dyn Clock>,
     /// Told the committed alarm whenever a commit changes it.
     listener: Option<AlarmListener>,
+    /// Called after every commit that wrote something (SQLite-backed storage).
+    on_commit: Option<CommitListener>,
     /// The committed alarm the listener last heard of (`None`: not told yet).
     told: Option<Option<i64>>,
 }
@@ -119,6 +121,10 @@ pub(crate) struct State {
 /// A callback told the object's committed alarm (milliseconds, or none) after every commit
 /// that changes it: the seam a namespace-wide alarm index hangs on.
 pub type AlarmListener = Arc<dyn Fn(Option<i64>) + Send + Sync>;
+
+/// A callback run after every commit that wrote something: the seam a WAL archiver hangs on
+/// (it captures the commit and checkpoints when due).
+pub type CommitListener = Arc<dyn Fn() + Send + Sync>;
 
 impl Default for State {
     fn default() -> State {
@@ -128,6 +134,7 @@ impl Default for State {
             running_alarm: None,
             clock: Arc::new(SystemClock),
             listener: None,
+            on_commit: None,
             told: None,
         }
     }
@@ -535,7 +542,14 @@ impl Storage {
         }
         match &self.inner.engine {
             Engine::Sqlite { .. } => Op::ready(self.end_turn().map(|_| ())),
-            Engine::Kv(engine) => engine.sync(),
+            Engine::Kv(engine) => {
+                let wrote = engine.busy();
+                let op = engine.sync();
+                if wrote {
+                    self.tell_alarm();
+                }
+                op
+            }
         }
     }
 
@@ -575,6 +589,10 @@ impl Storage {
         db.commit()?;
         if wrote {
             self.tell_alarm();
+            let on_commit = self.state().on_commit.clone();
+            if let Some(on_commit) = on_commit {
+                on_commit();
+            }
         }
         Ok(())
     }
@@ -592,6 +610,12 @@ impl Storage {
         if changed {
             listener(alarm);
         }
+    }
+
+    /// Installs `listener`, run after every commit that wrote something (replacing any
+    /// earlier one).
+    pub fn set_commit_listener(&self, listener: Option<CommitListener>) {
+        self.state().on_commit = listener;
     }
 
     /// Installs `listener`, told the committed alarm now and after every commit that changes

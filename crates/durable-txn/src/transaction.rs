@@ -94,8 +94,7 @@ impl Transaction {
             return None;
         }
         let shared = storage.state().txns.last().cloned()?;
-        (shared.phase() == Phase::Active)
-            .then(|| Transaction { storage: storage.clone(), shared })
+        (shared.phase() == Phase::Active).then(|| Transaction { storage: storage.clone(), shared })
     }
 
     fn usable(&self, op: &'static str) -> Result<()> {

@@ -168,7 +168,11 @@ fn a_failed_flush_turns_held_results_into_errors_and_resets_the_object() {
     rt().block_on(async {
         let backend = faulty();
         let object = object(&backend);
-        object.call(|ctx| async move { ctx.storage().put("good", &1i64).await }).await.unwrap().unwrap();
+        object
+            .call(|ctx| async move { ctx.storage().put("good", &1i64).await })
+            .await
+            .unwrap()
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
         backend.fail_when(|call| call.op == Call::Write);
         let err = object

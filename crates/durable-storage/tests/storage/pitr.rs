@@ -1,0 +1,83 @@
+//! Point-in-time recovery through the namespace: bookmarks, restore on next open, undo, and
+//! the KV backend's refusal (spec sqlite-storage section 8, pitr.md).
+
+use durable_storage::{Archive, Backend, Namespace, NamespaceOptions};
+
+use crate::support::{Dir, now};
+
+fn count(ns: &Namespace) -> i64 {
+    let s = ns.storage("doc").unwrap();
+    let db = s.sql().unwrap();
+    db.exec("SELECT count(*) AS n FROM notes", &[]).unwrap().one().unwrap().get("n").unwrap()
+}
+
+fn add(ns: &Namespace, n: i64) {
+    let s = ns.storage("doc").unwrap();
+    let db = s.sql().unwrap();
+    db.exec("CREATE TABLE IF NOT EXISTS notes (n INTEGER)", &[]).unwrap();
+    for i in 0..n {
+        db.exec("INSERT INTO notes VALUES (?)", &[i.into()]).unwrap();
+    }
+    now(s.sync());
+}
+
+#[test]
+fn a_restore_takes_effect_on_the_next_open_and_can_be_undone() {
+    let dir = Dir::new();
+    let ns = dir.open(NamespaceOptions::default());
+    add(&ns, 3);
+    let at_three = ns.storage("doc").unwrap().current_bookmark().unwrap();
+    add(&ns, 4);
+    assert_eq!(count(&ns), 7);
+    let later = ns.storage("doc").unwrap().current_bookmark().unwrap();
+    assert!(at_three < later, "bookmarks sort in history order: {at_three} < {later}");
+    let undo = ns.storage("doc").unwrap().on_next_session_restore_bookmark(&at_three).unwrap();
+    // Every handle dropped: the next open restores.
+    assert_eq!(count(&ns), 3);
+    // The restore is itself undoable.
+    ns.storage("doc").unwrap().on_next_session_restore_bookmark(&undo).unwrap();
+    assert_eq!(count(&ns), 7);
+    // A bookmark of another object or a typo is refused.
+    let s = ns.storage("doc").unwrap();
+    let mut typo = at_three.clone();
+    let last = typo.pop().unwrap();
+    typo.push(if last == '0' { '1' } else { '0' });
+    assert!(s.on_next_session_restore_bookmark(&typo).is_err());
+    assert!(s.on_next_session_restore_bookmark("not a bookmark").is_err());
+}
+
+#[test]
+fn bookmarks_survive_a_restart_of_the_namespace() {
+    let dir = Dir::new();
+    let first = {
+        let ns = dir.open(NamespaceOptions::default());
+        add(&ns, 2);
+        ns.storage("doc").unwrap().current_bookmark().unwrap()
+    };
+    let ns = dir.open(NamespaceOptions::default());
+    let s = ns.storage("doc").unwrap();
+    assert!(s.current_bookmark().unwrap() >= first);
+    let status = s.archive_status().expect("an archive");
+    assert!(status.seq >= 1, "{status:?}");
+    s.maintain_archive().unwrap();
+    let t = durable_storage::Clock::now_ms(&durable_storage::SystemClock);
+    assert!(s.bookmark_for_time(t).unwrap() >= first);
+}
+
+#[test]
+fn kv_backed_and_unarchived_objects_answer_with_the_runtime_error() {
+    let message =
+        "This Durable Object's storage back-end does not implement point-in-time recovery.";
+    for options in [
+        NamespaceOptions { backend: Backend::Kv, ..NamespaceOptions::default() },
+        NamespaceOptions { archive: Archive::Off, ..NamespaceOptions::default() },
+    ] {
+        let dir = Dir::new();
+        let ns = dir.open(options);
+        let s = ns.storage("doc").unwrap();
+        assert_eq!(s.current_bookmark().unwrap_err().to_string(), message);
+        assert_eq!(s.bookmark_for_time(1).unwrap_err().to_string(), message);
+        assert_eq!(s.on_next_session_restore_bookmark("x").unwrap_err().to_string(), message);
+        assert!(s.archive_status().is_none());
+    }
+}
