@@ -39,4 +39,4 @@ mod value;
 pub use error::{Error, Result};
 pub use kv::{Kv, KvLimits, ListIter};
 pub use list::{KeyRange, ListOptions, prefix_successor};
-pub use value::Value;
+pub use value::{MAX_DEPTH, Value};

@@ -24,15 +24,50 @@ pub enum Value {
     /// Bytes.
     Bytes(Vec<u8>),
     /// A list.
-    Array(Vec<Value>),
+    Array(#[serde(deserialize_with = "nested")] Vec<Value>),
     /// An object: string keys in insertion order.
-    Object(Vec<(String, Value)>),
+    Object(#[serde(deserialize_with = "nested")] Vec<(String, Value)>),
     /// A map with keys of any kind, in insertion order.
-    AnyMap(Vec<(Value, Value)>),
+    AnyMap(#[serde(deserialize_with = "nested")] Vec<(Value, Value)>),
     /// A set, in insertion order.
-    Set(Vec<Value>),
+    Set(#[serde(deserialize_with = "nested")] Vec<Value>),
     /// A date: milliseconds since the Unix epoch (NaN for an invalid date).
     Date(f64),
+}
+
+/// How deeply containers may nest in a decoded [`Value`]. Decoding recurses once per level,
+/// so a limit keeps crafted bytes from exhausting the stack; deeper data is refused with a
+/// typed decode error.
+pub const MAX_DEPTH: usize = 128;
+
+thread_local! {
+    static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Deserializes one container level, refusing to go deeper than [`MAX_DEPTH`].
+fn nested<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+    let depth = DEPTH.with(|d| {
+        let depth = d.get() + 1;
+        d.set(depth);
+        depth
+    });
+    let _leave = Leave;
+    if depth > MAX_DEPTH {
+        return Err(serde::de::Error::custom(format!(
+            "values nest more than {MAX_DEPTH} levels deep"
+        )));
+    }
+    T::deserialize(deserializer)
 }
 
 impl PartialEq for Value {

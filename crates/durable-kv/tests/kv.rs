@@ -448,3 +448,39 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn crafted_deep_nesting_is_a_typed_error_not_a_stack_overflow() {
+    use durable_kv::{MAX_DEPTH, codec};
+    // Build the bytes of `depth` nested one-element arrays around a null, from a shallow
+    // value's encoding, without ever building (or dropping) the deep value itself.
+    let one = codec::encode(&Value::Array(vec![Value::Null])).unwrap();
+    let null = codec::encode(&Value::Null).unwrap();
+    // `one` = version byte, array prefix, then the null's body.
+    let prefix = &one[1..one.len() - (null.len() - 1)];
+    let nest = |depth: usize| {
+        let mut bytes = vec![one[0]];
+        for _ in 0..depth {
+            bytes.extend_from_slice(prefix);
+        }
+        bytes.extend_from_slice(&null[1..]);
+        bytes
+    };
+    let ok: Value = codec::decode(&nest(MAX_DEPTH)).unwrap();
+    let mut depth = 0;
+    let mut v = &ok;
+    while let Value::Array(items) = v {
+        depth += 1;
+        v = &items[0];
+    }
+    assert_eq!(depth, MAX_DEPTH);
+    for deep in [MAX_DEPTH + 1, 1_000, 100_000] {
+        let err = codec::decode::<Value>(&nest(deep)).unwrap_err();
+        assert!(err.to_string().contains("nest more than 128 levels"), "{err}");
+    }
+    // The guard resets: a shallow value decodes after a refused deep one.
+    assert_eq!(
+        codec::decode::<Value>(&nest(2)).unwrap(),
+        Value::Array(vec![Value::Array(vec![Value::Null])])
+    );
+}
