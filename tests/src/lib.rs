@@ -127,6 +127,8 @@ pub struct Skip {
     pub label: Option<String>,
     /// Only the op at this position in its request.
     pub index: Option<usize>,
+    /// Only ops of this kind (the oracle's `op` name, e.g. `bookmark`).
+    pub op: Option<String>,
     /// Why it is skipped.
     pub reason: String,
     /// The open issue whose work will make it pass; such a skip must go once it passes.
@@ -135,7 +137,7 @@ pub struct Skip {
 
 impl Skip {
     fn whole_case(&self) -> bool {
-        self.label.is_none() && self.index.is_none() && self.request.is_none()
+        self.label.is_none() && self.index.is_none() && self.request.is_none() && self.op.is_none()
     }
 }
 
@@ -155,6 +157,7 @@ pub fn load_skips(path: &Path) -> Result<Vec<Skip>, String> {
                 request: n("request").map(|v| v as usize),
                 label: s("label"),
                 index: n("index").map(|v| v as usize),
+                op: s("op"),
                 reason: s("reason").filter(|r| !r.trim().is_empty()).ok_or_else(|| {
                     format!("skip entry for {} needs a 'reason'", s("case").unwrap_or_default())
                 })?,
@@ -191,10 +194,12 @@ fn mask(result: &mut Json, skips: &[&Skip], labels: &Json) {
         };
         for (i, op) in results.iter_mut().enumerate() {
             let label = labels["requests"][r]["results"][i]["label"].as_str();
+            let kind = labels["requests"][r]["results"][i]["op"].as_str();
             let skip = skips.iter().find(|s| {
                 s.request.is_none_or(|x| x == r)
                     && s.index.is_none_or(|x| x == i)
                     && s.label.as_deref().is_none_or(|l| label == Some(l))
+                    && s.op.as_deref().is_none_or(|o| kind == Some(o))
             });
             if let Some(skip) = skip {
                 *op = json!({"skipped": skip.reason});

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use durable_backend::SqliteBackend;
 use durable_backend::cache::CacheOptions;
 use durable_kv::{Kv, ListOptions, Value};
+use durable_pitr::{ArchiveConfig, Archiver};
 use durable_sql::{Cursor, Options};
 use durable_txn::{Op, Storage, Transaction};
 use serde_json::{Map, Value as Json, json};
@@ -104,26 +105,64 @@ struct Object {
     class: Class,
     path: PathBuf,
     storage: Storage,
+    /// The SQLite-backed object's WAL archiver (real point-in-time recovery).
+    archiver: Option<Arc<Archiver>>,
+}
+
+fn pitr_error(e: durable_pitr::Error) -> JsError {
+    JsError::new("Error", e.to_string(), true)
 }
 
 impl Object {
     fn open(class: Class, path: PathBuf) -> Result<Object, JsError> {
-        let storage = match class {
-            Class::Sql => Storage::open(&path, Options::default())?,
+        let (storage, archiver) = match class {
+            Class::Sql => {
+                let config = ArchiveConfig::local_for(&path).map_err(pitr_error)?;
+                let opened = Archiver::open(&path, Options::default(), config);
+                let (db, archiver) = durable_txn::block_on(opened).map_err(pitr_error)?;
+                let archiver = Arc::new(archiver);
+                let storage = Storage::new(db);
+                let capture = archiver.clone();
+                storage.set_commit_listener(Some(Arc::new(move || {
+                    let _ = capture.capture();
+                })));
+                (storage, Some(archiver))
+            }
             Class::Kv => {
                 let backend = SqliteBackend::open(&path).map_err(durable_txn::Error::from)?;
-                Storage::kv_backed(Arc::new(backend), CacheOptions::default())
+                (Storage::kv_backed(Arc::new(backend), CacheOptions::default()), None)
             }
         };
-        Ok(Object { class, path, storage })
+        Ok(Object { class, path, storage, archiver })
     }
 
     /// Starts the object again after `ctx.abort()`: a fresh handle on its committed state.
     fn restart(&mut self) -> Result<(), JsError> {
-        let path = self.path.clone();
-        let class = self.class;
+        self.close();
+        // The old handle's database holds the archiver's capture hook (and its lock): let it
+        // go before the object opens again.
+        self.storage = Storage::open_in_memory()?;
+        let (class, path) = (self.class, self.path.clone());
         *self = Object::open(class, path)?;
         Ok(())
+    }
+
+    /// Lets go of the archiver (sealing what it captured) so the object can open again.
+    fn close(&mut self) {
+        self.storage.set_commit_listener(None);
+        if let Some(archiver) = self.archiver.take() {
+            let _ = archiver.seal();
+        }
+    }
+
+    fn archiver(&self) -> Result<&Archiver, Flow> {
+        self.archiver.as_deref().ok_or_else(|| rejected(durable_txn::Error::PitrNotAvailable))
+    }
+}
+
+impl Drop for Object {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -249,6 +288,8 @@ fn run_request(object: &mut Object, ops: &[Json]) -> Json {
             }
             Err(Flow::Abort(reason)) => {
                 object.storage.abort();
+                // Cursors the script left open hold the old database too.
+                req.open_cursors.clear();
                 if let Err(e) = object.restart() {
                     return json!({"results": null, "uncaught": e.json()});
                 }
@@ -723,6 +764,32 @@ fn exec_op(
         "abort" => {
             let reason = op.get("reason").and_then(Json::as_str).unwrap_or("oracle abort");
             Err(Flow::Abort(reason.to_owned()))
+        }
+        "bookmark" | "getCurrentBookmark" => {
+            wait(object.storage.sync()).map_err(rejected)?;
+            Ok(json!(object.archiver()?.current_bookmark().map_err(|e| rejected(pitr_error(e)))?))
+        }
+        "getBookmarkForTime" => {
+            let time = match op.get("time") {
+                Some(Json::Number(n)) => json::number(n) as i64,
+                _ => {
+                    return Err(rejected(JsError::new(
+                        "TypeError",
+                        "Failed to execute 'getBookmarkForTime' on 'DurableObjectStorage': \
+                         parameter 1 is not of type 'date'.",
+                        false,
+                    )));
+                }
+            };
+            let archiver = object.archiver()?;
+            let found = durable_txn::block_on(archiver.bookmark_for_time(time));
+            Ok(json!(found.map_err(|e| rejected(pitr_error(e)))?))
+        }
+        "onNextSessionRestoreBookmark" => {
+            let bookmark = op.get("bookmark").and_then(Json::as_str).unwrap_or("");
+            wait(object.storage.sync()).map_err(rejected)?;
+            let undo = object.archiver()?.on_next_session_restore_bookmark(bookmark);
+            Ok(json!(undo.map_err(|e| rejected(pitr_error(e)))?))
         }
         "awaitPending" => Ok(Json::Array(std::mem::take(&mut req.pending))),
         other => Err(unsupported(format!("op {other} is not implemented yet"))),
