@@ -46,6 +46,7 @@ fn a_pending_skip_fails_once_its_op_passes() {
         request: None,
         label: Some("two".into()),
         index: None,
+        op: None,
         reason: "waits on something".into(),
         pending: Some(99),
     };
@@ -53,9 +54,31 @@ fn a_pending_skip_fails_once_its_op_passes() {
         durable_conformance::Verdict::Fail(why) => assert!(why.contains("issue 99"), "{why}"),
         other => panic!("expected a failure, got {other:?}"),
     }
-    let settled = durable_conformance::Skip { pending: None, ..skip };
+    let settled = durable_conformance::Skip { pending: None, ..skip.clone() };
     assert_eq!(
         durable_conformance::check_case(&case, &[settled], dir.path()),
         durable_conformance::Verdict::Pass
+    );
+    // An op-kind entry masks ops of that kind only.
+    let by_kind = durable_conformance::Skip {
+        label: None,
+        op: Some("sql".into()),
+        pending: Some(98),
+        ..skip.clone()
+    };
+    match durable_conformance::check_case(&case, &[by_kind], dir.path()) {
+        durable_conformance::Verdict::Fail(why) => assert!(why.contains("issue 98"), "{why}"),
+        other => panic!("an op-kind skip of a passing op must fail as stale, got {other:?}"),
+    }
+    let other_kind = durable_conformance::Skip {
+        label: None,
+        op: Some("bookmark".into()),
+        pending: None,
+        ..skip
+    };
+    assert_eq!(
+        durable_conformance::check_case(&case, &[other_kind], dir.path()),
+        durable_conformance::Verdict::Pass,
+        "an entry for another op kind masks nothing, so its case just passes"
     );
 }
