@@ -841,9 +841,11 @@ fn configure(conn: &rusqlite::Connection, options: &Options) -> rusqlite::Result
     if options.exclusive_locking {
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
     }
+    // `synchronous` first: switching a new file to WAL writes and syncs it under the
+    // setting in force, so the caller's choice (OFF in tests) must already apply.
+    conn.pragma_update(None, "synchronous", options.synchronous.pragma_value())?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     let _ = mode; // in-memory databases answer "memory"
-    conn.pragma_update(None, "synchronous", options.synchronous.pragma_value())?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     if !options.auto_checkpoint {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
