@@ -16,6 +16,7 @@ mod error;
 mod kv;
 mod objects;
 mod out;
+mod pitr;
 mod shell;
 mod sql;
 mod time;
@@ -80,6 +81,32 @@ enum Command {
         /// The object's name (created on first use).
         object: String,
     },
+    /// The object's current bookmark (`getCurrentBookmark`), or the one for a time
+    /// (`getBookmarkForTime`): RFC 3339 or a time ago such as `15m`, `2h`, `1d`.
+    Bookmark {
+        /// The object's name.
+        object: String,
+        /// The time (RFC 3339, milliseconds since the epoch, or `15m` for 15 minutes ago).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+    /// Restores an object to a bookmark or a time (`onNextSessionRestoreBookmark`, applied by
+    /// reopening the object) and prints the bookmark that undoes it.
+    Restore {
+        /// The object's name.
+        object: String,
+        /// The bookmark to restore to.
+        bookmark: Option<String>,
+        /// Restore to the state at this time instead (RFC 3339 or `15m`).
+        #[arg(long, value_name = "TIME", conflicts_with = "bookmark")]
+        at: Option<String>,
+    },
+    /// The archive of the objects' history: status, prune.
+    Archive {
+        /// What to do.
+        #[command(subcommand)]
+        command: pitr::ArchiveCommand,
+    },
     /// A walkthrough that runs every storage API on an object and prints each step.
     Tour {
         /// The object the tour writes (its previous contents are deleted).
@@ -130,7 +157,11 @@ pub struct Env {
 impl Env {
     /// Opens the namespace in the data directory (creating the directory).
     pub fn namespace(&self) -> Result<Namespace> {
-        Ok(Namespace::open(&self.data, NamespaceOptions::default())?)
+        let options = NamespaceOptions {
+            archive: pitr::archive_option(&self.data, &self.archive),
+            ..NamespaceOptions::default()
+        };
+        Ok(Namespace::open(&self.data, options)?)
     }
 
     /// Opens a stored object, refusing a name that has no database yet.
@@ -151,6 +182,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Kv { command } => kv::run(&mut env, command)?,
         Command::Shell { object } => return shell::run(&mut env, &object),
         Command::Tour { object } => tour::run(&mut env, &object)?,
+        Command::Bookmark { object, at } => pitr::bookmark(&mut env, &object, at.as_deref())?,
+        Command::Restore { object, bookmark, at } => {
+            pitr::restore(&mut env, &object, bookmark.as_deref(), at.as_deref())?
+        }
+        Command::Archive { command } => pitr::archive(&mut env, command)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,4 @@
-//! `durable objects`: every stored object with its size and last write time.
+//! `durable objects`: every stored object with its size, last write time and bookmark.
 
 use std::path::Path;
 use std::time::UNIX_EPOCH;
@@ -34,18 +34,21 @@ pub fn run(env: &mut Env) -> Result<()> {
         let path = ns.path_of(&name);
         // Read the times before opening: opening may touch the files.
         let written = last_write_ms(&path);
-        let size = ns.storage(&name)?.database_size()?;
-        rows.push((name, size, written));
+        let handle = ns.storage(&name)?;
+        let size = handle.database_size()?;
+        let bookmark = handle.current_bookmark().ok();
+        rows.push((name, size, written, bookmark));
     }
     if env.out.json {
         let docs: Vec<_> = rows
             .iter()
-            .map(|(name, size, written)| {
+            .map(|(name, size, written, bookmark)| {
                 json!({
                     "name": name,
                     "size": size,
                     "last_write": written.map(format_ms),
                     "last_write_ms": written,
+                    "bookmark": bookmark,
                 })
             })
             .collect();
@@ -54,11 +57,16 @@ pub fn run(env: &mut Env) -> Result<()> {
     if rows.is_empty() {
         return env.out.line(format!("no objects in {}", env.data.display()));
     }
-    let header = ["object", "size", "last write"].map(String::from);
+    let header = ["object", "size", "last write", "bookmark"].map(String::from);
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|(name, size, written)| {
-            vec![name.clone(), size.to_string(), written.map_or("-".into(), format_ms)]
+        .map(|(name, size, written, bookmark)| {
+            vec![
+                name.clone(),
+                size.to_string(),
+                written.map_or("-".into(), format_ms),
+                bookmark.clone().unwrap_or_else(|| "-".into()),
+            ]
         })
         .collect();
     env.out.table(&header, &cells)

@@ -3,7 +3,8 @@
 
 use durable_storage::txn::Error as TxnError;
 use durable_storage::{
-    Actor, GetOptions, ListOptions, Namespace, PutOptions, SqlValue, Storage, Value, params,
+    Actor, GetOptions, ListOptions, Namespace, PutOptions, SqlValue, Storage, StorageHandle, Value,
+    params,
 };
 use serde_json::json;
 
@@ -437,6 +438,53 @@ fn runtime_steps(s: &mut Steps<'_>, ns: &Namespace, storage: &Storage, object: &
     Ok(())
 }
 
+fn count_users(storage: &Storage) -> Result<i64> {
+    Ok(storage.sql()?.exec("SELECT count(*) AS n FROM users", &[])?.one()?.get("n")?)
+}
+
+fn pitr_steps(
+    s: &mut Steps<'_>,
+    ns: &Namespace,
+    handle: StorageHandle,
+    object: &str,
+) -> Result<()> {
+    s.section("Point-in-time recovery (PITR)")?;
+    let before = handle.current_bookmark()?;
+    s.step("getCurrentBookmark", "let before = storage.current_bookmark()?;", &before)?;
+    handle.sql()?.exec("DELETE FROM users", &[])?;
+    handle.sync().wait()?;
+    s.step(
+        "a mistake: every user deleted",
+        "sql.exec(\"DELETE FROM users\", &[])?; storage.sync().await?;",
+        format!("users left: {}", count_users(&handle)?),
+    )?;
+    let now = handle.bookmark_for_time(crate::time::now_ms())?;
+    s.step(
+        "getBookmarkForTime(now): the latest commit at or before the time; bookmarks sort in history order",
+        "storage.bookmark_for_time(now_ms)?",
+        format!("{now} (after `before`: {})", now > before),
+    )?;
+    let undo = handle.on_next_session_restore_bookmark(&before)?;
+    s.step(
+        "onNextSessionRestoreBookmark(before): the restore happens when the object next opens",
+        "let undo = storage.on_next_session_restore_bookmark(&before)?;",
+        format!("undo bookmark {undo}"),
+    )?;
+    drop(handle);
+    let reopened = ns.storage(object)?;
+    s.step(
+        "close and reopen the object: it starts at `before`",
+        "drop(storage); let storage = ns.storage(\"tour\")?;",
+        format!("users: {}", count_users(&reopened)?),
+    )?;
+    s.step(
+        "the restore is itself a point in history: the undo bookmark brings the deletion back",
+        "storage.on_next_session_restore_bookmark(&undo)?  // or: durable restore tour UNDO",
+        format!("current bookmark {}", reopened.current_bookmark()?),
+    )?;
+    Ok(())
+}
+
 fn json_of(value: &Option<Value>) -> String {
     value.as_ref().map_or("None".into(), |v| value_to_json(v).to_string())
 }
@@ -471,6 +519,7 @@ pub fn run(env: &mut Env, object: &str) -> Result<()> {
     coalescing(&mut s, storage)?;
     runtime_steps(&mut s, &ns, storage, object)?;
     storage.sync().wait()?;
+    pitr_steps(&mut s, &ns, handle, object)?;
     if !s.out.json {
         s.out.line("")?;
         s.out.line(format!("done: {} steps. The object stays in {data}; look at it with", s.n))?;

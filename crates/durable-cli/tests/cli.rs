@@ -10,6 +10,8 @@ mod errors;
 mod kv;
 #[path = "cli/objects.rs"]
 mod objects;
+#[path = "cli/pitr.rs"]
+mod pitr;
 #[path = "cli/shell.rs"]
 mod shell;
 #[path = "cli/sql.rs"]

@@ -16,11 +16,14 @@ fn tour_runs_every_step_and_leaves_the_object() {
         "== Async transactions",
         "== Alarms",
         "== The object runtime",
+        "== Point-in-time recovery",
     ] {
         assert!(out.contains(section), "missing {section}: {out}");
     }
     assert!(out.contains("-> [1, 2, 3]"), "{out}");
     assert!(out.contains("-> rolled back; balance 40"), "{out}");
+    // The restore to the bookmark taken before the deletion brought the three users back.
+    assert!(out.contains("-> users left: 0") && out.contains("-> users: 3"), "{out}");
     // Run again: the tour starts from an empty object (delete_all) and gives the same answers.
     let again = data.ok(&["tour"]);
     assert_eq!(again.lines().count(), out.lines().count());
