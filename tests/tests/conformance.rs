@@ -47,6 +47,7 @@ fn a_pending_skip_fails_once_its_op_passes() {
         label: Some("two".into()),
         index: None,
         op: None,
+        compare: None,
         reason: "waits on something".into(),
         pending: Some(99),
     };
@@ -81,4 +82,42 @@ fn a_pending_skip_fails_once_its_op_passes() {
         durable_conformance::Verdict::Pass,
         "an entry for another op kind masks nothing, so its case just passes"
     );
+}
+
+#[test]
+fn compare_bookmark_keeps_only_that_bookmarks_exist_and_go_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = |second: &str| durable_conformance::Case {
+        name: "bookmarks".into(),
+        script: serde_json::json!({"class": "sql", "ops": [
+            {"op": "bookmark"}, {"op": "put", "key": "k", "value": 1}, {"op": "bookmark"}
+        ]}),
+        expected: serde_json::json!({"class": "sql", "requests": [{"results": [
+            {"op": "bookmark", "ok": "00000000-00000001-00000000-00000000000000000000000000000000"},
+            {"op": "put", "ok": {"$undefined": true}},
+            {"op": "bookmark", "ok": second}
+        ]}]}),
+    };
+    let skip = durable_conformance::Skip {
+        case: "bookmarks".into(),
+        class: Some("sql".into()),
+        request: None,
+        label: None,
+        index: None,
+        op: Some("bookmark".into()),
+        compare: Some("bookmark".into()),
+        reason: "fake bookmarks".into(),
+        pending: None,
+    };
+    let forward = case("00000000-00000002-00000000-00000000000000000000000000000000");
+    assert_eq!(
+        durable_conformance::check_case(&forward, std::slice::from_ref(&skip), dir.path()),
+        durable_conformance::Verdict::Pass
+    );
+    // A runtime answer that went backwards no longer matches ours, which go forward.
+    let backwards = case("00000000-00000000-00000000-00000000000000000000000000000000");
+    match durable_conformance::check_case(&backwards, &[skip], dir.path()) {
+        durable_conformance::Verdict::Fail(why) => assert!(why.contains("went backwards"), "{why}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
 }
