@@ -48,7 +48,13 @@ fn ci() -> Result<(), String> {
     run("cargo test", test)?;
     conformance(&[])?;
     crash(&["--iterations".into(), "3".into()])?;
-    load(&["--objects".into(), "200".into(), "--seconds".into(), "3".into()])
+    load(&["--objects".into(), "200".into(), "--seconds".into(), "3".into()])?;
+    // The benchmarks run small so that they never rot; in the test profile, so CI builds
+    // nothing twice, and nothing is asserted about time.
+    let mut quick = cargo();
+    quick.args(["run", "--quiet", "--package", "durable-conformance", "--bin", "bench", "--"]);
+    quick.args(["--quick", "--runs", "1", "--json"]).arg(root().join("target/bench-ci.json"));
+    run("bench --quick", quick)
 }
 
 fn tidy_step() -> Result<(), String> {
