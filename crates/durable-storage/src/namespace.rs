@@ -196,7 +196,7 @@ impl StorageHandle {
     /// The bookmark of the latest commit at or before `time_ms` (milliseconds since the
     /// epoch, within the last 30 days): `getBookmarkForTime()`.
     pub fn bookmark_for_time(&self, time_ms: i64) -> Result<String> {
-        self.with_archiver(|a| durable_txn::block_on(a.bookmark_for_time(time_ms)))
+        self.with_archiver(|a| off_runtime(a.bookmark_for_time(time_ms)))
     }
 
     /// Records durably that the next session of this object starts at `bookmark`, and
@@ -221,7 +221,7 @@ impl StorageHandle {
     /// this from time to time; nothing runs in the background by itself).
     pub fn maintain_archive(&self) -> Result<()> {
         self.with_archiver(|a| {
-            durable_txn::block_on(async {
+            off_runtime(async {
                 a.upload().await?;
                 a.compact().await?;
                 a.retain().await?;
@@ -567,7 +567,7 @@ impl Namespace {
                     None => Storage::open(&path, options.sql.clone())?,
                     Some(config) => {
                         let opened = Archiver::open(&path, options.sql.clone(), config);
-                        let (db, a) = durable_txn::block_on(opened)?;
+                        let (db, a) = off_runtime(opened)?;
                         let storage = Storage::new(db);
                         *archiver.lock().unwrap_or_else(|p| p.into_inner()) = Some(a);
                         let capture = archiver.clone();
@@ -692,6 +692,22 @@ impl Namespace {
         self.inner.shared.changed.notify_one();
         Ok(())
     }
+}
+
+fn off_runtime<F>(future: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_err() {
+        return durable_txn::block_on(future);
+    }
+    std::thread::scope(|scope| {
+        match scope.spawn(|| durable_txn::block_on(future)).join() {
+            Ok(output) => output,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }
 
 /// The listener that keeps `name`'s row of the alarm index current. It holds `alive`, so
