@@ -104,6 +104,12 @@ impl KvEngine {
         Ok(())
     }
 
+    /// Checks a multi-key call: how many keys, and each key.
+    fn check_batch(&self, keys: &[&str]) -> Result<()> {
+        self.user_limits.check_count(keys.len())?;
+        self.check_keys(keys.iter().copied())
+    }
+
     /// Reads `keys`: values in request order.
     fn read(&self, keys: Vec<String>, options: GetOptions) -> Op<Vec<Option<Vec<u8>>>> {
         match self.cache.lookup(&keys, read_opts(options)) {
@@ -139,12 +145,7 @@ impl KvEngine {
         keys: &[&str],
         options: GetOptions,
     ) -> Op<Vec<(String, T)>> {
-        if let Err(e) = self
-            .user_limits
-            .check_count(keys.len())
-            .map_err(Error::from)
-            .and_then(|()| self.check_keys(keys.iter().copied()))
-        {
+        if let Err(e) = self.check_batch(keys) {
             return Op::ready(Err(e));
         }
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
@@ -190,12 +191,7 @@ impl KvEngine {
     }
 
     pub(crate) fn delete(&self, keys: &[&str], options: PutOptions) -> Op<usize> {
-        if let Err(e) = self
-            .user_limits
-            .check_count(keys.len())
-            .map_err(Error::from)
-            .and_then(|()| self.check_keys(keys.iter().copied()))
-        {
+        if let Err(e) = self.check_batch(keys) {
             return Op::ready(Err(e));
         }
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
@@ -238,12 +234,7 @@ impl KvEngine {
 
     /// The stored bytes of `keys`, in request order (checked against the user's limits).
     pub(crate) fn read_raw(&self, keys: &[&str]) -> Op<Vec<Option<Vec<u8>>>> {
-        if let Err(e) = self
-            .user_limits
-            .check_count(keys.len())
-            .map_err(Error::from)
-            .and_then(|()| self.check_keys(keys.iter().copied()))
-        {
+        if let Err(e) = self.check_batch(keys) {
             return Op::ready(Err(e));
         }
         self.read(keys.iter().map(|k| k.to_string()).collect(), GetOptions::default())
