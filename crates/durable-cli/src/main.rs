@@ -21,6 +21,7 @@ mod shell;
 mod sql;
 mod time;
 mod tour;
+mod url;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -90,6 +91,18 @@ enum Command {
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
     },
+    /// The object's history: each retained commit with its time, bookmark and database
+    /// size, newest first, one page at a time.
+    History {
+        /// The object's name.
+        object: String,
+        /// How many commits to show.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: usize,
+        /// Show only commits older than this bookmark (the last one of the previous page).
+        #[arg(long, value_name = "BOOKMARK")]
+        before: Option<String>,
+    },
     /// Restores an object to a bookmark or a time (`onNextSessionRestoreBookmark`, applied by
     /// reopening the object) and prints the bookmark that undoes it.
     Restore {
@@ -101,7 +114,7 @@ enum Command {
         #[arg(long, value_name = "TIME", conflicts_with = "bookmark")]
         at: Option<String>,
     },
-    /// The archive of the objects' history: status, prune.
+    /// The archive of the objects' history: status, verify, prune.
     Archive {
         /// What to do.
         #[command(subcommand)]
@@ -120,14 +133,23 @@ enum Command {
 pub enum ArchiveLocation {
     /// A local folder.
     Local(PathBuf),
+    /// An S3 bucket and prefix (`s3://bucket/prefix`), credentials from the environment.
+    #[cfg(feature = "s3")]
+    S3(url::S3Location),
 }
 
 /// Checks `--archive` (default: `DATA/archive`).
 fn archive_location(data: &Path, url: Option<&str>) -> Result<ArchiveLocation> {
     let Some(url) = url else { return Ok(ArchiveLocation::Local(data.join("archive"))) };
-    if url.starts_with("s3://") {
+    if let Some(location) = url::parse_s3(url) {
+        let location = location.map_err(Error::msg)?;
+        #[cfg(feature = "s3")]
+        return Ok(ArchiveLocation::S3(location));
+        #[cfg(not(feature = "s3"))]
         return Err(Error::msg(format!(
-            "--archive {url}: this build of durable has no S3 support; use a local folder"
+            "--archive {url} (bucket {:?}, prefix {:?}): this build of durable has no S3 \
+             support (build with `--features s3`); use a local folder",
+            location.bucket, location.prefix
         )));
     }
     if let Some((scheme, _)) = url.split_once("://")
@@ -158,7 +180,7 @@ impl Env {
     /// Opens the namespace in the data directory (creating the directory).
     pub fn namespace(&self) -> Result<Namespace> {
         let options = NamespaceOptions {
-            archive: pitr::archive_option(&self.data, &self.archive),
+            archive: pitr::archive_option(&self.data, &self.archive)?,
             ..NamespaceOptions::default()
         };
         Ok(Namespace::open(&self.data, options)?)
@@ -183,6 +205,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Shell { object } => return shell::run(&mut env, &object),
         Command::Tour { object } => tour::run(&mut env, &object)?,
         Command::Bookmark { object, at } => pitr::bookmark(&mut env, &object, at.as_deref())?,
+        Command::History { object, limit, before } => {
+            pitr::history(&mut env, &object, limit, before.as_deref())?
+        }
         Command::Restore { object, bookmark, at } => {
             pitr::restore(&mut env, &object, bookmark.as_deref(), at.as_deref())?
         }

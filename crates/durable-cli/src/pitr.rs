@@ -1,4 +1,5 @@
-//! Point-in-time recovery on the command line: `bookmark`, `restore` and `archive`.
+//! Point-in-time recovery on the command line: `bookmark`, `history`, `restore` and
+//! `archive`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,20 @@ pub enum ArchiveCommand {
         /// Only this object.
         object: Option<String>,
     },
+    /// Rebuilds retained points of each object's history (or one object's) and runs SQLite's
+    /// `PRAGMA integrity_check` on each rebuilt database. With more retained points than
+    /// `--sample`, checks a sample: the newest, the oldest and evenly spaced points between;
+    /// `--all` checks every one. Exits non-zero when any point fails.
+    Verify {
+        /// Only this object.
+        object: Option<String>,
+        /// Check every retained point, however many.
+        #[arg(long)]
+        all: bool,
+        /// How many points to check per object without `--all`.
+        #[arg(long, value_name = "N", default_value_t = 64)]
+        sample: usize,
+    },
     /// Uploads sealed history, merges old segments and drops what the 30-day window no
     /// longer needs, for each object (or one).
     Prune {
@@ -30,20 +45,35 @@ pub enum ArchiveCommand {
 }
 
 /// The namespace's archive setting for `--archive`.
-pub fn archive_option(env_data: &std::path::Path, location: &ArchiveLocation) -> Archive {
+pub fn archive_option(env_data: &std::path::Path, location: &ArchiveLocation) -> Result<Archive> {
     match location {
-        ArchiveLocation::Local(dir) if *dir == env_data.join("archive") => Archive::Local,
+        ArchiveLocation::Local(dir) if *dir == env_data.join("archive") => Ok(Archive::Local),
         ArchiveLocation::Local(dir) => {
             let dir = dir.clone();
-            Archive::Custom(Arc::new(move |db_path| {
-                let name = db_path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                Ok(ArchiveConfig::new(local_store(&dir)?, name))
-            }))
+            Ok(Archive::Custom(Arc::new(move |db_path| {
+                Ok(ArchiveConfig::new(local_store(&dir)?, file_name(db_path)))
+            })))
+        }
+        #[cfg(feature = "s3")]
+        ArchiveLocation::S3(location) => {
+            use durable_storage::pitr::object_store::{ObjectStore, aws::AmazonS3Builder};
+            let store = AmazonS3Builder::from_env()
+                .with_bucket_name(&location.bucket)
+                .build()
+                .map_err(|e| Error::msg(format!("--archive s3://{}: {e}", location.bucket)))?;
+            let store: Arc<dyn ObjectStore> = Arc::new(store);
+            let location = location.clone();
+            Ok(Archive::Custom(Arc::new(move |db_path| {
+                let prefix = crate::url::object_prefix(&location, &file_name(db_path));
+                Ok(ArchiveConfig::new(store.clone(), prefix))
+            })))
         }
     }
+}
+
+/// The database file's name: an object's prefix in its archive.
+fn file_name(db_path: &std::path::Path) -> String {
+    db_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// A spinner on stderr while `f` runs (hidden when stderr is not a terminal).
@@ -104,6 +134,208 @@ pub fn bookmark(env: &mut Env, object: &str, at: Option<&str>) -> Result<()> {
         }));
     }
     env.out.line(bookmark)
+}
+
+/// Runs `durable history OBJECT [--limit N] [--before BOOKMARK]`.
+pub fn history(env: &mut Env, object: &str, limit: usize, before: Option<&str>) -> Result<()> {
+    let ns = env.namespace()?;
+    let handle = env.existing(&ns, object)?;
+    let entries = handle.history(before, limit)?;
+    // One more point exists when the oldest shown is not the start of what is retained.
+    let more = match entries.last() {
+        Some(last) => !handle.history(Some(&last.bookmark), 1)?.is_empty(),
+        None => false,
+    };
+    if env.out.json {
+        let points: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "seq": e.seq,
+                    "epoch": e.epoch,
+                    "time": format_ms(e.time_ms as i64),
+                    "time_ms": e.time_ms,
+                    "bookmark": e.bookmark,
+                    "size": e.db_bytes,
+                    "kind": e.kind.as_str(),
+                })
+            })
+            .collect();
+        let next = if more { entries.last().map(|e| e.bookmark.clone()) } else { None };
+        return env.out.json(&json!({ "object": object, "commits": points, "next": next }));
+    }
+    let header = ["seq", "time", "size", "kind", "bookmark"].map(String::from);
+    let cells: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.seq.to_string(),
+                format_ms(e.time_ms as i64),
+                e.db_bytes.to_string(),
+                e.kind.as_str().to_owned(),
+                e.bookmark.clone(),
+            ]
+        })
+        .collect();
+    env.out.table(&header, &cells)?;
+    if more && let Some(last) = entries.last() {
+        env.out.line(format!(
+            "more: durable history {object:?} --limit {limit} --before {}",
+            last.bookmark
+        ))?;
+    }
+    Ok(())
+}
+
+/// The points `verify` checks out of `n` (newest first): all of them, or `sample` spread
+/// evenly from the newest (index 0) to the oldest (index `n - 1`).
+fn sample_points(n: usize, sample: usize, all: bool) -> Vec<usize> {
+    if all || n <= sample {
+        return (0..n).collect();
+    }
+    if sample <= 1 {
+        return vec![0];
+    }
+    let mut out: Vec<usize> = (0..sample).map(|i| i * (n - 1) / (sample - 1)).collect();
+    out.dedup();
+    out
+}
+
+/// Opens a rebuilt database image in memory and runs `PRAGMA integrity_check`.
+fn integrity_check(image: &[u8]) -> std::result::Result<(), String> {
+    use durable_storage::sql::rusqlite::{Connection, MAIN_DB};
+    if image.is_empty() {
+        return Ok(()); // an empty database
+    }
+    let mut bytes = image.to_vec();
+    // Bytes 18 and 19 say WAL mode; an in-memory copy reads as a rollback-journal database.
+    if bytes.len() >= 20 && bytes[18] == 2 && bytes[19] == 2 {
+        bytes[18] = 1;
+        bytes[19] = 1;
+    }
+    let mut conn = Connection::open_in_memory().map_err(|e| e.to_string())?;
+    conn.deserialize_read_exact(MAIN_DB, &bytes[..], bytes.len(), true)
+        .map_err(|e| format!("does not open: {e}"))?;
+    let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(|e| e.to_string())?;
+    let rows = stmt
+        .query_map([], |row| row.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<std::result::Result<Vec<String>, _>>())
+        .map_err(|e| e.to_string())?;
+    if rows.len() == 1 && rows[0] == "ok" { Ok(()) } else { Err(rows.join("; ")) }
+}
+
+/// One point that failed verification.
+struct Failure {
+    object: String,
+    seq: u64,
+    bookmark: String,
+    reason: String,
+}
+
+/// Runs `durable archive verify [OBJECT] [--all] [--sample N]`.
+fn verify(env: &mut Env, ns: &Namespace, names: &[String], all: bool, sample: usize) -> Result<()> {
+    // First the plan: every object's retained points and the ones to check.
+    let mut plan = Vec::new();
+    let mut failures = Vec::new();
+    for name in names {
+        let handle = ns.storage(name)?;
+        if handle.archive_status().is_none() {
+            plan.push((name.clone(), 0, Vec::new()));
+            continue;
+        }
+        let entries = match handle.history(None, usize::MAX) {
+            Ok(entries) => entries,
+            Err(e) => {
+                // The history itself does not read: that object fails as a whole.
+                failures.push(Failure {
+                    object: name.clone(),
+                    seq: 0,
+                    bookmark: "-".into(),
+                    reason: format!("history does not read: {e}"),
+                });
+                plan.push((name.clone(), 0, Vec::new()));
+                continue;
+            }
+        };
+        let picked: Vec<_> = sample_points(entries.len(), sample, all)
+            .into_iter()
+            .map(|i| (entries[i].seq, entries[i].bookmark.clone()))
+            .collect();
+        plan.push((name.clone(), entries.len(), picked));
+    }
+    let total: u64 = plan.iter().map(|(_, _, p)| p.len() as u64).sum();
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} {elapsed}") {
+        bar.set_style(style);
+    }
+    let mut reports = Vec::new();
+    for (name, retained, points) in &plan {
+        let handle = ns.storage(name)?;
+        for (seq, bookmark) in points {
+            bar.set_message(format!("{name} #{seq}"));
+            let outcome = match handle.image_at(bookmark) {
+                Ok(image) => integrity_check(&image),
+                Err(e) => Err(format!("does not rebuild: {e}")),
+            };
+            if let Err(reason) = outcome {
+                failures.push(Failure {
+                    object: name.clone(),
+                    seq: *seq,
+                    bookmark: bookmark.clone(),
+                    reason,
+                });
+            }
+            bar.inc(1);
+        }
+        reports.push((name.clone(), *retained, points.len()));
+    }
+    bar.finish_and_clear();
+    if env.out.json {
+        let objects: Vec<_> = reports
+            .iter()
+            .map(|(name, retained, checked)| {
+                let failed: Vec<_> = failures
+                    .iter()
+                    .filter(|f| f.object == *name)
+                    .map(|f| json!({ "seq": f.seq, "bookmark": f.bookmark, "error": f.reason }))
+                    .collect();
+                json!({
+                    "object": name,
+                    "retained": retained,
+                    "checked": checked,
+                    "ok": failed.is_empty(),
+                    "failures": failed,
+                })
+            })
+            .collect();
+        env.out.json(&json!({ "objects": objects, "ok": failures.is_empty() }))?;
+    } else {
+        let header = ["object", "retained", "checked", "result"].map(String::from);
+        let cells: Vec<Vec<String>> = reports
+            .iter()
+            .map(|(name, retained, checked)| {
+                let bad = failures.iter().filter(|f| f.object == *name).count();
+                let result = match (retained, bad) {
+                    (_, n) if n > 0 => format!("{n} failed"),
+                    (0, _) => "no archive".to_owned(),
+                    _ => "ok".to_owned(),
+                };
+                vec![name.clone(), retained.to_string(), checked.to_string(), result]
+            })
+            .collect();
+        env.out.table(&header, &cells)?;
+        for f in &failures {
+            env.out.line(format!("{} #{} {}: {}", f.object, f.seq, f.bookmark, f.reason))?;
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::msg(format!(
+            "{} of {total} checked point(s) failed verification",
+            failures.len()
+        )))
+    }
 }
 
 fn target(handle: &StorageHandle, bookmark: Option<&str>, at: Option<&str>) -> Result<String> {
@@ -201,6 +433,10 @@ pub fn archive(env: &mut Env, command: ArchiveCommand) -> Result<()> {
                 })
                 .collect();
             env.out.table(&header, &cells)
+        }
+        ArchiveCommand::Verify { object, all, sample } => {
+            let names = names(object)?;
+            verify(env, &ns, &names, all, sample)
         }
         ArchiveCommand::Prune { object } => {
             let names = names(object)?;

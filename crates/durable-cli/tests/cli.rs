@@ -4,8 +4,17 @@
 #[path = "cli/support.rs"]
 mod support;
 
+// The `--archive` URL parser, compiled into the test binary to be tested directly.
+#[path = "../src/url.rs"]
+#[allow(dead_code)]
+mod url;
+
+#[path = "cli/archive_url.rs"]
+mod archive_url;
 #[path = "cli/errors.rs"]
 mod errors;
+#[path = "cli/history.rs"]
+mod history;
 #[path = "cli/kv.rs"]
 mod kv;
 #[path = "cli/objects.rs"]

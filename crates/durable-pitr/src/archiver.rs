@@ -166,6 +166,63 @@ pub struct Status {
     pub open_segment_bytes: u64,
 }
 
+/// What a point of history is (see [`HistoryEntry::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PointKind {
+    /// The database when its history began.
+    Init,
+    /// A commit.
+    Commit,
+    /// A restore: the first point of a new epoch.
+    Restore,
+    /// The WAL was changed outside the archiver; the point holds a full image.
+    Discontinuity,
+    /// `deleteAll()`: the new, empty database.
+    Reset,
+}
+
+impl PointKind {
+    fn of(kind: Kind) -> PointKind {
+        match kind {
+            Kind::Init => PointKind::Init,
+            Kind::EpochStart => PointKind::Restore,
+            Kind::Discontinuity => PointKind::Discontinuity,
+            Kind::Reset => PointKind::Reset,
+            Kind::Commit | Kind::Mark => PointKind::Commit,
+        }
+    }
+
+    /// A lowercase name: `init`, `commit`, `restore`, `discontinuity` or `reset`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PointKind::Init => "init",
+            PointKind::Commit => "commit",
+            PointKind::Restore => "restore",
+            PointKind::Discontinuity => "discontinuity",
+            PointKind::Reset => "reset",
+        }
+    }
+}
+
+/// One retained point of an object's history, as [`Archiver::history`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HistoryEntry {
+    /// The epoch (restores before this point).
+    pub epoch: u32,
+    /// The sequence number (0 for the start of history; one more per point).
+    pub seq: u64,
+    /// The commit's time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// The bookmark naming the state right after this point.
+    pub bookmark: String,
+    /// The database's size in bytes after this point (pages times page size).
+    pub db_bytes: u64,
+    /// What the point is.
+    pub kind: PointKind,
+}
+
 fn now_ts(config: &ArchiveConfig) -> u64 {
     config.clock.now_ms().max(0) as u64
 }
@@ -554,6 +611,38 @@ impl Rebuild {
     }
 }
 
+/// Adds the positions of `records` within `range` to `out`, newest first (each older than
+/// the last one added); true once `out` holds `limit` points.
+fn push_points(
+    records: &[record::Record<'_>],
+    history: &HistoryKey,
+    range: std::ops::Range<u64>,
+    limit: usize,
+    out: &mut Vec<HistoryEntry>,
+) -> bool {
+    for r in records.iter().rev() {
+        let h = r.header;
+        if !h.kind.is_position() || !range.contains(&h.seq) {
+            continue;
+        }
+        if out.last().is_some_and(|e| e.seq <= h.seq) {
+            continue;
+        }
+        out.push(HistoryEntry {
+            epoch: h.epoch,
+            seq: h.seq,
+            time_ms: h.ts_ms,
+            bookmark: history.bookmark(h.epoch, h.seq, h.ts_ms).to_string(),
+            db_bytes: h.db_pages as u64 * h.page_size as u64,
+            kind: PointKind::of(h.kind),
+        });
+        if out.len() >= limit {
+            return true;
+        }
+    }
+    false
+}
+
 /// Rebuilds the database image at `target`: the newest snapshot at or before it, then the
 /// records after the snapshot, in order.
 async fn materialize(src: &Sources, target: u64, check: Option<(u32, u64)>) -> Result<Image> {
@@ -858,6 +947,66 @@ impl Archiver {
             (inner.sources(), seq, check)
         };
         Ok(materialize(&sources, seq, check).await?.data)
+    }
+
+    /// The retained points of history, newest first: at most `limit` of them, only those
+    /// older than `before` (a bookmark) when it is given, and none older than the earliest
+    /// point that can still be rebuilt. Reads the local journal and, for older points, the
+    /// sealed and archived segments, so the list covers the whole retained window; a page
+    /// ends early once `limit` points are found, so paging with `before` set to the last
+    /// bookmark of a page reads only what the next page needs.
+    pub async fn history(&self, before: Option<&str>, limit: usize) -> Result<Vec<HistoryEntry>> {
+        self.durable()?;
+        let (sources, earliest, end) = {
+            let inner = self.lock();
+            let end = match before {
+                Some(text) => inner.resolve(text, false)?.0,
+                None => inner.head.seq + 1,
+            };
+            (inner.sources(), inner.earliest(), end)
+        };
+        let history = sources.history;
+        let mut out = Vec::new();
+        let take = |records: &[record::Record<'_>], out: &mut Vec<HistoryEntry>| {
+            push_points(records, &history, earliest..end, limit, out)
+        };
+        if limit == 0 || end <= earliest {
+            return Ok(out);
+        }
+        if let Some(path) = &sources.open_journal {
+            let bytes = read_local(path)?;
+            let what = path.display().to_string();
+            let mut at = record::check_segment_header(&bytes, &history, &what)?;
+            let mut records = Vec::new();
+            while let Some((r, len)) = record::decode_record(&bytes[at..]) {
+                records.push(r);
+                at += len;
+            }
+            if take(&records, &mut out) {
+                return Ok(out);
+            }
+        }
+        for seg in sources.catalog.chain().into_iter().rev() {
+            if seg.name.first_seq >= end {
+                continue;
+            }
+            if seg.name.last_seq < earliest {
+                break;
+            }
+            let what = seg.name.file_name();
+            let bytes = match &seg.local {
+                Some(path) if path.exists() => read_local(path)?,
+                _ => sources
+                    .archive
+                    .get(&format!("seg/{what}"))
+                    .await?
+                    .ok_or_else(|| missing(format!("segment seg/{what}")))?,
+            };
+            if take(&record::decode_segment(&bytes, &history, &what)?, &mut out) {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Seals the open journal segment now (it is sealed by itself at 16 MiB or 10 s).

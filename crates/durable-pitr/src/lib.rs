@@ -67,7 +67,7 @@ mod journal;
 mod record;
 mod wal;
 
-pub use archiver::{Archiver, Status};
+pub use archiver::{Archiver, HistoryEntry, PointKind, Status};
 pub use bookmark::{BOOKMARK_LEN, Bookmark};
 pub use clock::{Clock, FakeClock, SystemClock, system_time_ms};
 pub use config::{ArchiveConfig, Failpoint, local_store};

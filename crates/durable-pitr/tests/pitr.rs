@@ -5,6 +5,7 @@ mod pitr {
 
     mod bookmarks;
     mod crash;
+    mod history;
     mod restore;
     mod retention;
     mod stores;

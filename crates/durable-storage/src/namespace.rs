@@ -210,6 +210,27 @@ impl StorageHandle {
         self.with_archiver(|a| a.on_next_session_restore_bookmark(bookmark))
     }
 
+    /// The retained points of the object's history, newest first: at most `limit`, only
+    /// those older than the bookmark `before` when given (pass the last bookmark of a page
+    /// to get the next page). Covers the local journal and the archive. Anything written
+    /// before the call is committed first.
+    pub fn history(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<durable_pitr::HistoryEntry>> {
+        if self.inner.archiver.lock().map(|a| a.is_some()).unwrap_or(false) {
+            self.inner.storage.sync().wait()?;
+        }
+        self.with_archiver(|a| off_runtime(a.history(before, limit)))
+    }
+
+    /// The database image (the bytes of the database file) at `bookmark`, rebuilt from
+    /// history without touching the object: to verify a point or copy a state elsewhere.
+    pub fn image_at(&self, bookmark: &str) -> Result<Vec<u8>> {
+        self.with_archiver(|a| off_runtime(a.image_at(bookmark)))
+    }
+
     /// The archiver's state (epoch, newest commit, what is archived), when the object has
     /// an archive.
     pub fn archive_status(&self) -> Option<durable_pitr::Status> {

@@ -23,7 +23,6 @@ fn bad_input_is_one_line_and_a_failure() {
         &["sql", "o", "BEGIN"],
         &["sql", "o", "SELECT ?"],
         &["sql", "o", "SELECT 1", r#"{"a": 1}"#],
-        &["--archive", "s3://bucket/prefix", "objects"],
         &["--archive", "ftp://host/x", "objects"],
     ] {
         data.fails(args);

@@ -81,3 +81,31 @@ fn kv_backed_and_unarchived_objects_answer_with_the_runtime_error() {
         assert!(s.archive_status().is_none());
     }
 }
+
+#[test]
+fn history_lists_every_commit_and_each_point_rebuilds() {
+    let dir = Dir::new();
+    let ns = dir.open(NamespaceOptions::default());
+    add(&ns, 3);
+    let s = ns.storage("doc").unwrap();
+    let points = s.history(None, usize::MAX).unwrap();
+    let head = s.archive_status().unwrap().seq;
+    let seqs: Vec<u64> = points.iter().map(|p| p.seq).collect();
+    assert_eq!(seqs, (0..=head).rev().collect::<Vec<_>>(), "newest first, every point");
+    assert_eq!(points[0].bookmark, s.current_bookmark().unwrap());
+    // Each point rebuilds to an image of the listed size; the newest is the live database.
+    for p in &points {
+        assert_eq!(s.image_at(&p.bookmark).unwrap().len() as u64, p.db_bytes);
+    }
+    assert_eq!(points[0].db_bytes, s.database_size().unwrap());
+    // Paging: the next page starts before the last bookmark of the previous one.
+    let first = s.history(None, 2).unwrap();
+    let rest = s.history(Some(&first[1].bookmark), usize::MAX).unwrap();
+    assert_eq!([first, rest].concat(), points);
+    // Objects without an archive answer with the runtime's error.
+    let off = Dir::new();
+    let ns = off.open(NamespaceOptions { archive: Archive::Off, ..NamespaceOptions::default() });
+    let s = ns.storage("doc").unwrap();
+    assert!(s.history(None, 10).is_err());
+    assert!(s.image_at("x").is_err());
+}
