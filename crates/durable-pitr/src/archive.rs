@@ -216,7 +216,7 @@ impl Archive {
                 }
                 Err(e) if attempt < self.attempts => {
                     tracing::warn!(key = %key, attempt, error = %e, "archive upload failed, retrying");
-                    tokio::time::sleep(delay).await;
+                    backoff(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
                 Err(e) => return Err(store_error("put", &key)(e)),
@@ -240,7 +240,7 @@ impl Archive {
                 Ok(v) => return Ok(v),
                 Err(e) if attempt < self.attempts => {
                     tracing::warn!(key = %key, attempt, error = %e, "archive read failed, retrying");
-                    tokio::time::sleep(delay).await;
+                    backoff(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
                 Err(e) => return Err(store_error("get", &key)(e)),
@@ -289,6 +289,17 @@ impl Archive {
         }
         catalog.sort();
         Ok(catalog)
+    }
+}
+
+/// Waits `delay` before a retry: on the tokio timer inside a runtime, else by sleeping the
+/// thread (the facade runs archiver work on a plain thread with a minimal executor, where
+/// the tokio timer would panic for want of a reactor).
+async fn backoff(delay: Duration) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        tokio::time::sleep(delay).await;
+    } else {
+        std::thread::sleep(delay);
     }
 }
 

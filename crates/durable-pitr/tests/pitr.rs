@@ -5,6 +5,8 @@ mod pitr {
 
     mod bookmarks;
     mod crash;
+    mod faults;
+    pub mod faulty_store;
     mod history;
     mod restore;
     mod retention;

@@ -1,0 +1,183 @@
+//! `FaultyStore`, a fault-injecting [`ObjectStore`] wrapper for tests: a full target (every
+//! put fails as with ENOSPC), transient put failures (the next N puts fail), and failing
+//! reads (get and list). Shared by durable-pitr's and durable-storage's tests (the latter
+//! includes this file with a `#[path]` attribute).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use durable_pitr::object_store::path::Path;
+use durable_pitr::object_store::{
+    self, CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+
+#[derive(Debug, Default)]
+struct Faults {
+    /// Every put fails (the target is full) until healed.
+    full: bool,
+    /// The next N puts fail, then puts work again.
+    fail_next_puts: usize,
+    /// Every get and list fails until healed.
+    fail_reads: bool,
+    /// Put attempts seen, failed or not.
+    put_attempts: usize,
+    /// Calls failed by this wrapper.
+    injected: usize,
+}
+
+/// Wraps a store and fails the calls its switches select.
+#[derive(Debug)]
+pub struct FaultyStore {
+    inner: Arc<dyn ObjectStore>,
+    faults: Mutex<Faults>,
+}
+
+#[allow(dead_code)]
+impl FaultyStore {
+    /// Wraps `inner`; no fault is on.
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Arc<FaultyStore> {
+        Arc::new(FaultyStore { inner, faults: Mutex::new(Faults::default()) })
+    }
+
+    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every put fails with "No space left on device" until [`heal`](FaultyStore::heal).
+    pub fn fill(&self) {
+        self.faults().full = true;
+    }
+
+    /// The next `n` puts fail, then puts work again.
+    pub fn fail_next_puts(&self, n: usize) {
+        self.faults().fail_next_puts = n;
+    }
+
+    /// Every get and list fails until [`heal`](FaultyStore::heal).
+    pub fn fail_reads(&self) {
+        self.faults().fail_reads = true;
+    }
+
+    /// Turns every fault off.
+    pub fn heal(&self) {
+        let mut f = self.faults();
+        f.full = false;
+        f.fail_next_puts = 0;
+        f.fail_reads = false;
+    }
+
+    /// Put attempts seen so far.
+    pub fn put_attempts(&self) -> usize {
+        self.faults().put_attempts
+    }
+
+    /// Calls this wrapper failed so far.
+    pub fn injected(&self) -> usize {
+        self.faults().injected
+    }
+
+    fn check_put(&self) -> object_store::Result<()> {
+        let mut f = self.faults();
+        f.put_attempts += 1;
+        if f.full {
+            f.injected += 1;
+            return Err(enospc());
+        }
+        if f.fail_next_puts > 0 {
+            f.fail_next_puts -= 1;
+            f.injected += 1;
+            return Err(transient("put"));
+        }
+        Ok(())
+    }
+
+    fn check_read(&self, what: &'static str) -> object_store::Result<()> {
+        let mut f = self.faults();
+        if f.fail_reads {
+            f.injected += 1;
+            return Err(transient(what));
+        }
+        Ok(())
+    }
+}
+
+fn enospc() -> object_store::Error {
+    let source = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
+    object_store::Error::Generic { store: "faulty", source: Box::new(source) }
+}
+
+fn transient(what: &'static str) -> object_store::Error {
+    let source = std::io::Error::other(format!("injected {what} failure"));
+    object_store::Error::Generic { store: "faulty", source: Box::new(source) }
+}
+
+impl fmt::Display for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FaultyStore({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FaultyStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.check_put()?;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.check_put()?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.check_read("get")?;
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        match self.check_read("list") {
+            Ok(()) => self.inner.list(prefix),
+            Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
+        }
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.check_read("list")?;
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.check_put()?;
+        self.inner.copy_opts(from, to, options).await
+    }
+}
