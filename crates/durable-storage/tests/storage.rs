@@ -12,6 +12,10 @@ mod alarms;
 mod backend;
 #[path = "storage/counter.rs"]
 mod counter;
+#[path = "storage/faults.rs"]
+mod faults;
+#[path = "../../durable-pitr/tests/pitr/faulty_store.rs"]
+mod faulty_store;
 #[path = "storage/names.rs"]
 mod names;
 #[path = "storage/namespace.rs"]

@@ -563,8 +563,13 @@ impl Storage {
             return Ok(TurnEnd::Durable);
         }
         match &self.inner.engine {
-            Engine::Sqlite { .. } => {
+            Engine::Sqlite { db, .. } => {
                 self.commit_now()?;
+                // A critical error (SQLITE_FULL, IOERR, ...) rolled the turn back underneath:
+                // the output gate breaks and the object resets (spec 5.2).
+                if let Some(error) = db.broken() {
+                    return Err(error.into());
+                }
                 Ok(TurnEnd::Durable)
             }
             Engine::Kv(engine) => {
