@@ -715,6 +715,10 @@ impl Namespace {
     }
 }
 
+/// Runs the archiver's async work to completion on this thread, or, inside a tokio runtime,
+/// on a plain thread of its own: there the object store does its file I/O inline instead of
+/// through the runtime's blocking pool, which may be shutting down (a handle dropped while
+/// its runtime stops) or be what the calling worker is needed for.
 fn off_runtime<F>(future: F) -> F::Output
 where
     F: Future + Send,
