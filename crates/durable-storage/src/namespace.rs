@@ -727,11 +727,9 @@ where
     if tokio::runtime::Handle::try_current().is_err() {
         return durable_txn::block_on(future);
     }
-    std::thread::scope(|scope| {
-        match scope.spawn(|| durable_txn::block_on(future)).join() {
-            Ok(output) => output,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+    std::thread::scope(|scope| match scope.spawn(|| durable_txn::block_on(future)).join() {
+        Ok(output) => output,
+        Err(panic) => std::panic::resume_unwind(panic),
     })
 }
 
