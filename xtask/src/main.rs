@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's checks and chores in one entry point.
 //!
 //! - `cargo xtask ci`: formatting, clippy with `-D warnings`, every test (doc tests
-//!   included), the layering and tidy checks, and the conformance suite.
+//!   included), the layering and tidy checks, the conformance suite, a crash run, a load run,
+//!   the examples, `cargo doc` without warnings, and the benchmarks with `--quick`.
 //! - `cargo xtask conformance [--cases DIR]`: runs the op-script cases (default: the
 //!   vendored copy in `tests/cases`) and prints `N passed, N failed, N skipped` last.
 //! - `cargo xtask crash [--iterations N]`: kills a writing child process with SIGKILL at
@@ -49,6 +50,15 @@ fn ci() -> Result<(), String> {
     conformance(&[])?;
     crash(&["--iterations".into(), "3".into()])?;
     load(&["--objects".into(), "200".into(), "--seconds".into(), "3".into()])?;
+    // The examples run, and the API docs build without warnings.
+    for example in ["counter", "chat_room", "restore"] {
+        let mut run_example = cargo();
+        run_example.args(["run", "--quiet", "--package", "durable-storage", "--example", example]);
+        run(&format!("example {example}"), run_example)?;
+    }
+    let mut doc = cargo();
+    doc.args(["doc", "--no-deps", "--workspace"]).env("RUSTDOCFLAGS", "-D warnings");
+    run("cargo doc", doc)?;
     // The benchmarks run small so that they never rot; in the test profile, so CI builds
     // nothing twice, and nothing is asserted about time.
     let mut quick = cargo();
