@@ -5,7 +5,7 @@
 //!   the examples, `cargo doc` without warnings, and the benchmarks with `--quick`.
 //! - `cargo xtask conformance [--cases DIR]`: runs the op-script cases (default: the
 //!   vendored copy in `tests/cases`) and prints `N passed, N failed, N skipped` last.
-//! - `cargo xtask crash [--iterations N]`: kills a writing child process with SIGKILL at
+//! - `cargo xtask crash [--iterations N] [--pitr]`: kills a writing child process with SIGKILL at
 //!   random moments and checks that no released batch was lost and none is torn.
 //! - `cargo xtask load [--objects N] [--seconds S] [--clients C]`: many objects under
 //!   concurrent events; checks that no acknowledged write was lost and reports memory.
@@ -49,6 +49,7 @@ fn ci() -> Result<(), String> {
     run("cargo test", test)?;
     conformance(&[])?;
     crash(&["--iterations".into(), "3".into()])?;
+    crash(&["--iterations".into(), "2".into(), "--pitr".into()])?;
     load(&["--objects".into(), "200".into(), "--seconds".into(), "3".into()])?;
     // The examples run, and the API docs build without warnings.
     for example in ["counter", "chat_room", "restore"] {
@@ -141,7 +142,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask (ci | conformance [--cases DIR] | crash [--iterations N] | load [--objects N] [--seconds S] | bench [--quick] | refresh-cases | tidy)"
+                "usage: cargo xtask (ci | conformance [--cases DIR] | crash [--iterations N] [--pitr] | load [--objects N] [--seconds S] | bench [--quick] | refresh-cases | tidy)"
             );
             return ExitCode::from(2);
         }

@@ -5,7 +5,8 @@
 //! and the child prints `released OBJECT BATCH` once the batch's result came back. The parent
 //! kills the child with SIGKILL after a random number of released batches, reopens every
 //! object and checks that every printed batch is fully present, that no batch is partly
-//! present, and that SQLite's integrity check passes. The last line is
+//! present, and that SQLite's integrity check passes. With `--pitr` the objects run with the
+//! WAL archiver, and the image rebuilt at the current bookmark must equal the database file. The last line is
 //! `N iterations, N batches checked, N lost, N torn`.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool
 
@@ -16,6 +17,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use durable_kv::ListOptions;
+use durable_pitr::{ArchiveConfig, Archiver};
 use durable_sql::{Options, SqlValue};
 use durable_txn::{Actor, Object, Storage};
 
@@ -29,8 +31,34 @@ fn object_path(dir: &Path, object: usize) -> PathBuf {
     dir.join(format!("object-{object}.sqlite"))
 }
 
+/// Opens `path` as the runtime's opener does: with `pitr`, through the WAL archiver (on a
+/// plain thread, so the archive's file I/O never waits on the runtime), keeping the archiver
+/// alive beside the storage.
+fn open_object(path: &Path, pitr: bool) -> durable_txn::Result<Storage> {
+    if !pitr {
+        return Storage::open(path, Options::default());
+    }
+    let config =
+        ArchiveConfig::local_for(path).map_err(|_| durable_txn::Error::NoLongerAccessible)?;
+    let opened = std::thread::scope(|s| {
+        s.spawn(|| durable_txn::block_on(Archiver::open(path, Options::default(), config)))
+            .join()
+            .map_err(|_| durable_txn::Error::NoLongerAccessible)
+    })?;
+    let (db, archiver) = opened.map_err(|e| {
+        eprintln!("crash: archiver: {e}");
+        durable_txn::Error::NoLongerAccessible
+    })?;
+    let archiver = std::sync::Arc::new(archiver);
+    let storage = Storage::new(db);
+    storage.set_commit_listener(Some(std::sync::Arc::new(move || {
+        let _ = archiver.capture();
+    })));
+    Ok(storage)
+}
+
 /// The child: writes batches on every object until it is killed.
-fn child(dir: &Path) -> ExitCode {
+fn child(dir: &Path, pitr: bool) -> ExitCode {
     let rt =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
             Ok(rt) => rt,
@@ -50,8 +78,7 @@ fn child(dir: &Path) -> ExitCode {
                     return;
                 }
             };
-            let object: Object<Plain> =
-                Object::spawn(move || Storage::open(&path, Options::default()), |_| Plain);
+            let object: Object<Plain> = Object::spawn(move || open_object(&path, pitr), |_| Plain);
             tasks.push(tokio::spawn(async move {
                 for batch in start.. {
                     let written = object
@@ -105,9 +132,27 @@ struct Found {
     kv: BTreeMap<i64, i64>,
     sql: BTreeMap<i64, i64>,
     integrity: String,
+    /// With `--pitr`: the image rebuilt at the current bookmark equals the database file.
+    restore_matches: Option<bool>,
 }
 
-fn inspect(path: &Path) -> Result<Found, String> {
+/// With the archiver: checkpoints, then compares the database file with the image the
+/// archive rebuilds at the current bookmark.
+fn restore_matches(path: &Path) -> Result<bool, String> {
+    let config = ArchiveConfig::local_for(path).map_err(|e| e.to_string())?;
+    let (db, archiver) = durable_txn::block_on(Archiver::open(path, Options::default(), config))
+        .map_err(|e| e.to_string())?;
+    archiver.checkpoint().map_err(|e| e.to_string())?;
+    let bookmark = archiver.current_bookmark().map_err(|e| e.to_string())?;
+    let image = durable_txn::block_on(archiver.image_at(&bookmark)).map_err(|e| e.to_string())?;
+    let file = std::fs::read(path).map_err(|e| e.to_string())?;
+    drop(db);
+    drop(archiver);
+    Ok(image == file)
+}
+
+fn inspect(path: &Path, pitr: bool) -> Result<Found, String> {
+    let restore_matches = if pitr { Some(restore_matches(path)?) } else { None };
     let storage = Storage::open(path, Options::default()).map_err(|e| e.to_string())?;
     let mut kv = BTreeMap::new();
     let keys: Vec<(String, i64)> =
@@ -143,7 +188,7 @@ fn inspect(path: &Path) -> Result<Found, String> {
             Ok(i.connection().query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))?)
         })
         .map_err(|e| e.to_string())?;
-    Ok(Found { kv, sql, integrity })
+    Ok(Found { kv, sql, integrity, restore_matches })
 }
 
 /// A small xorshift generator: random kill points without a dependency.
@@ -158,7 +203,7 @@ impl Rng {
     }
 }
 
-fn parent(iterations: u64, dir: &Path) -> ExitCode {
+fn parent(iterations: u64, dir: &Path, pitr: bool) -> ExitCode {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -177,6 +222,7 @@ fn parent(iterations: u64, dir: &Path) -> ExitCode {
         let mut child = match Command::new(&exe)
             .arg("child")
             .arg(dir)
+            .args(pitr.then_some("--pitr"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -208,13 +254,17 @@ fn parent(iterations: u64, dir: &Path) -> ExitCode {
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
         for (o, released) in released.iter().enumerate() {
-            let found = match inspect(&object_path(dir, o)) {
+            let found = match inspect(&object_path(dir, o), pitr) {
                 Ok(f) => f,
                 Err(e) => {
                     eprintln!("crash: object {o} after iteration {iteration}: {e}");
                     return ExitCode::FAILURE;
                 }
             };
+            if found.restore_matches == Some(false) {
+                eprintln!("crash: object {o}: the image at the current bookmark differs");
+                torn += 1;
+            }
             if found.integrity != "ok" {
                 eprintln!("crash: object {o}: integrity check says {}", found.integrity);
                 torn += 1;
@@ -244,13 +294,15 @@ fn parent(iterations: u64, dir: &Path) -> ExitCode {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("child") {
+        let pitr = args.get(2).map(String::as_str) == Some("--pitr");
         return match args.get(1) {
-            Some(dir) => child(Path::new(dir)),
+            Some(dir) => child(Path::new(dir), pitr),
             None => ExitCode::from(2),
         };
     }
     let mut iterations = 10;
     let mut dir: Option<PathBuf> = None;
+    let mut pitr = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -262,9 +314,10 @@ fn main() -> ExitCode {
                 }
             },
             "--dir" => dir = it.next().map(PathBuf::from),
+            "--pitr" => pitr = true,
             other => {
                 eprintln!("crash: unknown argument {other}");
-                eprintln!("usage: crash [--iterations N] [--dir DIR]");
+                eprintln!("usage: crash [--iterations N] [--pitr] [--dir DIR]");
                 return ExitCode::from(2);
             }
         }
@@ -287,5 +340,5 @@ fn main() -> ExitCode {
         eprintln!("crash: {}: {e}", dir.display());
         return ExitCode::FAILURE;
     }
-    parent(iterations, &dir)
+    parent(iterations, &dir, pitr)
 }
