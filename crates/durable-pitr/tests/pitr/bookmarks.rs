@@ -71,3 +71,46 @@ async fn bookmarks_older_than_the_window_are_refused() {
         format!("Bookmark \"{old}\" is outside the point-in-time recovery window of 30 days.")
     );
 }
+
+/// Fuzz: arbitrary strings (and mutations of a real bookmark) given to the bookmark parser
+/// through every call that takes one: never a panic, never a restore recorded, and the
+/// object keeps working.
+#[test]
+fn arbitrary_bookmark_strings_are_refused_without_a_panic() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let env = Env::new();
+    let (db, archiver) = rt.block_on(env.open());
+    db.exec("CREATE TABLE t(x)", &[]).unwrap();
+    db.commit().unwrap();
+    let good = archiver.current_bookmark().unwrap();
+    let before = archiver.status();
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(5_000);
+    let mut runner = TestRunner::new(Config { cases, ..Config::default() });
+    let strategy = prop_oneof![
+        any::<String>(),
+        "[0-9a-fA-F-]{0,70}",
+        (0..good.len(), any::<char>()).prop_map({
+            let good = good.clone();
+            move |(i, c)| {
+                let mut chars: Vec<char> = good.chars().collect();
+                chars[i] = c;
+                chars.into_iter().collect::<String>()
+            }
+        }),
+    ];
+    runner
+        .run(&strategy, |candidate| {
+            if candidate != good {
+                prop_assert!(archiver.on_next_session_restore_bookmark(&candidate).is_err());
+                prop_assert!(rt.block_on(archiver.image_at(&candidate)).is_err());
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(archiver.status().epoch, before.epoch, "no restore was recorded");
+    db.exec("INSERT INTO t VALUES (1)", &[]).unwrap();
+    db.commit().unwrap();
+    assert!(archiver.current_bookmark().unwrap() > good);
+}
