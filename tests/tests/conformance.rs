@@ -121,3 +121,96 @@ fn compare_bookmark_keeps_only_that_bookmarks_exist_and_go_forward() {
         other => panic!("expected a failure, got {other:?}"),
     }
 }
+
+/// Fuzz: the op-script runner on random scripts (any op name it knows, odd field types,
+/// random keys, values and SQL): never a panic, always an answer in the oracle's shape.
+#[test]
+fn random_op_scripts_never_panic_the_runner() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    use serde_json::{Value as Json, json};
+    let kinds = [
+        "put",
+        "get",
+        "list",
+        "delete",
+        "deleteAll",
+        "sync",
+        "getAlarm",
+        "setAlarm",
+        "deleteAlarm",
+        "rollback",
+        "kv.get",
+        "kv.put",
+        "kv.delete",
+        "kv.list",
+        "sql",
+        "databaseSize",
+        "transactionSync",
+        "transaction",
+        "throw",
+        "abort",
+        "awaitPending",
+        "bookmark",
+        "getBookmarkForTime",
+        "onNextSessionRestoreBookmark",
+        "hasSql",
+        "nonsense",
+    ];
+    let leaf = prop_oneof![
+        Just(Json::Null),
+        any::<bool>().prop_map(Json::Bool),
+        any::<i32>().prop_map(|n| json!(n)),
+        any::<f64>().prop_map(|f| json!(f)),
+        ".{0,12}".prop_map(Json::String),
+        Just(json!({"$undefined": true})),
+        Just(json!({"$num": "NaN"})),
+        Just(json!({"$bytes": "00ff"})),
+    ];
+    let value = leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Json::Array),
+            prop::collection::btree_map(".{0,4}", inner, 0..4)
+                .prop_map(|m| Json::Object(m.into_iter().collect())),
+        ]
+    });
+    let sql = prop_oneof![
+        Just("CREATE TABLE IF NOT EXISTS t (x)".to_string()),
+        Just("INSERT INTO t VALUES (?)".to_string()),
+        Just("SELECT * FROM t".to_string()),
+        ".{0,30}",
+    ];
+    let op = (0..kinds.len(), value.clone(), value.clone(), sql, any::<bool>()).prop_map(
+        move |(k, a, b, query, flag)| {
+            json!({
+                "op": kinds[k], "key": a, "value": b, "keys": [a, "k"], "query": query,
+                "params": [b], "mode": if flag { "raw" } else { "next" }, "limit": a,
+                "time": b, "ops": [{"op": "put", "key": "k", "value": 1}],
+                "rollback": flag, "throw": !flag, "await": flag, "entries": {"e": b},
+            })
+        },
+    );
+    let script = (prop::collection::vec(op, 0..8), any::<bool>(), any::<bool>()).prop_map(
+        |(ops, kv, restart)| {
+            let class = if kv { "kv" } else { "sql" };
+            if restart {
+                json!({"class": class, "requests": [ops.clone(), "restart", ops]})
+            } else {
+                json!({"class": class, "ops": ops})
+            }
+        },
+    );
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(400);
+    let mut runner = TestRunner::new(Config { cases, ..Config::default() });
+    runner
+        .run(&script, |script| {
+            let dir = tempfile::tempdir().unwrap();
+            let answer = durable_conformance::run_script(&script, dir.path());
+            prop_assert!(
+                answer.get("requests").is_some() || answer.get("error").is_some(),
+                "{answer}"
+            );
+            Ok(())
+        })
+        .unwrap();
+}
