@@ -3,30 +3,14 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use durable_sql::rusqlite::types::{ToSqlOutput, ValueRef};
-use durable_sql::rusqlite::{self, OptionalExtension, ToSql};
+use durable_kv::table::{CREATE, DELETE, GET, PUT, TextBytes};
+use durable_sql::rusqlite::{self, OptionalExtension};
 use durable_sql::{Database, Options};
 
 use crate::backend::{KeyRange, KvBackend, WriteBatch};
 use crate::error::Result;
 
-const CREATE: &str =
-    "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID";
-const GET: &str = "SELECT value FROM _cf_KV WHERE key = ?";
-const PUT: &str = "INSERT INTO _cf_KV (key, value) VALUES (?, ?) \
-                   ON CONFLICT DO UPDATE SET value = excluded.value";
-const DELETE: &str = "DELETE FROM _cf_KV WHERE key = ?";
 const DELETE_ALL: &str = "DELETE FROM _cf_KV";
-
-/// Binds raw bytes as TEXT, so range bounds compare by bytes (BINARY collation) even when they
-/// are not valid UTF-8 (a prefix's successor may not be).
-struct TextBytes<'a>(&'a [u8]);
-
-impl ToSql for TextBytes<'_> {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(ValueRef::Text(self.0)))
-    }
-}
 
 /// A [`KvBackend`] over one object's SQLite database (WAL mode), in the `_cf_KV` table that the
 /// SQLite-backed KV API uses too (`docs/storage-format.md`).

@@ -3,8 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use durable_sql::rusqlite::types::{ToSqlOutput, ValueRef};
-use durable_sql::rusqlite::{self, OptionalExtension, ToSql};
+use durable_sql::rusqlite::{self, OptionalExtension};
 use durable_sql::{Database, Internal};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -12,6 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::list::{KeyRange, ListOptions};
+use crate::table::{CREATE, DELETE, GET, PUT, TextBytes};
 
 /// Limits a KV API enforces on its own, above what SQLite bounds.
 ///
@@ -69,24 +69,9 @@ impl KvLimits {
     }
 }
 
-const CREATE: &str =
-    "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID";
-const GET: &str = "SELECT value FROM _cf_KV WHERE key = ?";
-const PUT: &str = "INSERT INTO _cf_KV (key, value) VALUES (?, ?) \
-                   ON CONFLICT DO UPDATE SET value = excluded.value";
-const DELETE: &str = "DELETE FROM _cf_KV WHERE key = ?";
 const PUT_MULTIPLE_SAVEPOINT: &str = "_cf_put_multiple_savepoint";
 /// Rows a sync list iterator fetches at a time.
 const LIST_BATCH: u64 = 256;
-
-/// Binds raw key bytes as TEXT (range bounds need not be valid UTF-8).
-struct TextBytes<'a>(&'a [u8]);
-
-impl ToSql for TextBytes<'_> {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(ValueRef::Text(self.0)))
-    }
-}
 
 fn no_kv_table(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(_, Some(msg)) if msg.starts_with("no such table: _cf_KV"))

@@ -34,6 +34,7 @@ pub mod codec;
 mod error;
 mod kv;
 mod list;
+pub mod table;
 mod value;
 
 pub use error::{Error, Result};
