@@ -100,6 +100,10 @@ pub(crate) struct State {
     free_slots: Vec<usize>,
     pub(crate) generation: u64,
     txn_open: bool,
+    /// Some write of the open transaction was confirmed (made outside [`Database::unconfirmed`]).
+    confirmed: bool,
+    /// Depth of [`Database::unconfirmed`] calls running.
+    unconfirmed: u32,
     sync_depth: u32,
     broken: Option<Error>,
     observer: Option<Box<dyn Observer>>,
@@ -203,6 +207,32 @@ impl Database {
     /// True while a write transaction is open (uncommitted writes exist).
     pub fn in_transaction(&self) -> bool {
         self.shared.lock().txn_open
+    }
+
+    /// True while the open transaction holds a *confirmed* write: any write made outside
+    /// [`unconfirmed`](Database::unconfirmed) (every SQL write, every `transaction_sync`).
+    /// The turn layer locks the output gate only for such transactions (the runtime's
+    /// `allowUnconfirmed`).
+    pub fn write_confirmed(&self) -> bool {
+        let state = self.shared.lock();
+        state.txn_open && state.confirmed
+    }
+
+    /// Runs `f` with its writes counted as unconfirmed (`allowUnconfirmed: true`): they open
+    /// the implicit transaction as any write does, but do not make it
+    /// [`write_confirmed`](Database::write_confirmed).
+    pub fn unconfirmed<T>(&self, f: impl FnOnce() -> T) -> T {
+        /// Ends the unconfirmed scope however `f` ends, a panic included.
+        struct Scope<'a>(&'a Shared);
+        impl Drop for Scope<'_> {
+            fn drop(&mut self) {
+                let mut state = self.0.lock();
+                state.unconfirmed = state.unconfirmed.saturating_sub(1);
+            }
+        }
+        self.shared.lock().unconfirmed += 1;
+        let _scope = Scope(&self.shared);
+        f()
     }
 
     /// Opens the implicit transaction if none is open, as a write would.
@@ -362,6 +392,8 @@ impl State {
             free_slots: Vec::new(),
             generation: 0,
             txn_open: false,
+            confirmed: false,
+            unconfirmed: 0,
             sync_depth: 0,
             broken: None,
             observer: None,
@@ -393,9 +425,13 @@ impl State {
         if !self.txn_open {
             self.batch("BEGIN")?;
             self.txn_open = true;
+            self.confirmed = false;
             if let Some(observer) = self.observer.as_mut() {
                 observer.transaction_opened();
             }
+        }
+        if self.unconfirmed == 0 {
+            self.confirmed = true;
         }
         Ok(())
     }

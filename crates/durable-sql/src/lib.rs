@@ -54,7 +54,7 @@ pub use db::{CheckpointMode, Database, Internal, Observer};
 pub use error::{Error, Result, SqliteFailure, code_name, extended_code_name};
 pub use options::{Limits, Options, Synchronous};
 pub use value::{FromSqlValue, SqlValue};
-pub use wal::WalObserver;
+pub use wal::{WalObserver, WalSync};
 
 /// The rusqlite version this crate is built on, for layers that run trusted SQL through
 /// [`Database::internal`].

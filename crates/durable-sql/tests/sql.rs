@@ -14,6 +14,8 @@ mod support;
 mod authorizer;
 #[path = "sql/cursor.rs"]
 mod cursor;
+#[path = "sql/durability.rs"]
+mod durability;
 #[path = "sql/exec.rs"]
 mod exec;
 #[path = "sql/hostile.rs"]
