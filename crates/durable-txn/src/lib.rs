@@ -32,6 +32,7 @@
 mod alarm;
 mod block;
 mod clock;
+mod durability;
 mod error;
 mod gate;
 mod legacy;
@@ -43,6 +44,7 @@ mod turn;
 
 pub use block::block_on;
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
+pub use durability::SyncFn;
 pub use error::{Error, Result};
 pub use gate::{OutputGate, OutputLock};
 pub use op::Op;

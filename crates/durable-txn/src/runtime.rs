@@ -6,10 +6,13 @@
 //!  event A polled ──► put(k1) ─► exec(INSERT) ─► put(k2) ──► Pending / Ready(result)
 //!   │                 └─ first write: BEGIN (implicit transaction)                   │
 //!   │                                                                   turn ends ◄──┘
-//!   │                                                  COMMIT (durable on return)
-//!   │                                       output gate: wait for earlier commits
+//!   │                         COMMIT ─► sync pool: fsync (group commit; the next turns
+//!   │                                   run meanwhile and share the next fsync)
+//!   │                                       output gate: wait for earlier commits' syncs
 //!   └──────────────────────────────────────────────────► result released to caller
 //! ```
+//!
+//! Storage opened without group commit syncs inside `COMMIT` and its turns end durable.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -452,7 +455,15 @@ impl<A: Actor> Driver<A> {
             return;
         }
         // The turn ends: its writes commit.
-        match storage.end_turn() {
+        let end = match storage.end_turn() {
+            // Already durable (a sync that finished at once): nothing to wait for.
+            Ok(TurnEnd::Flushing { durable, confirmed }) => match durable.now() {
+                Ok(result) => result.map(|()| TurnEnd::Durable),
+                Err(durable) => Ok(TurnEnd::Flushing { durable, confirmed }),
+            },
+            other => other,
+        };
+        match end {
             Err(error) => {
                 if let Some(deliver) = outcome {
                     deliver(Some(error.clone()));

@@ -12,6 +12,7 @@ use durable_backend::cache::CacheOptions;
 
 use crate::alarm;
 use crate::clock::{Clock, SystemClock};
+use crate::durability::{SyncFn, Syncer};
 use crate::error::{Error, Result};
 use crate::legacy::{KvEngine, map_op};
 use crate::op::Op;
@@ -43,7 +44,8 @@ pub struct PutOptions {
 pub enum TurnEnd {
     /// Nothing was written, or everything written is durable already.
     Durable,
-    /// The turn's writes are on their way to the backend (KV-backed storage).
+    /// The turn's writes are on their way to the backend (KV-backed storage), or committed
+    /// and waiting for their sync (SQLite-backed storage with group commit).
     Flushing {
         /// Completes once they are durable (fails if the flush fails).
         durable: Op<()>,
@@ -92,6 +94,15 @@ pub(crate) enum Engine {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        let syncer = self.state.lock().ok().and_then(|s| s.syncer.clone());
+        if let (Engine::Sqlite { db, .. }, Some(syncer)) = (&self.engine, syncer) {
+            // The database commits what is still open when its last handle goes: make that
+            // and every earlier commit durable before the storage is gone.
+            if db.in_transaction() && db.commit().is_ok() {
+                syncer.committed_inline();
+            }
+            syncer.flush_blocking();
+        }
         if let Engine::Kv(engine) = &self.engine {
             let aborted = self.state.lock().map(|s| s.broken.is_some()).unwrap_or(true);
             if !aborted {
@@ -116,6 +127,11 @@ pub(crate) struct State {
     on_commit: Option<CommitListener>,
     /// The committed alarm the listener last heard of (`None`: not told yet).
     told: Option<Option<i64>>,
+    /// Group commit: makes commits durable off the turn (SQLite-backed storage).
+    syncer: Option<Arc<Syncer>>,
+    /// Commits made since the last end of turn that still wait for their sync: the last
+    /// one's sequence number, and whether any of them held a confirmed write.
+    unsynced: Option<(u64, bool)>,
 }
 
 /// A callback told the object's committed alarm (milliseconds, or none) after every commit
@@ -136,6 +152,8 @@ impl Default for State {
             listener: None,
             on_commit: None,
             told: None,
+            syncer: None,
+            unsynced: None,
         }
     }
 }
@@ -144,6 +162,29 @@ impl Storage {
     /// Opens (creating if needed) the SQLite-backed storage at `path`.
     pub fn open(path: impl AsRef<std::path::Path>, options: Options) -> Result<Storage> {
         Ok(Storage::new(Database::open(path, options)?))
+    }
+
+    /// Opens (creating if needed) the SQLite-backed storage at `path` with **group commit**:
+    /// a commit writes the WAL without waiting for the disk, and a shared pool of sync
+    /// threads makes it durable, one fsync covering every commit made before it (of this
+    /// object, while its next turns run; and of many objects at once, which the filesystem
+    /// folds together). [`end_turn`](Storage::end_turn) then answers
+    /// [`TurnEnd::Flushing`]: results must wait for it, as the object runtime's output gate
+    /// does. With `options.synchronous` at `Off` there is nothing to wait for and this is
+    /// [`open`](Storage::open).
+    pub fn open_group_commit(
+        path: impl AsRef<std::path::Path>,
+        options: Options,
+    ) -> Result<Storage> {
+        if options.synchronous == durable_sql::Synchronous::Off {
+            return Storage::open(path, options);
+        }
+        let options = Options { synchronous: durable_sql::Synchronous::Normal, ..options };
+        let db = Database::open(path, options)?;
+        let wal = db.wal_sync();
+        let storage = Storage::new(db);
+        storage.set_commit_sync(Some(Arc::new(move || wal.sync())));
+        Ok(storage)
     }
 
     /// Opens private in-memory storage (tests, ephemeral objects).
@@ -280,7 +321,7 @@ impl Storage {
         options: PutOptions,
     ) -> Op<()> {
         Op::ready(self.check_usable().and_then(|()| match &self.inner.engine {
-            Engine::Sqlite { kv, .. } => Ok(kv.put(key, value)?),
+            Engine::Sqlite { db, kv } => Ok(write_as(db, options, || kv.put(key, value))?),
             Engine::Kv(engine) => match Transaction::active_kv(self) {
                 Some(txn) => txn.put_with(key, value, options).wait(),
                 None => engine.put(key, value, options),
@@ -300,7 +341,7 @@ impl Storage {
         options: PutOptions,
     ) -> Op<()> {
         Op::ready(self.check_usable().and_then(|()| match &self.inner.engine {
-            Engine::Sqlite { kv, .. } => Ok(kv.put_multiple(entries)?),
+            Engine::Sqlite { db, kv } => Ok(write_as(db, options, || kv.put_multiple(entries))?),
             Engine::Kv(engine) => match Transaction::active_kv(self) {
                 Some(txn) => txn.put_multiple(entries).wait(),
                 None => engine.put_multiple(entries, options),
@@ -319,7 +360,9 @@ impl Storage {
             return Op::ready(Err(e));
         }
         match &self.inner.engine {
-            Engine::Sqlite { kv, .. } => Op::ready(kv.delete(key).map_err(Error::from)),
+            Engine::Sqlite { db, kv } => {
+                Op::ready(write_as(db, options, || kv.delete(key)).map_err(Error::from))
+            }
             Engine::Kv(engine) => match Transaction::active_kv(self) {
                 Some(txn) => txn.delete(key),
                 None => map_op(engine.delete(&[key], options), |n| Ok(n > 0)),
@@ -338,7 +381,9 @@ impl Storage {
             return Op::ready(Err(e));
         }
         match &self.inner.engine {
-            Engine::Sqlite { kv, .. } => Op::ready(kv.delete_multiple(keys).map_err(Error::from)),
+            Engine::Sqlite { db, kv } => {
+                Op::ready(write_as(db, options, || kv.delete_multiple(keys)).map_err(Error::from))
+            }
             Engine::Kv(engine) => match Transaction::active_kv(self) {
                 Some(txn) => txn.delete_multiple(keys),
                 None => engine.delete(keys, options),
@@ -460,7 +505,7 @@ impl Storage {
                 if alarm::read(db)? == Some(ns) {
                     return Ok(());
                 }
-                alarm::write(db, Some(ns))
+                write_as(db, options, || alarm::write(db, Some(ns)))
             }
             Engine::Kv(engine) => match Transaction::active_kv(self) {
                 Some(txn) => txn.set_alarm(time_ms).wait(),
@@ -486,7 +531,7 @@ impl Storage {
                 if alarm::read(db)?.is_none() {
                     return Ok(());
                 }
-                alarm::write(db, None)
+                write_as(db, options, || alarm::write(db, None))
             }
             Engine::Kv(engine) => match Transaction::active_kv(self) {
                 Some(txn) => txn.delete_alarm().wait(),
@@ -541,7 +586,16 @@ impl Storage {
             return Op::ready(Err(e));
         }
         match &self.inner.engine {
-            Engine::Sqlite { .. } => Op::ready(self.end_turn().map(|_| ())),
+            Engine::Sqlite { .. } => {
+                if let Err(e) = self.commit_if_idle() {
+                    return Op::ready(Err(e));
+                }
+                let syncer = self.state().syncer.clone();
+                match syncer {
+                    Some(syncer) => syncer.wait(syncer.latest()),
+                    None => Op::ready(Ok(())),
+                }
+            }
             Engine::Kv(engine) => {
                 let wrote = engine.busy();
                 let op = engine.sync();
@@ -559,18 +613,25 @@ impl Storage {
     ///
     /// A failed commit is returned; the transaction is rolled back.
     pub fn end_turn(&self) -> Result<TurnEnd> {
-        if !self.state().txns.is_empty() {
+        if self.is_sqlite() {
+            // Inside an explicit transaction nothing commits, but commits made before it
+            // (the turn's earlier writes) may still wait for their sync.
+        } else if !self.state().txns.is_empty() {
             return Ok(TurnEnd::Durable);
         }
         match &self.inner.engine {
-            Engine::Sqlite { db, .. } => {
-                self.commit_now()?;
-                // A critical error (SQLITE_FULL, IOERR, ...) rolled the turn back underneath:
-                // the output gate breaks and the object resets (spec 5.2).
-                if let Some(error) = db.broken() {
-                    return Err(error.into());
-                }
-                Ok(TurnEnd::Durable)
+            Engine::Sqlite { .. } => {
+                self.commit_if_idle()?;
+                let (unsynced, syncer) = {
+                    let mut state = self.state();
+                    (state.unsynced.take(), state.syncer.clone())
+                };
+                Ok(match (unsynced, syncer) {
+                    (Some((seq, confirmed)), Some(syncer)) => {
+                        TurnEnd::Flushing { durable: syncer.wait(seq), confirmed }
+                    }
+                    _ => TurnEnd::Durable,
+                })
             }
             Engine::Kv(engine) => {
                 let wrote = engine.busy();
@@ -586,13 +647,35 @@ impl Storage {
         }
     }
 
+    /// Commits the implicit transaction unless an explicit transaction is running; fails
+    /// after a critical error (SQLITE_FULL, IOERR, ...) rolled the turn back underneath: the
+    /// output gate breaks and the object resets (spec 5.2).
+    fn commit_if_idle(&self) -> Result<()> {
+        let Engine::Sqlite { db, .. } = &self.inner.engine else { return Ok(()) };
+        if self.state().txns.is_empty() {
+            self.commit_now()?;
+        }
+        match db.broken() {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
+        }
+    }
+
     /// Commits the implicit transaction now (explicit transactions use it), telling the
     /// alarm listener.
     pub(crate) fn commit_now(&self) -> std::result::Result<(), durable_sql::Error> {
         let Engine::Sqlite { db, .. } = &self.inner.engine else { return Ok(()) };
         let wrote = db.in_transaction();
+        let confirmed = db.write_confirmed();
         db.commit()?;
         if wrote {
+            let syncer = self.state().syncer.clone();
+            if let Some(syncer) = syncer {
+                let seq = syncer.committed();
+                let mut state = self.state();
+                let earlier = state.unsynced.is_some_and(|(_, c)| c);
+                state.unsynced = Some((seq, earlier || confirmed));
+            }
             self.tell_alarm();
             let on_commit = self.state().on_commit.clone();
             if let Some(on_commit) = on_commit {
@@ -614,6 +697,30 @@ impl Storage {
         };
         if changed {
             listener(alarm);
+        }
+    }
+
+    /// Makes commits durable off the turn with `sync` (group commit; see
+    /// [`open_group_commit`](Storage::open_group_commit), which installs an fsync of the
+    /// WAL): after every commit the storage hands `sync` to a shared pool of threads, and
+    /// [`end_turn`](Storage::end_turn) answers [`TurnEnd::Flushing`] until it has run. A
+    /// failed sync fails the turn's `durable` future, and the object runtime resets the
+    /// object. `None` goes back to commits that are durable on return; so does KV-backed
+    /// storage, which ignores this.
+    ///
+    /// Only sound when the database does not sync its commits itself
+    /// (`synchronous=NORMAL`) and `sync` makes every commit made before the call durable,
+    /// or when `sync` adds durability beyond the local file (a replica's acknowledgement).
+    pub fn set_commit_sync(&self, sync: Option<SyncFn>) {
+        if !self.is_sqlite() {
+            return;
+        }
+        let old = {
+            let mut state = self.state();
+            std::mem::replace(&mut state.syncer, sync.map(Syncer::new))
+        };
+        if let Some(old) = old {
+            old.flush_blocking();
         }
     }
 
@@ -677,4 +784,10 @@ impl Storage {
             Err(_) => Ok(None),
         }
     }
+}
+
+/// Runs a write on SQLite-backed storage, counted as unconfirmed (it does not hold the
+/// output gate) when `options.allow_unconfirmed` says so.
+fn write_as<T>(db: &Database, options: PutOptions, f: impl FnOnce() -> T) -> T {
+    if options.allow_unconfirmed { db.unconfirmed(f) } else { f() }
 }

@@ -12,6 +12,8 @@ mod alarms;
 mod crash;
 #[path = "txn/gates.rs"]
 mod gates;
+#[path = "txn/group_commit.rs"]
+mod group_commit;
 #[path = "txn/legacy.rs"]
 mod legacy;
 #[path = "txn/runtime.rs"]

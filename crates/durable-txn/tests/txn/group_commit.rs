@@ -1,0 +1,312 @@
+//! Group commit: commits become durable off the turn, results wait for their sync (the
+//! output gate), `allow_unconfirmed` writes do not hold results (spec 5.3), turns that commit
+//! while a sync runs share the next one, and a failed sync resets the object.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use durable_sql::Options;
+use durable_txn::{Error, Object, PutOptions, Storage, TurnEnd};
+
+use crate::support::{Dir, Plain, count_commits};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// A sync function the test controls: it blocks while the valve is shut, counts its runs,
+/// and fails while `fail` is set.
+#[derive(Clone, Default)]
+struct Valve {
+    shut: Arc<(Mutex<bool>, Condvar)>,
+    runs: Arc<AtomicUsize>,
+    fail: Arc<AtomicBool>,
+}
+
+impl Valve {
+    fn shut() -> Valve {
+        let valve = Valve::default();
+        *valve.shut.0.lock().unwrap() = true;
+        valve
+    }
+
+    fn release(&self) {
+        *self.shut.0.lock().unwrap() = false;
+        self.shut.1.notify_all();
+    }
+
+    fn runs(&self) -> usize {
+        self.runs.load(Ordering::SeqCst)
+    }
+
+    fn sync_fn(&self) -> durable_txn::SyncFn {
+        let valve = self.clone();
+        Arc::new(move || {
+            let (lock, cv) = &*valve.shut;
+            let mut shut = lock.lock().unwrap();
+            while *shut {
+                shut = cv.wait(shut).unwrap();
+            }
+            valve.runs.fetch_add(1, Ordering::SeqCst);
+            if valve.fail.load(Ordering::SeqCst) {
+                Err(std::io::Error::other("injected: disk gone"))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    /// Storage over `dir` whose commits are made durable by this valve.
+    fn open(&self, dir: &Dir) -> Storage {
+        let storage = Storage::open_group_commit(dir.path(), Options::default()).unwrap();
+        storage.set_commit_sync(Some(self.sync_fn()));
+        storage
+    }
+
+    fn object(&self, dir: &Dir) -> Object<Plain> {
+        let valve = self.clone();
+        let path = dir.path();
+        Object::spawn(
+            move || {
+                let storage = Storage::open_group_commit(&path, Options::default())?;
+                storage.set_commit_sync(Some(valve.sync_fn()));
+                Ok(storage)
+            },
+            |_| Plain,
+        )
+    }
+}
+
+async fn pending_for<T>(fut: impl Future<Output = T>, ms: u64) -> bool {
+    tokio::time::timeout(Duration::from_millis(ms), fut).await.is_err()
+}
+
+#[test]
+fn a_result_waits_for_the_sync_of_its_commit() {
+    let dir = Dir::new();
+    let valve = Valve::shut();
+    runtime().block_on(async {
+        let object = valve.object(&dir);
+        let o = object.clone();
+        let call = tokio::spawn(async move {
+            o.call(|ctx| async move {
+                ctx.storage().put("k", &1);
+                "done"
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(!call.is_finished(), "released before its commit was synced");
+        // The commit itself happened: the object reads it, and the file has it.
+        let seen = object
+            .call(|ctx| async move { ctx.storage().get::<i64>("k").now().ok().unwrap().unwrap() });
+        assert!(pending_for(seen, 100).await, "a read after an unsynced write waits too");
+        valve.release();
+        assert_eq!(call.await.unwrap().unwrap(), "done");
+        assert!(valve.runs() >= 1);
+    });
+}
+
+#[test]
+fn turns_that_commit_while_a_sync_runs_share_the_next_sync() {
+    let dir = Dir::new();
+    let valve = Valve::shut();
+    let commits = Arc::new(Mutex::new(None));
+    runtime().block_on(async {
+        let path = dir.path();
+        let v = valve.clone();
+        let counter = commits.clone();
+        let object = Object::spawn(
+            move || {
+                let storage = Storage::open_group_commit(&path, Options::default())?;
+                storage.set_commit_sync(Some(v.sync_fn()));
+                *counter.lock().unwrap() = Some(count_commits(&storage));
+                Ok(storage)
+            },
+            |_| Plain,
+        );
+        let calls: Vec<_> = (0..50)
+            .map(|i| {
+                let object = object.clone();
+                tokio::spawn(async move {
+                    object
+                        .call(move |ctx| async move {
+                            ctx.storage().put(&format!("k{i:02}"), &i);
+                            i
+                        })
+                        .await
+                })
+            })
+            .collect();
+        // Let every event run its turn and commit while the first sync is held.
+        let count = loop {
+            let count = commits.lock().unwrap().clone();
+            if let Some(count) = count
+                && count.load(Ordering::SeqCst) >= 50
+            {
+                break count;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(count.load(Ordering::SeqCst), 50, "one commit per turn");
+        valve.release();
+        for (i, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.await.unwrap().unwrap(), i);
+        }
+        let runs = valve.runs();
+        assert!((1..=2).contains(&runs), "50 commits took {runs} syncs, not 1 or 2");
+    });
+}
+
+#[test]
+fn allow_unconfirmed_writes_do_not_hold_results_but_any_confirmed_write_does() {
+    let dir = Dir::new();
+    let valve = Valve::shut();
+    runtime().block_on(async {
+        let object = valve.object(&dir);
+        let unconfirmed = PutOptions { allow_unconfirmed: true, ..PutOptions::default() };
+        let fast = object.call(move |ctx| async move {
+            let s = ctx.storage();
+            s.put_with("a", &1, unconfirmed);
+            s.delete_with("b", unconfirmed);
+            s.put_multiple_with(&[("c", 3)], unconfirmed);
+            s.set_alarm_with(4_000_000_000_000, unconfirmed);
+            "fast"
+        });
+        let fast = tokio::time::timeout(Duration::from_secs(5), fast).await;
+        assert_eq!(fast.expect("held by unconfirmed writes").unwrap(), "fast");
+
+        // One confirmed put among unconfirmed ones gates the whole turn (spec item 119).
+        let o = object.clone();
+        let mixed = tokio::spawn(async move {
+            o.call(move |ctx| async move {
+                ctx.storage().put_with("a", &2, unconfirmed);
+                ctx.storage().put("d", &4);
+                ctx.storage().put_with("e", &5, unconfirmed);
+            })
+            .await
+        });
+        // Any SQL write is confirmed (spec item 120).
+        let o = object.clone();
+        let sql = tokio::spawn(async move {
+            o.call(|ctx| async move {
+                ctx.storage().sql().unwrap().exec("CREATE TABLE t(x)", &[]).unwrap();
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(!mixed.is_finished() && !sql.is_finished(), "confirmed writes released early");
+        valve.release();
+        mixed.await.unwrap().unwrap();
+        sql.await.unwrap().unwrap();
+    });
+}
+
+#[test]
+fn a_failed_sync_fails_the_results_and_resets_the_object() {
+    let dir = Dir::new();
+    let valve = Valve::default();
+    valve.fail.store(true, Ordering::SeqCst);
+    runtime().block_on(async {
+        let object = valve.object(&dir);
+        let err = object
+            .call(|ctx| async move {
+                ctx.storage().put("k", &1);
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::WriteFailed(_)), "{err:?}");
+        assert!(err.to_string().contains("disk gone"), "{err}");
+        valve.fail.store(false, Ordering::SeqCst);
+        // A fresh instance: storage opened again, calls work.
+        let n = object
+            .call(|ctx| async move {
+                ctx.storage().put("n", &7_i64);
+                ctx.storage().get::<i64>("n").now().ok().unwrap().unwrap()
+            })
+            .await
+            .unwrap();
+        assert_eq!(n, Some(7));
+    });
+}
+
+#[test]
+fn without_the_runtime_end_turn_and_sync_report_the_pending_sync() {
+    let dir = Dir::new();
+    let valve = Valve::default();
+    let storage = valve.open(&dir);
+    assert!(matches!(storage.end_turn().unwrap(), TurnEnd::Durable), "nothing written");
+    storage.put("k", &1);
+    match storage.end_turn().unwrap() {
+        TurnEnd::Flushing { durable, confirmed } => {
+            assert!(confirmed);
+            durable.wait().unwrap();
+        }
+        other => panic!("expected a pending sync, got {other:?}"),
+    }
+    assert!(valve.runs() >= 1);
+    assert!(matches!(storage.end_turn().unwrap(), TurnEnd::Durable), "taken by the last end");
+
+    let before = valve.runs();
+    storage.put("k", &2);
+    storage.sync().wait().unwrap();
+    assert!(valve.runs() > before, "sync() waits for a sync that started after the commit");
+    // sync() with nothing new to commit answers at once.
+    assert!(storage.sync().is_ready());
+}
+
+#[test]
+fn dropping_the_storage_syncs_what_is_pending() {
+    let dir = Dir::new();
+    let valve = Valve::default();
+    {
+        let storage = valve.open(&dir);
+        storage.put("kept", &"yes");
+        // No commit point at all: the drop commits and syncs.
+    }
+    assert!(valve.runs() >= 1, "the final commit was not synced");
+    let storage = dir.open();
+    let kept: Option<String> = storage.get("kept").now().ok().unwrap().unwrap();
+    assert_eq!(kept.as_deref(), Some("yes"));
+}
+
+#[test]
+fn many_objects_on_real_files_keep_every_released_write() {
+    let dirs: Vec<Dir> = (0..20).map(|_| Dir::new()).collect();
+    runtime().block_on(async {
+        let objects: Vec<Object<Plain>> = dirs
+            .iter()
+            .map(|d| {
+                let path = d.path();
+                Object::spawn(
+                    move || Storage::open_group_commit(&path, Options::default()),
+                    |_| Plain,
+                )
+            })
+            .collect();
+        let mut calls = Vec::new();
+        for (o, object) in objects.iter().enumerate() {
+            for i in 0..25_i64 {
+                let object = object.clone();
+                calls.push(tokio::spawn(async move {
+                    object
+                        .call(move |ctx| async move {
+                            ctx.storage().put(&format!("k{i:02}"), &(o as i64 * 100 + i));
+                        })
+                        .await
+                }));
+            }
+        }
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+    });
+    for (o, dir) in dirs.iter().enumerate() {
+        let storage = dir.open();
+        for i in 0..25_i64 {
+            let v: Option<i64> = storage.get(&format!("k{i:02}")).now().ok().unwrap().unwrap();
+            assert_eq!(v, Some(o as i64 * 100 + i));
+        }
+    }
+}
