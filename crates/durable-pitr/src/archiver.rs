@@ -712,7 +712,12 @@ impl Archiver {
         let paths = Paths::new(path.as_ref());
         let mut options = options;
         options.auto_checkpoint = false;
-        options.synchronous = Synchronous::Full;
+        // NORMAL: the caller syncs the WAL after commits (group commit); the journal syncs it
+        // too before each of its own syncs. Anything else: SQLite syncs every commit.
+        let group_commit = options.synchronous == Synchronous::Normal;
+        if !group_commit {
+            options.synchronous = Synchronous::Full;
+        }
         std::fs::create_dir_all(&paths.dir).map_err(io_error("create", &paths.dir))?;
         let lock_path = paths.dir.join("LOCK");
         let lock_file = OpenOptions::new()
@@ -807,6 +812,9 @@ impl Archiver {
         }
         inner.journal.sync()?;
         let db = Database::open(&paths.db, options)?;
+        if group_commit {
+            inner.journal.set_wal(Some(db.wal_sync()));
+        }
         let inner = Arc::new(Mutex::new(inner));
         db.set_wal_observer(Some(Box::new(Capture(inner.clone()))));
         Ok((db.clone(), Archiver { inner, db }))

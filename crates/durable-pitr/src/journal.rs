@@ -36,6 +36,10 @@ pub(crate) struct Journal {
     history: HistoryKey,
     open: Option<OpenSegment>,
     failpoint: Option<Failpoint>,
+    /// The database's WAL, when its commits are not synced by SQLite itself (group commit):
+    /// synced before the journal, so the journal never holds a commit the database could
+    /// lose.
+    wal: Option<durable_sql::WalSync>,
 }
 
 /// What recovery found in the journal folder.
@@ -52,7 +56,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 
 impl Journal {
     pub(crate) fn new(dir: PathBuf, history: HistoryKey, failpoint: Option<Failpoint>) -> Journal {
-        Journal { dir, history, open: None, failpoint }
+        Journal { dir, history, open: None, failpoint, wal: None }
     }
 
     fn fail(&self, point: &'static str) -> Result<()> {
@@ -212,11 +216,20 @@ impl Journal {
         Ok(sealed)
     }
 
+    /// Syncs `wal` before every sync of the journal (see the field).
+    pub(crate) fn set_wal(&mut self, wal: Option<durable_sql::WalSync>) {
+        self.wal = wal;
+    }
+
     /// Makes everything appended durable.
     pub(crate) fn sync(&mut self) -> Result<()> {
         if let Some(open) = &mut self.open
             && open.synced_len < open.len
         {
+            if let Some(wal) = &self.wal {
+                let path = wal.path().unwrap_or(&self.dir);
+                wal.sync().map_err(io_error("sync", path))?;
+            }
             if let Some(f) = &self.failpoint
                 && f("journal.before_sync")
             {
