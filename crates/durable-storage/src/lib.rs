@@ -22,7 +22,7 @@
 //! let room = ns.storage("room 42")?;
 //! room.put("topic", "storage");                         // takes effect now
 //! room.sql()?.exec("CREATE TABLE msgs (body TEXT)", &[])?; // the same transaction
-//! room.sync().now().ok().unwrap()?;                     // one commit for both
+//! room.sync().wait()?;                                   // one commit (and fsync) for both
 //!
 //! // The live handle is shared: a second `storage` call returns the same object.
 //! let again = ns.storage("room 42")?;

@@ -22,7 +22,7 @@ use std::time::Duration;
 use durable_backend::SqliteBackend;
 use durable_backend::cache::CacheOptions;
 use durable_pitr::{ArchiveConfig, Archiver};
-use durable_sql::{Database, Options};
+use durable_sql::{Database, Options, Synchronous};
 use durable_txn::{Actor, AlarmListener, Clock, Object, Storage, SystemClock};
 use tokio::sync::Notify;
 
@@ -87,6 +87,15 @@ pub struct NamespaceOptions {
     pub clock: Arc<dyn Clock>,
     /// Point-in-time recovery of SQLite-backed objects.
     pub archive: Archive,
+    /// Group commit for SQLite-backed objects (on by default): a turn's commit writes the
+    /// WAL without waiting for the disk, a shared pool of threads fsyncs it, and the
+    /// object's results wait behind its output gate until that fsync returns. The object's
+    /// next turns run meanwhile and share the next fsync, and many objects' fsyncs run at
+    /// once. Durability is that of `synchronous=FULL`: nothing a caller has seen is lost.
+    /// Writes made with `allow_unconfirmed` release their results without waiting. Only
+    /// applies when `sql.synchronous` is `Full`; off, each commit fsyncs before its turn
+    /// ends.
+    pub group_commit: bool,
 }
 
 impl Default for NamespaceOptions {
@@ -98,6 +107,7 @@ impl Default for NamespaceOptions {
             keep_open: 0,
             clock: Arc::new(SystemClock),
             archive: Archive::default(),
+            group_commit: true,
         }
     }
 }
@@ -110,6 +120,7 @@ impl std::fmt::Debug for NamespaceOptions {
             .field("cache", &self.cache)
             .field("keep_open", &self.keep_open)
             .field("archive", &self.archive)
+            .field("group_commit", &self.group_commit)
             .finish_non_exhaustive()
     }
 }
@@ -584,12 +595,23 @@ impl Namespace {
                     Archive::Local => Some(ArchiveConfig::local_for(&path)?),
                     Archive::Custom(make) => Some(make(&path)?),
                 };
+                let group_commit =
+                    options.group_commit && options.sql.synchronous == Synchronous::Full;
                 match config {
+                    None if group_commit => Storage::open_group_commit(&path, options.sql.clone())?,
                     None => Storage::open(&path, options.sql.clone())?,
                     Some(config) => {
-                        let opened = Archiver::open(&path, options.sql.clone(), config);
+                        let mut sql = options.sql.clone();
+                        if group_commit {
+                            sql.synchronous = Synchronous::Normal;
+                        }
+                        let opened = Archiver::open(&path, sql, config);
                         let (db, a) = off_runtime(opened)?;
+                        let wal = db.wal_sync();
                         let storage = Storage::new(db);
+                        if group_commit {
+                            storage.set_commit_sync(Some(Arc::new(move || wal.sync())));
+                        }
                         *archiver.lock().unwrap_or_else(|p| p.into_inner()) = Some(a);
                         let capture = archiver.clone();
                         storage.set_commit_listener(Some(Arc::new(move || {

@@ -76,7 +76,7 @@ async fn none_within(rx: &mut mpsc::UnboundedReceiver<(String, AlarmInfo)>, ms: 
 fn set_alarm(ns: &Namespace, name: &str, at: i64) {
     let s = ns.storage(name).unwrap();
     now(s.set_alarm(at));
-    now(s.sync());
+    s.sync().wait().unwrap();
 }
 
 fn fired_count(ns: &Namespace, name: &str) -> Option<i64> {
@@ -235,7 +235,7 @@ fn a_stale_index_row_is_repaired_without_firing() {
         let path = dir.path().join(Namespace::file_name("stale"));
         let s = Storage::open(path, Default::default()).unwrap();
         now(s.delete_alarm());
-        now(s.sync());
+        s.sync().wait().unwrap();
     }
     let ns = dir.open(fast(&clock));
     assert_eq!(ns.indexed_alarm("stale").unwrap(), Some(T0 + MINUTE));

@@ -52,7 +52,7 @@ fn names_lists_every_stored_object_and_ignores_other_files() {
     for (i, name) in names.iter().enumerate() {
         let s = ns.storage(name).unwrap();
         s.put("i", &(i as i64));
-        now(s.sync());
+        s.sync().wait().unwrap();
     }
     // Files that are not objects: foreign, non-canonical escapes, SQLite's side files.
     for file in ["notes.txt", "_61.sqlite", "_ZZ.sqlite", "UPPER.sqlite", "a.sqlite-wal"] {

@@ -45,7 +45,7 @@ fn storage_returns_the_live_handle_while_one_is_alive() {
     assert_eq!(ns.opened_count(), 1);
     assert_eq!(ns.open_names(), ["room"]);
     assert_eq!(second.name(), "room");
-    now(second.sync());
+    second.sync().wait().unwrap();
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn an_aborted_instance_is_never_opened_twice_and_is_replaced_once_dropped() {
     let ns = dir.open(NamespaceOptions::default());
     let handle = ns.storage("room").unwrap();
     handle.put("committed", &1_i64);
-    now(handle.sync());
+    handle.sync().wait().unwrap();
     handle.put("lost", &2_i64);
     handle.abort();
     assert_eq!(
@@ -136,7 +136,7 @@ fn the_alarm_index_follows_commits_only() {
     let room = ns.storage("room").unwrap();
     now(room.set_alarm(T0 + 1_000));
     assert_eq!(ns.indexed_alarm("room").unwrap(), None, "not committed yet");
-    now(room.sync());
+    room.sync().wait().unwrap();
     assert_eq!(ns.indexed_alarm("room").unwrap(), Some(T0 + 1_000));
     now(room.set_alarm(T0 + 2_000));
     room.abort();
@@ -144,7 +144,7 @@ fn the_alarm_index_follows_commits_only() {
     drop(room);
     let room = ns.storage("room").unwrap();
     now(room.delete_alarm());
-    now(room.sync());
+    room.sync().wait().unwrap();
     assert_eq!(ns.indexed_alarm("room").unwrap(), None);
     assert!(ns.alarms().unwrap().is_empty());
 }
@@ -158,7 +158,7 @@ fn rebuild_index_restores_a_lost_index_from_the_objects() {
         for (name, at) in [("a", T0 + 1), ("b", T0 + 2)] {
             let s = ns.storage(name).unwrap();
             now(s.set_alarm(at));
-            now(s.sync());
+            s.sync().wait().unwrap();
         }
         drop(ns.storage("c").unwrap());
     }

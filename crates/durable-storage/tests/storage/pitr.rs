@@ -3,7 +3,7 @@
 
 use durable_storage::{Archive, Backend, Namespace, NamespaceOptions};
 
-use crate::support::{Dir, now};
+use crate::support::Dir;
 
 fn count(ns: &Namespace) -> i64 {
     let s = ns.storage("doc").unwrap();
@@ -18,7 +18,7 @@ fn add(ns: &Namespace, n: i64) {
     for i in 0..n {
         db.exec("INSERT INTO notes VALUES (?)", &[i.into()]).unwrap();
     }
-    now(s.sync());
+    s.sync().wait().unwrap();
 }
 
 #[test]
