@@ -7,7 +7,7 @@
 //!   vendored copy in `tests/cases`) and prints `N passed, N failed, N skipped` last.
 //! - `cargo xtask crash [--iterations N] [--pitr]`: kills a writing child process with SIGKILL at
 //!   random moments and checks that no released batch was lost and none is torn.
-//! - `cargo xtask load [--objects N] [--seconds S] [--clients C]`: many objects under
+//! - `cargo xtask load [--objects N] [--seconds S] [--clients C] [--no-group-commit]`: many objects under
 //!   concurrent events; checks that no acknowledged write was lost and reports memory.
 //! - `cargo xtask refresh-cases`: copies the public cases from `../shared/oracle/cases`.
 //! - `cargo xtask bench [--quick] [--runs N] [--only a,c] [--json PATH]`: the workloads of

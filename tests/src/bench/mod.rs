@@ -1,6 +1,7 @@
 //! The harness of `cargo xtask bench`: sizes, interleaved timing, statistics, the table and
 //! the JSON report. The workloads live in the sibling modules.
 
+pub mod group;
 pub mod kv;
 pub mod open;
 pub mod pitr;

@@ -59,11 +59,12 @@ fn run(args: &[String]) -> BenchResult<()> {
     );
     let mut rows = Vec::new();
     type Workload = fn(&Config, &mut Vec<bench::Row>) -> BenchResult<()>;
-    let groups: [(&str, Workload); 4] = [
+    let groups: [(&str, Workload); 5] = [
         ("KV (a, a', b, c, d, j)", bench::kv::run),
         ("SQL (e, f)", bench::sql::run),
         ("open (g)", bench::open::run),
         ("archiver (h, i)", bench::pitr::run),
+        ("group commit (k)", bench::group::run),
     ];
     for (name, workload) in groups {
         let start = std::time::Instant::now();

@@ -31,17 +31,19 @@ fn object_path(dir: &Path, object: usize) -> PathBuf {
     dir.join(format!("object-{object}.sqlite"))
 }
 
-/// Opens `path` as the runtime's opener does: with `pitr`, through the WAL archiver (on a
-/// plain thread, so the archive's file I/O never waits on the runtime), keeping the archiver
-/// alive beside the storage.
+/// Opens `path` as a namespace does: with group commit (results wait for a pooled fsync,
+/// so a kill between a commit and its fsync must not lose a released batch); with `pitr`,
+/// through the WAL archiver (on a plain thread, so the archive's file I/O never waits on the
+/// runtime), keeping the archiver alive beside the storage.
 fn open_object(path: &Path, pitr: bool) -> durable_txn::Result<Storage> {
     if !pitr {
-        return Storage::open(path, Options::default());
+        return Storage::open_group_commit(path, Options::default());
     }
+    let group = Options { synchronous: durable_sql::Synchronous::Normal, ..Options::default() };
     let config =
         ArchiveConfig::local_for(path).map_err(|_| durable_txn::Error::NoLongerAccessible)?;
     let opened = std::thread::scope(|s| {
-        s.spawn(|| durable_txn::block_on(Archiver::open(path, Options::default(), config)))
+        s.spawn(|| durable_txn::block_on(Archiver::open(path, group, config)))
             .join()
             .map_err(|_| durable_txn::Error::NoLongerAccessible)
     })?;
@@ -50,7 +52,9 @@ fn open_object(path: &Path, pitr: bool) -> durable_txn::Result<Storage> {
         durable_txn::Error::NoLongerAccessible
     })?;
     let archiver = std::sync::Arc::new(archiver);
+    let wal = db.wal_sync();
     let storage = Storage::new(db);
+    storage.set_commit_sync(Some(std::sync::Arc::new(move || wal.sync())));
     storage.set_commit_listener(Some(std::sync::Arc::new(move || {
         let _ = archiver.capture();
     })));

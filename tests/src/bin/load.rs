@@ -27,16 +27,23 @@ fn main() -> ExitCode {
     let mut objects = 1000usize;
     let mut seconds = 60u64;
     let mut clients = 64usize;
+    let mut group_commit = true;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
+        if arg == "--no-group-commit" {
+            group_commit = false;
+            continue;
+        }
         let value = it.next().and_then(|v| v.parse::<u64>().ok());
         match (arg.as_str(), value) {
             ("--objects", Some(v)) => objects = v as usize,
             ("--seconds", Some(v)) => seconds = v,
             ("--clients", Some(v)) => clients = v as usize,
             _ => {
-                eprintln!("usage: load [--objects N] [--seconds S] [--clients C]");
+                eprintln!(
+                    "usage: load [--objects N] [--seconds S] [--clients C] [--no-group-commit]"
+                );
                 return ExitCode::from(2);
             }
         }
@@ -60,7 +67,13 @@ fn main() -> ExitCode {
         let handles: Vec<Object<Counter>> = (0..objects)
             .map(|i| {
                 let path = dir.path().join(format!("object-{i}.sqlite"));
-                Object::spawn(move || Storage::open(&path, Options::default()), |_| Counter)
+                Object::spawn(
+                    move || match group_commit {
+                        true => Storage::open_group_commit(&path, Options::default()),
+                        false => Storage::open(&path, Options::default()),
+                    },
+                    |_| Counter,
+                )
             })
             .collect();
         let handles = Arc::new(handles);

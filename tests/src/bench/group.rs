@@ -1,0 +1,139 @@
+//! (k) Group commit: commits through the object runtime with every event in flight at once,
+//! against raw rusqlite making the same commits one fsync each.
+//!
+//! `k-one`: one object receives `n` events at once, each one `put` (one turn, one commit).
+//! With group commit the object runs its next turns while a sync is in flight, and one sync
+//! covers them all. `k-many`: 100 objects receive `n / 100` such events each, all at once:
+//! many objects' syncs are in flight together, and the filesystem folds them into shared
+//! journal commits. The `-fsync` rows are the same through storage opened without group
+//! commit (each turn's `COMMIT` fsyncs before the turn ends). Raw: the same commits as
+//! autocommit upserts under `synchronous=FULL`, on as many threads as the runtime has
+//! workers (2), each working through its share of the connections in turn.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use durable_sql::Options;
+use durable_txn::{Actor, Object, Storage};
+use rusqlite::params;
+
+use super::{
+    BenchResult, Config, RAW_KV_CREATE, RAW_KV_PUT, Row, V, key, pair, raw_open, row, tempdir,
+};
+
+const VALUE: V = V { v: 1 };
+const WORKERS: usize = 2;
+
+struct Plain;
+impl Actor for Plain {}
+
+/// `objects` objects on the runtime, `per_object` events each, all sent at once; the time
+/// until every result came back.
+fn ours(
+    rt: &tokio::runtime::Runtime,
+    objects: usize,
+    per_object: usize,
+    group_commit: bool,
+) -> BenchResult<Duration> {
+    let dir = tempdir()?;
+    let paths: Vec<PathBuf> =
+        (0..objects).map(|o| dir.path().join(format!("o{o}.sqlite"))).collect();
+    rt.block_on(async move {
+        let handles: Vec<Object<Plain>> = paths
+            .into_iter()
+            .map(|path| {
+                Object::spawn(
+                    move || match group_commit {
+                        true => Storage::open_group_commit(&path, Options::default()),
+                        false => Storage::open(&path, Options::default()),
+                    },
+                    |_| Plain,
+                )
+            })
+            .collect();
+        // Open every object and create its table before the clock starts.
+        for h in &handles {
+            h.call(|ctx| async move { ctx.storage().put("warm", &VALUE).await }).await??;
+        }
+        let start = Instant::now();
+        let mut calls = Vec::with_capacity(objects * per_object);
+        for h in &handles {
+            for i in 0..per_object {
+                let h = h.clone();
+                calls.push(tokio::spawn(async move {
+                    h.call(move |ctx| async move { ctx.storage().put(&key(i), &VALUE).await }).await
+                }));
+            }
+        }
+        for call in calls {
+            call.await???;
+        }
+        Ok(start.elapsed())
+    })
+}
+
+fn raw(objects: usize, per_object: usize) -> BenchResult<Duration> {
+    let dir = tempdir()?;
+    let value = durable_kv::codec::encode(&VALUE)?;
+    let conns: Vec<rusqlite::Connection> = (0..objects)
+        .map(|o| {
+            let conn = raw_open(&dir.path().join(format!("o{o}.sqlite")), false)?;
+            conn.execute(RAW_KV_CREATE, [])?;
+            conn.execute(RAW_KV_PUT, params!["warm", value])?;
+            Ok(conn)
+        })
+        .collect::<BenchResult<_>>()?;
+    let mut shares: Vec<Vec<rusqlite::Connection>> = (0..WORKERS).map(|_| Vec::new()).collect();
+    for (o, conn) in conns.into_iter().enumerate() {
+        shares[o % WORKERS].push(conn);
+    }
+    let value = Arc::new(value);
+    let start = Instant::now();
+    let threads: Vec<_> = shares
+        .into_iter()
+        .map(|share| {
+            let value = value.clone();
+            std::thread::spawn(move || -> Result<(), String> {
+                for conn in &share {
+                    let mut put = conn.prepare_cached(RAW_KV_PUT).map_err(|e| e.to_string())?;
+                    for i in 0..per_object {
+                        put.execute(params![key(i), *value]).map_err(|e| e.to_string())?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| "raw thread panicked")??;
+    }
+    Ok(start.elapsed())
+}
+
+/// Runs (k).
+pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
+    if !config.wants("k") {
+        return Ok(());
+    }
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(WORKERS).enable_all().build()?;
+    let n = config.size(2_000, 200);
+    let runs = config.slow_runs();
+    let cases: [(&str, &str, usize, bool); 4] = [
+        ("k-one", "1 object, all events in flight, group commit", 1, true),
+        ("k-one-fsync", "1 object, all events in flight, fsync per commit", 1, false),
+        ("k-many", "100 objects, all events in flight, group commit", 100, true),
+        ("k-many-fsync", "100 objects, all events in flight, fsync per commit", 100, false),
+    ];
+    for (id, name, objects, group_commit) in cases {
+        let per_object = n / objects;
+        let timed = pair(
+            runs,
+            || ours(&rt, objects, per_object, group_commit),
+            || raw(objects, per_object),
+        )?;
+        rows.push(row(id, name, objects * per_object, None, timed));
+    }
+    Ok(())
+}
