@@ -1,4 +1,4 @@
-//! (k) Group commit: commits through the object runtime with every event in flight at once,
+//! (b') and (k) Group commit: commits through the object runtime with every event in flight at once,
 //! against raw rusqlite making the same commits one fsync each.
 //!
 //! `k-one`: one object receives `n` events at once, each one `put` (one turn, one commit).
@@ -111,15 +111,44 @@ fn raw(objects: usize, per_object: usize) -> BenchResult<Duration> {
     Ok(start.elapsed())
 }
 
-/// Runs (k).
+/// (b') One event on the runtime doing `n` × (`put`; yield): every yield ends a turn, so
+/// `n` commits, as the runtime benchmark's `await put; await setTimeout(0)` loop. The event's
+/// result waits for the last commit's sync; the commits before it are synced meanwhile.
+fn ours_turns(rt: &tokio::runtime::Runtime, n: usize) -> BenchResult<Duration> {
+    let dir = tempdir()?;
+    let path = dir.path().join("o.sqlite");
+    rt.block_on(async move {
+        let object: Object<Plain> =
+            Object::spawn(move || Storage::open_group_commit(&path, Options::default()), |_| Plain);
+        object.call(|ctx| async move { ctx.storage().put("warm", &VALUE).await }).await??;
+        let start = Instant::now();
+        object
+            .call(move |ctx| async move {
+                for i in 0..n {
+                    ctx.storage().put(&key(i), &VALUE).await?;
+                    tokio::task::yield_now().await;
+                }
+                Ok::<_, durable_txn::Error>(())
+            })
+            .await??;
+        Ok(start.elapsed())
+    })
+}
+
+/// Runs (b') and (k).
 pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(WORKERS).enable_all().build()?;
+    let runs = config.slow_runs();
+    if config.wants("b'") {
+        let n = config.size(10_000, 500);
+        let timed = pair(runs, || ours_turns(&rt, n), || raw(1, n))?;
+        rows.push(row("b'", "runtime: 1 event, n × (put; yield) = n commits", n, None, timed));
+    }
     if !config.wants("k") {
         return Ok(());
     }
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(WORKERS).enable_all().build()?;
     let n = config.size(2_000, 200);
-    let runs = config.slow_runs();
     let cases: [(&str, &str, usize, bool); 4] = [
         ("k-one", "1 object, all events in flight, group commit", 1, true),
         ("k-one-fsync", "1 object, all events in flight, fsync per commit", 1, false),
