@@ -118,10 +118,15 @@ impl Object {
         let (storage, archiver) = match class {
             Class::Sql => {
                 let config = ArchiveConfig::local_for(&path).map_err(pitr_error)?;
-                let opened = Archiver::open(&path, Options::default(), config);
+                // Group commit, as a namespace opens objects: results wait for the fsync.
+                let options =
+                    Options { synchronous: durable_sql::Synchronous::Normal, ..Options::default() };
+                let opened = Archiver::open(&path, options, config);
                 let (db, archiver) = durable_txn::block_on(opened).map_err(pitr_error)?;
                 let archiver = Arc::new(archiver);
+                let wal = db.wal_sync();
                 let storage = Storage::new(db);
+                storage.set_commit_sync(Some(Arc::new(move || wal.sync())));
                 let capture = archiver.clone();
                 storage.set_commit_listener(Some(Arc::new(move || {
                     let _ = capture.capture();
