@@ -264,3 +264,25 @@ pub(crate) fn autocommit(db: *mut ffi::sqlite3) -> bool {
     // SAFETY: db is live.
     unsafe { ffi::sqlite3_get_autocommit(db) != 0 }
 }
+
+/// Gives `conn` a lookaside buffer of `count` slots of `size` bytes, allocated by SQLite.
+/// Call it right after opening: SQLite answers `SQLITE_BUSY` once lookaside is in use.
+pub(crate) fn set_lookaside(
+    conn: &rusqlite::Connection,
+    size: c_int,
+    count: c_int,
+) -> Result<(), SqliteFailure> {
+    // SAFETY: the handle is live while `conn` is borrowed; a null buffer makes SQLite
+    // allocate (and later free) its own.
+    unsafe {
+        let db = conn.handle();
+        let rc = ffi::sqlite3_db_config(
+            db,
+            ffi::SQLITE_DBCONFIG_LOOKASIDE,
+            ptr::null_mut::<std::ffi::c_void>(),
+            size,
+            count,
+        );
+        if rc == ffi::SQLITE_OK { Ok(()) } else { Err(failure(db, rc)) }
+    }
+}
