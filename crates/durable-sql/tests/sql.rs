@@ -16,6 +16,8 @@ mod authorizer;
 mod cursor;
 #[path = "sql/exec.rs"]
 mod exec;
+#[path = "sql/held.rs"]
+mod held;
 #[path = "sql/hostile.rs"]
 mod hostile;
 #[path = "sql/limits.rs"]
