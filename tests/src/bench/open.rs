@@ -118,6 +118,7 @@ pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
         target: Some(100.0),
         higher_is_better: false,
         absolute_target: true,
+        min_ours: None,
     });
     Ok(())
 }
