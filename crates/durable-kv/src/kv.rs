@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use durable_sql::rusqlite::{self, OptionalExtension};
+use durable_sql::rusqlite;
 use durable_sql::{Database, Internal};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -114,12 +114,14 @@ impl Kv {
     /// The stored bytes of `key`, if present.
     pub fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.limits.check_key(key)?;
-        Ok(self.db.internal(|i| read_one(i, key.as_bytes()))?)
+        Ok(self.db.internal(|i| read_one(i, key.as_bytes(), <[u8]>::to_vec))?)
     }
 
     /// The value of `key`, if present.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        self.get_raw(key)?.map(|bytes| codec::decode(&bytes)).transpose()
+        self.limits.check_key(key)?;
+        // Decoded under the database lock, straight from SQLite's copy of the bytes.
+        self.db.internal(|i| read_one(i, key.as_bytes(), codec::decode::<T>))?.transpose()
     }
 
     /// Stores `value` under `key`, replacing any earlier value.
@@ -165,7 +167,7 @@ impl Kv {
         let found = self.db.internal(|i| {
             let mut out = Vec::with_capacity(sorted.len());
             for key in &sorted {
-                if let Some(bytes) = read_one(i, key.as_bytes())? {
+                if let Some(bytes) = read_one(i, key.as_bytes(), <[u8]>::to_vec)? {
                     out.push(((*key).to_owned(), bytes));
                 }
             }
@@ -283,39 +285,59 @@ fn unless_missing<T>(result: rusqlite::Result<T>, absent: T) -> durable_sql::Res
     }
 }
 
-fn read_one(i: &mut Internal<'_>, key: &[u8]) -> durable_sql::Result<Option<Vec<u8>>> {
-    let Some(mut stmt) = kv_statement(i.connection(), GET)? else { return Ok(None) };
-    unless_missing(
-        stmt.query_row([TextBytes(key)], |row| row.get::<_, Vec<u8>>(0)).optional(),
-        None,
-    )
+/// True when `e` says `_cf_KV` does not exist (yet, or any more).
+fn missing_table(e: &durable_sql::Error) -> bool {
+    matches!(e, durable_sql::Error::Sqlite(f) if f.message.starts_with("no such table: _cf_KV"))
+}
+
+/// `result`, or `absent` when it failed because `_cf_KV` does not exist: before the first
+/// write, or after the transaction that created the table rolled back (a held statement
+/// outlives the table; SQLite fails it at its next step, not at prepare time).
+fn unless_table_missing<T>(result: durable_sql::Result<T>, absent: T) -> durable_sql::Result<T> {
+    match result {
+        Err(e) if missing_table(&e) => Ok(absent),
+        other => other,
+    }
+}
+
+/// Reads `key` and hands its stored bytes to `read` while they are still SQLite's (so a
+/// typed get decodes without copying them out first).
+fn read_one<R>(
+    i: &mut Internal<'_>,
+    key: &[u8],
+    read: impl FnOnce(&[u8]) -> R,
+) -> durable_sql::Result<Option<R>> {
+    let found = i.held(GET).and_then(|mut stmt| {
+        stmt.bind_text(1, key)?;
+        // A NULL value cannot be written through this API; it reads as empty bytes.
+        Ok(stmt.step()?.then(|| read(stmt.column(0).unwrap_or_default())))
+    });
+    unless_table_missing(found, None)
 }
 
 fn write_one(i: &mut Internal<'_>, key: &[u8], value: &[u8]) -> durable_sql::Result<()> {
-    let conn = i.connection();
-    let mut stmt = match kv_statement(conn, PUT)? {
-        Some(stmt) => stmt,
-        None => {
-            conn.execute_batch(CREATE)?;
-            conn.prepare_cached(PUT)?
-        }
+    let put = |i: &mut Internal<'_>| {
+        let mut stmt = i.held(PUT)?;
+        stmt.bind_text(1, key)?;
+        stmt.bind_blob(2, value)?;
+        stmt.step().map(drop)
     };
-    match stmt.execute((TextBytes(key), value)) {
-        Err(e) if no_kv_table(&e) => {
-            drop(stmt);
-            conn.execute_batch(CREATE)?;
-            conn.prepare_cached(PUT)?.execute((TextBytes(key), value))?;
+    match put(i) {
+        Err(e) if missing_table(&e) => {
+            i.connection().execute_batch(CREATE)?;
+            put(i)
         }
-        other => {
-            other?;
-        }
+        other => other,
     }
-    Ok(())
 }
 
 fn delete_one(i: &mut Internal<'_>, key: &[u8]) -> durable_sql::Result<bool> {
-    let Some(mut stmt) = kv_statement(i.connection(), DELETE)? else { return Ok(false) };
-    unless_missing(stmt.execute([TextBytes(key)]).map(|n| n > 0), false)
+    let deleted = i.held(DELETE).and_then(|mut stmt| {
+        stmt.bind_text(1, key)?;
+        stmt.step()?;
+        Ok(stmt.changes() > 0)
+    });
+    unless_table_missing(deleted, false)
 }
 
 /// Reads up to `limit` entries of `range`, continuing after `after` when given.

@@ -68,6 +68,16 @@ struct Entry {
     last_used: u64,
 }
 
+/// A statement of the project's own SQL, held prepared across calls (see
+/// [`Internal::held`](crate::Internal::held)).
+pub(crate) struct HeldEntry {
+    pub(crate) text: &'static str,
+    pub(crate) stmt: RawStmt,
+    /// False while a [`Held`](crate::Held) uses the statement; a handle that was never
+    /// dropped (leaked) leaves it false, and the next use resets the statement first.
+    pub(crate) clean: bool,
+}
+
 /// The cache itself. Entries live in a slab; the map finds a slot by text.
 pub(crate) struct StmtCache {
     by_text: HashMap<Box<str>, usize, BuildHasherDefault<Fnv>>,
@@ -76,6 +86,9 @@ pub(crate) struct StmtCache {
     bytes: usize,
     capacity: usize,
     tick: u64,
+    /// Held statements, apart from the entries: they are prepared in trusted mode, so user
+    /// SQL with the same text must never find them.
+    held: Vec<HeldEntry>,
 }
 
 impl StmtCache {
@@ -88,6 +101,7 @@ impl StmtCache {
             bytes: 0,
             capacity,
             tick: 0,
+            held: Vec::new(),
         }
     }
 
@@ -155,8 +169,28 @@ impl StmtCache {
         }
     }
 
-    /// Finalizes every cached statement and forgets them all.
+    /// Where the held statement for `text` is, if it was prepared before.
+    pub(crate) fn held_index(&self, text: &str) -> Option<usize> {
+        // A handful of entries: a scan beats hashing. Same constant, usually same address.
+        self.held.iter().position(|e| std::ptr::eq(e.text, text) || e.text == text)
+    }
+
+    /// Holds `stmt`, prepared from `text`, from now until [`clear`](StmtCache::clear).
+    pub(crate) fn hold(&mut self, text: &'static str, stmt: RawStmt) -> usize {
+        self.held.push(HeldEntry { text, stmt, clean: true });
+        self.held.len() - 1
+    }
+
+    /// The held statement at `index` (from `held_index` or `hold`).
+    pub(crate) fn held_at(&mut self, index: usize) -> &mut HeldEntry {
+        &mut self.held[index]
+    }
+
+    /// Finalizes every cached and held statement and forgets them all.
     pub(crate) fn clear(&mut self) {
+        for entry in self.held.drain(..) {
+            entry.stmt.finalize();
+        }
         for entry in self.entries.drain(..).flatten() {
             if let Some(stmt) = entry.stmt {
                 stmt.finalize();

@@ -84,6 +84,69 @@ impl RawStmt {
             .collect()
     }
 
+    /// Binds `bytes` to parameter `idx` (1-based) without copying them, as TEXT or as BLOB.
+    ///
+    /// # Safety
+    ///
+    /// `bytes` must stay alive and unchanged until the binding is cleared
+    /// ([`reset`](RawStmt::reset)) or replaced; the statement must not be stepped after that
+    /// without binding the parameter again.
+    pub(crate) unsafe fn bind_borrowed(
+        &self,
+        db: *mut ffi::sqlite3,
+        idx: usize,
+        bytes: &[u8],
+        text: bool,
+    ) -> Result<(), SqliteFailure> {
+        let idx = c_int::try_from(idx).unwrap_or(c_int::MAX);
+        // SAFETY: valid statement; the caller keeps `bytes` alive while bound (STATIC).
+        let rc = unsafe {
+            if text {
+                ffi::sqlite3_bind_text64(
+                    self.ptr(),
+                    idx,
+                    bytes.as_ptr().cast::<c_char>(),
+                    bytes.len() as u64,
+                    ffi::SQLITE_STATIC(),
+                    ffi::SQLITE_UTF8 as u8,
+                )
+            } else if bytes.is_empty() {
+                // A null pointer would bind NULL.
+                ffi::sqlite3_bind_zeroblob(self.ptr(), idx, 0)
+            } else {
+                ffi::sqlite3_bind_blob64(
+                    self.ptr(),
+                    idx,
+                    bytes.as_ptr().cast(),
+                    bytes.len() as u64,
+                    ffi::SQLITE_STATIC(),
+                )
+            }
+        };
+        if rc == ffi::SQLITE_OK { Ok(()) } else { Err(failure(db, rc)) }
+    }
+
+    /// The bytes of column `i` of the current row (TEXT or BLOB; other types as SQLite
+    /// converts them), `None` for NULL. Valid until the statement is stepped or reset.
+    pub(crate) fn column_bytes(&self, i: usize) -> Option<&[u8]> {
+        let stmt = self.ptr();
+        let i = c_int::try_from(i).unwrap_or(c_int::MAX);
+        // SAFETY: valid statement positioned on a row; the pointer stays valid until the
+        // next step or reset, which take the statement while this borrow is alive in `Held`.
+        unsafe {
+            if ffi::sqlite3_column_type(stmt, i) == ffi::SQLITE_NULL {
+                return None;
+            }
+            let p = ffi::sqlite3_column_blob(stmt, i);
+            let n = ffi::sqlite3_column_bytes(stmt, i);
+            if p.is_null() || n <= 0 {
+                Some(&[])
+            } else {
+                Some(std::slice::from_raw_parts(p.cast::<u8>(), n as usize))
+            }
+        }
+    }
+
     /// Reads (and with `reset` clears) the patched per-statement row counters.
     pub(crate) fn row_counters(&self, reset: bool) -> (u64, u64) {
         let (mut read, mut written) = (0i64, 0i64);
@@ -263,4 +326,32 @@ pub(crate) fn checkpoint(db: *mut ffi::sqlite3, mode: c_int) -> Result<(u32, u32
 pub(crate) fn autocommit(db: *mut ffi::sqlite3) -> bool {
     // SAFETY: db is live.
     unsafe { ffi::sqlite3_get_autocommit(db) != 0 }
+}
+
+/// Gives `conn` a lookaside buffer of `count` slots of `size` bytes, allocated by SQLite.
+/// Call it right after opening: SQLite answers `SQLITE_BUSY` once lookaside is in use.
+pub(crate) fn set_lookaside(
+    conn: &rusqlite::Connection,
+    size: c_int,
+    count: c_int,
+) -> Result<(), SqliteFailure> {
+    // SAFETY: the handle is live while `conn` is borrowed; a null buffer makes SQLite
+    // allocate (and later free) its own.
+    unsafe {
+        let db = conn.handle();
+        let rc = ffi::sqlite3_db_config(
+            db,
+            ffi::SQLITE_DBCONFIG_LOOKASIDE,
+            ptr::null_mut::<std::ffi::c_void>(),
+            size,
+            count,
+        );
+        if rc == ffi::SQLITE_OK { Ok(()) } else { Err(failure(db, rc)) }
+    }
+}
+
+/// Rows changed by the last finished INSERT, UPDATE or DELETE of the connection.
+pub(crate) fn changes(db: *mut ffi::sqlite3) -> u64 {
+    // SAFETY: db is live.
+    unsafe { ffi::sqlite3_changes64(db).max(0) as u64 }
 }

@@ -18,6 +18,8 @@ mod cursor;
 mod durability;
 #[path = "sql/exec.rs"]
 mod exec;
+#[path = "sql/held.rs"]
+mod held;
 #[path = "sql/hostile.rs"]
 mod hostile;
 #[path = "sql/limits.rs"]

@@ -160,6 +160,7 @@ pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
         fill_kv(&path, n)?;
         if config.wants("c") {
             for exclusive in [false, true] {
+                // Exclusive: what `durable_storage::Namespace` opens its objects with.
                 let options = Options { exclusive_locking: exclusive, ..Options::default() };
                 let c = pair(
                     runs,
@@ -176,12 +177,23 @@ pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
                     },
                     || raw_gets(&path, n, exclusive),
                 )?;
-                let (id, name) = if exclusive {
-                    ("c-excl", "kv().get hits, locking_mode=EXCLUSIVE on both sides")
+                let c = if exclusive {
+                    // A Namespace's objects: issue 9 also wants 1.5 M gets/s here.
+                    let name =
+                        "kv().get hits, exclusive locking (a Namespace's objects) both sides";
+                    let mut c = row("c-excl", name, n, Some(0.6), c);
+                    c.min_ours = Some(1.5e6);
+                    c
                 } else {
-                    ("c", "kv().get hits (normal locking)")
+                    row(
+                        "c",
+                        "kv().get hits (normal locking, Storage::open's default)",
+                        n,
+                        Some(0.6),
+                        c,
+                    )
                 };
-                rows.push(row(id, name, n, Some(0.6), c));
+                rows.push(c);
             }
             let c2 = pair(
                 runs,

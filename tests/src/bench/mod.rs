@@ -99,6 +99,8 @@ pub struct Row {
     pub higher_is_better: bool,
     /// The target bounds ours itself (in `unit`), not ours / raw.
     pub absolute_target: bool,
+    /// A floor for ours itself (in `unit`) on top of a ratio target: both must hold.
+    pub min_ours: Option<f64>,
 }
 
 impl Row {
@@ -111,7 +113,8 @@ impl Row {
     pub fn meets(&self) -> Option<bool> {
         let target = self.target?;
         let x = if self.absolute_target { self.ours.median } else { self.ratio()? };
-        Some(if self.higher_is_better { x >= target } else { x <= target })
+        let floor = self.min_ours.is_none_or(|min| self.ours.median >= min);
+        Some(floor && if self.higher_is_better { x >= target } else { x <= target })
     }
 }
 
@@ -161,6 +164,7 @@ pub fn row(
         target,
         higher_is_better: true,
         absolute_target: false,
+        min_ours: None,
     }
 }
 
@@ -237,9 +241,10 @@ pub fn table(rows: &[Row]) -> String {
         let ratio = r.ratio().map(|x| format!("{x:.2}x")).unwrap_or_else(|| "–".into());
         let target = match (r.target, r.meets()) {
             (Some(t), met) => format!(
-                "{}{t}{} {}",
+                "{}{t}{}{} {}",
                 if r.higher_is_better { "≥" } else { "≤" },
                 if r.absolute_target { format!(" {}", r.unit) } else { "x".into() },
+                r.min_ours.map(|m| format!(" and ≥{} {}", fmt_rate(m), r.unit)).unwrap_or_default(),
                 if met == Some(true) { "met" } else { "MISSED" }
             ),
             (None, _) => String::new(),
@@ -274,6 +279,7 @@ pub fn json(rows: &[Row], config: &Config) -> serde_json::Value {
             "raw": r.raw.as_ref().map(stats),
             "ratio": r.ratio(),
             "target": r.target,
+            "min_ours": r.min_ours,
             "meets_target": r.meets(),
         })).collect::<Vec<_>>(),
     })

@@ -107,6 +107,7 @@ fn mb_row(id: &str, name: &str, bytes: u64, took: &[Duration]) -> Row {
         target: None,
         higher_is_better: true,
         absolute_target: false,
+        min_ours: None,
     }
 }
 
