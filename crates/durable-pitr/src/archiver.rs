@@ -117,6 +117,8 @@ struct Inner {
     catalog: Catalog,
     head: Head,
     poisoned: Option<String>,
+    /// The WAL, kept open between captures.
+    wal_reader: wal::WalReader,
     /// Held for the archiver's life: one archiver per object.
     _lock: File,
 }
@@ -351,7 +353,7 @@ impl Inner {
     /// Copies every commit after the capture position out of the WAL into the journal.
     /// Returns true when the WAL does not continue from the position (a discontinuity).
     fn capture_wal(&mut self, adopted: bool) -> Result<bool> {
-        let read = wal::read_commits(&self.paths.wal, &self.head.wal)?;
+        let read = self.wal_reader.read_commits(&self.head.wal)?;
         if read.discontinuity {
             return Ok(true);
         }
@@ -503,7 +505,17 @@ impl Inner {
 
     /// Checkpoints the WAL into the database file, after making the journal durable up to
     /// the WAL's end. Must run with the database locked and no transaction open.
-    fn checkpoint(&mut self, internal: &mut durable_sql::Internal<'_>) -> Result<bool> {
+    ///
+    /// `Restart` (the periodic checkpoint) keeps the WAL file's length: the next commits
+    /// overwrite it from the start, and an fsync of overwritten blocks commits no file-system
+    /// metadata, where appending to a truncated WAL made every commit's fsync also journal
+    /// the file's new size and blocks (measured: 0.46 ms against 0.27 ms per fsync). `Truncate`
+    /// (closing, an explicit checkpoint) leaves an empty WAL behind.
+    fn checkpoint(
+        &mut self,
+        internal: &mut durable_sql::Internal<'_>,
+        mode: CheckpointMode,
+    ) -> Result<bool> {
         self.capture()?;
         if !internal.autocommit() {
             return Ok(false);
@@ -515,7 +527,7 @@ impl Inner {
             self.journal.append(&h, &bytes, None)?;
             self.journal.sync()?;
             self.fail("checkpoint.before")?;
-            let (log, done) = internal.checkpoint(CheckpointMode::Truncate)?;
+            let (log, done) = internal.checkpoint(mode)?;
             self.fail("checkpoint.after")?;
             Ok(log == done)
         })();
@@ -768,6 +780,7 @@ impl Archiver {
             catalog,
             head,
             poisoned: None,
+            wal_reader: wal::WalReader::new(paths.wal.clone()),
             _lock: lock_file,
         };
         let pending = match std::fs::read(&paths.pending) {
@@ -833,8 +846,10 @@ impl Archiver {
             outcome = (|| {
                 inner.capture()?;
                 let threshold = inner.config.checkpoint_frames.saturating_mul(4096 + 24);
-                if force_checkpoint || inner.wal_bytes() >= threshold {
-                    inner.checkpoint(i)?;
+                if force_checkpoint {
+                    inner.checkpoint(i, CheckpointMode::Truncate)?;
+                } else if inner.wal_bytes() >= threshold {
+                    inner.checkpoint(i, CheckpointMode::Restart)?;
                 }
                 Ok(())
             })();

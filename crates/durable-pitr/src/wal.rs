@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Result, io_error};
 
@@ -75,21 +75,76 @@ fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Reads every complete commit after `pos` in the WAL at `path`.
-pub(crate) fn read_commits(path: &Path, pos: &WalPos) -> Result<WalRead> {
-    let mut file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // No WAL: nothing new, unless we had read frames from one that is gone now.
-            let discontinuity = pos.offset > WAL_HEADER as u64 && !pos.restart_ok;
-            return Ok(WalRead { commits: Vec::new(), discontinuity });
+/// Reads a WAL file capture after capture, keeping it open in between (a capture per commit
+/// would otherwise open and close it every time). It opens the file again when the path
+/// names another file (the WAL was deleted and created again, by a reset or a restore).
+pub(crate) struct WalReader {
+    path: PathBuf,
+    open: Option<(std::fs::File, FileId)>,
+}
+
+type FileId = (u64, u64);
+
+#[cfg(unix)]
+fn file_id(meta: &std::fs::Metadata) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_meta: &std::fs::Metadata) -> Option<FileId> {
+    None
+}
+
+impl WalReader {
+    pub(crate) fn new(path: PathBuf) -> WalReader {
+        WalReader { path, open: None }
+    }
+
+    /// Every complete commit after `pos` in the WAL.
+    pub(crate) fn read_commits(&mut self, pos: &WalPos) -> Result<WalRead> {
+        let path = self.path.as_path();
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.open = None;
+                // No WAL: nothing new, unless we had read frames from one that is gone now.
+                let discontinuity = pos.offset > WAL_HEADER as u64 && !pos.restart_ok;
+                return Ok(WalRead { commits: Vec::new(), discontinuity });
+            }
+            Err(e) => return Err(io_error("stat", path)(e)),
+        };
+        let id = file_id(&meta);
+        let reuse = matches!((&self.open, id), (Some((_, known)), Some(id)) if *known == id);
+        if !reuse {
+            self.open = None;
+            let file = match std::fs::File::open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let discontinuity = pos.offset > WAL_HEADER as u64 && !pos.restart_ok;
+                    return Ok(WalRead { commits: Vec::new(), discontinuity });
+                }
+                Err(e) => return Err(io_error("open", path)(e)),
+            };
+            if let Some(id) = id {
+                self.open = Some((file, id));
+            } else {
+                let mut file = file;
+                return read_open(&mut file, meta.len() as usize, path, pos);
+            }
         }
-        Err(e) => return Err(io_error("open", path)(e)),
-    };
+        let Some((file, _)) = self.open.as_mut() else {
+            return Err(io_error("open", path)(std::io::Error::other("WAL not open")));
+        };
+        file.seek(SeekFrom::Start(0)).map_err(io_error("seek", path))?;
+        read_open(file, meta.len() as usize, path, pos)
+    }
+}
+
+fn read_open(file: &mut std::fs::File, len: usize, path: &Path, pos: &WalPos) -> Result<WalRead> {
     // Read the header, then only what follows the position (the WAL may hold thousands of
     // frames already copied).
     let mut header = [0u8; WAL_HEADER];
-    let len = file.metadata().map_err(io_error("stat", path))?.len() as usize;
     if len < WAL_HEADER {
         return Ok(parse_commits(&[], 0, pos));
     }
@@ -98,13 +153,60 @@ pub(crate) fn read_commits(path: &Path, pos: &WalPos) -> Result<WalRead> {
         && (be32(&header, 16), be32(&header, 20)) == (pos.salt1, pos.salt2)
         && pos.offset as usize <= len;
     let skip = if same_wal { pos.offset as usize - WAL_HEADER } else { 0 };
-    let mut bytes = Vec::with_capacity(len - skip);
-    bytes.extend_from_slice(&header);
+    let mut bytes = header.to_vec();
     if skip > 0 {
         file.seek(SeekFrom::Start(pos.offset)).map_err(io_error("seek", path))?;
     }
-    file.read_to_end(&mut bytes).map_err(io_error("read", path))?;
+    let page_size = match be32(&header, 8) {
+        1 => 65536,
+        n if (512..=65536).contains(&n) && n.is_power_of_two() => n as usize,
+        // Not a WAL header we can read frames by: let the parser say what it is.
+        _ => {
+            file.read_to_end(&mut bytes).map_err(io_error("read", path))?;
+            return Ok(parse_commits(&bytes, skip, pos));
+        }
+    };
+    read_frames(file, path, &header, page_size, &mut bytes)?;
     Ok(parse_commits(&bytes, skip, pos))
+}
+
+/// Appends the frames that follow the file's position to `bytes`, up to the end of the file
+/// or the first frame whose salts are not the header's: after a `RESTART` checkpoint the WAL
+/// keeps its length and the frames of its previous generation stay behind the new ones until
+/// overwritten. Each frame's header is read and checked before its page, so a capture that
+/// finds nothing new reads 24 bytes, and one that finds a commit copies only its frames.
+fn read_frames(
+    file: &mut std::fs::File,
+    path: &Path,
+    header: &[u8; WAL_HEADER],
+    page_size: usize,
+    bytes: &mut Vec<u8>,
+) -> Result<()> {
+    let salts = (be32(header, 16), be32(header, 20));
+    let mut frame_header = [0u8; FRAME_HEADER];
+    loop {
+        match file.read_exact(&mut frame_header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(io_error("read", path)(e)),
+        }
+        if (be32(&frame_header, 8), be32(&frame_header, 12)) != salts {
+            return Ok(());
+        }
+        let start = bytes.len();
+        bytes.reserve(FRAME_HEADER + page_size);
+        bytes.extend_from_slice(&frame_header);
+        let got = file
+            .by_ref()
+            .take(page_size as u64)
+            .read_to_end(bytes)
+            .map_err(io_error("read", path))?;
+        if got < page_size {
+            // A torn last frame: not part of the WAL.
+            bytes.truncate(start);
+            return Ok(());
+        }
+    }
 }
 
 /// Parses commits after `pos` out of a WAL image whose first `skip` bytes after the header
@@ -193,5 +295,39 @@ mod tests {
             let read = parse_commits(&bytes, 0, &WalPos::fresh());
             assert!(read.commits.is_empty());
         }
+    }
+
+    /// After a `RESTART` checkpoint the WAL keeps its length and its old frames: the reader
+    /// must stop at the new generation's end, not read the dead frames as commits.
+    #[test]
+    fn a_restarted_wal_is_read_up_to_its_new_frames_only() {
+        use durable_sql::{CheckpointMode, Database, Options, SqlValue};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.sqlite");
+        let options = Options { auto_checkpoint: false, ..Options::default() };
+        let db = Database::open(&path, options).unwrap();
+        db.exec("CREATE TABLE t(x)", &[]).unwrap();
+        db.commit().unwrap();
+        for i in 0..20 {
+            db.exec("INSERT INTO t VALUES (?)", &[SqlValue::Blob(vec![i; 3000])]).unwrap();
+            db.commit().unwrap();
+        }
+        let mut reader = WalReader::new(db.wal_path().unwrap());
+        let first = reader.read_commits(&WalPos::fresh()).unwrap();
+        assert_eq!(first.commits.len(), 21);
+        assert!(!first.discontinuity);
+        let full_len = std::fs::metadata(db.wal_path().unwrap()).unwrap().len();
+
+        db.checkpoint(CheckpointMode::Restart).unwrap();
+        db.exec("INSERT INTO t VALUES (1)", &[]).unwrap();
+        db.commit().unwrap();
+        assert_eq!(std::fs::metadata(db.wal_path().unwrap()).unwrap().len(), full_len);
+        let restart = WalPos { restart_ok: true, ..first.commits.last().unwrap().end };
+        let again = reader.read_commits(&restart).unwrap();
+        assert!(!again.discontinuity);
+        assert_eq!(again.commits.len(), 1, "dead frames of the old generation were read");
+        // Nothing new after it.
+        let after = reader.read_commits(&again.commits[0].end).unwrap();
+        assert!(after.commits.is_empty() && !after.discontinuity);
     }
 }
