@@ -77,11 +77,49 @@ impl Syncer {
         seq
     }
 
-    /// A commit was made that the caller syncs itself, at once ([`flush_blocking`]).
+    /// A commit was made that the caller syncs itself, at once ([`sync_inline`] or
+    /// [`flush_blocking`]). Returns its sequence number.
     ///
+    /// [`sync_inline`]: Syncer::sync_inline
     /// [`flush_blocking`]: Syncer::flush_blocking
-    pub(crate) fn committed_inline(&self) {
-        self.lock().committed += 1;
+    pub(crate) fn committed_inline(&self) -> u64 {
+        let mut state = self.lock();
+        state.committed += 1;
+        state.committed
+    }
+
+    /// Makes everything committed so far durable on this thread, unless a pool thread is
+    /// syncing already (then the returned `Op` waits for it, and the pool catches up with
+    /// the newer commits).
+    pub(crate) fn sync_inline(self: &Arc<Self>) -> Op<()> {
+        let target = {
+            let mut state = self.lock();
+            let target = state.committed;
+            if state.running {
+                drop(state);
+                return self.wait(target);
+            }
+            let progress = self.progress.borrow();
+            if let Some(e) = &progress.error {
+                return Op::ready(Err(e.clone()));
+            }
+            if progress.synced >= target {
+                return Op::ready(Ok(()));
+            }
+            drop(progress);
+            state.running = true;
+            target
+        };
+        let result = self.run_sync(target);
+        let mut state = self.lock();
+        if result.is_ok() && state.committed > target {
+            // Commits made meanwhile (by another handle): the pool takes them.
+            drop(state);
+            pool().submit(self.clone());
+        } else {
+            state.running = false;
+        }
+        Op::ready(result)
     }
 
     /// The last commit handed over.

@@ -587,12 +587,14 @@ impl Storage {
         }
         match &self.inner.engine {
             Engine::Sqlite { .. } => {
-                if let Err(e) = self.commit_if_idle() {
+                // The caller waits for the disk anyway: sync on this thread (one handoff to
+                // the pool and back less), unless a pool thread is already at it.
+                if let Err(e) = self.commit_if_idle(false) {
                     return Op::ready(Err(e));
                 }
                 let syncer = self.state().syncer.clone();
                 match syncer {
-                    Some(syncer) => syncer.wait(syncer.latest()),
+                    Some(syncer) => syncer.sync_inline(),
                     None => Op::ready(Ok(())),
                 }
             }
@@ -621,7 +623,7 @@ impl Storage {
         }
         match &self.inner.engine {
             Engine::Sqlite { .. } => {
-                self.commit_if_idle()?;
+                self.commit_if_idle(true)?;
                 let (unsynced, syncer) = {
                     let mut state = self.state();
                     (state.unsynced.take(), state.syncer.clone())
@@ -650,10 +652,11 @@ impl Storage {
     /// Commits the implicit transaction unless an explicit transaction is running; fails
     /// after a critical error (SQLITE_FULL, IOERR, ...) rolled the turn back underneath: the
     /// output gate breaks and the object resets (spec 5.2).
-    fn commit_if_idle(&self) -> Result<()> {
+    /// `schedule`: hand the commit's sync to the pool (else the caller syncs it).
+    fn commit_if_idle(&self, schedule: bool) -> Result<()> {
         let Engine::Sqlite { db, .. } = &self.inner.engine else { return Ok(()) };
         if self.state().txns.is_empty() {
-            self.commit_now()?;
+            self.commit_with(schedule)?;
         }
         match db.broken() {
             Some(error) => Err(error.into()),
@@ -664,6 +667,10 @@ impl Storage {
     /// Commits the implicit transaction now (explicit transactions use it), telling the
     /// alarm listener.
     pub(crate) fn commit_now(&self) -> std::result::Result<(), durable_sql::Error> {
+        self.commit_with(true)
+    }
+
+    fn commit_with(&self, schedule: bool) -> std::result::Result<(), durable_sql::Error> {
         let Engine::Sqlite { db, .. } = &self.inner.engine else { return Ok(()) };
         let wrote = db.in_transaction();
         let confirmed = db.write_confirmed();
@@ -671,7 +678,7 @@ impl Storage {
         if wrote {
             let syncer = self.state().syncer.clone();
             if let Some(syncer) = syncer {
-                let seq = syncer.committed();
+                let seq = if schedule { syncer.committed() } else { syncer.committed_inline() };
                 let mut state = self.state();
                 let earlier = state.unsynced.is_some_and(|(_, c)| c);
                 state.unsynced = Some((seq, earlier || confirmed));

@@ -1,4 +1,4 @@
-//! (b') and (k) Group commit: commits through the object runtime with every event in flight at once,
+//! (b'), (b'') and (k) Group commit: commits through the object runtime with every event in flight at once,
 //! against raw rusqlite making the same commits one fsync each.
 //!
 //! `k-one`: one object receives `n` events at once, each one `put` (one turn, one commit).
@@ -135,7 +135,30 @@ fn ours_turns(rt: &tokio::runtime::Runtime, n: usize) -> BenchResult<Duration> {
     })
 }
 
-/// Runs (b') and (k).
+/// (b'') One event on the runtime doing `n` × (`put`; `sync().await`): each `sync` commits
+/// and waits for that commit's fsync, as the runtime benchmark's `await storage.sync()` loop.
+fn ours_syncs(rt: &tokio::runtime::Runtime, n: usize) -> BenchResult<Duration> {
+    let dir = tempdir()?;
+    let path = dir.path().join("o.sqlite");
+    rt.block_on(async move {
+        let object: Object<Plain> =
+            Object::spawn(move || Storage::open_group_commit(&path, Options::default()), |_| Plain);
+        object.call(|ctx| async move { ctx.storage().put("warm", &VALUE).await }).await??;
+        let start = Instant::now();
+        object
+            .call(move |ctx| async move {
+                for i in 0..n {
+                    ctx.storage().put(&key(i), &VALUE).await?;
+                    ctx.storage().sync().await?;
+                }
+                Ok::<_, durable_txn::Error>(())
+            })
+            .await??;
+        Ok(start.elapsed())
+    })
+}
+
+/// Runs (b'), (b'') and (k).
 pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(WORKERS).enable_all().build()?;
@@ -144,6 +167,8 @@ pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
         let n = config.size(10_000, 500);
         let timed = pair(runs, || ours_turns(&rt, n), || raw(1, n))?;
         rows.push(row("b'", "runtime: 1 event, n × (put; yield) = n commits", n, None, timed));
+        let timed = pair(runs, || ours_syncs(&rt, n), || raw(1, n))?;
+        rows.push(row("b''", "runtime: 1 event, n × (put; sync().await)", n, None, timed));
     }
     if !config.wants("k") {
         return Ok(());

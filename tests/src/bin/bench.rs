@@ -64,7 +64,7 @@ fn run(args: &[String]) -> BenchResult<()> {
         ("SQL (e, f)", bench::sql::run),
         ("open (g)", bench::open::run),
         ("archiver (h, i)", bench::pitr::run),
-        ("group commit (b', k)", bench::group::run),
+        ("group commit (b', b'', k)", bench::group::run),
     ];
     for (name, workload) in groups {
         let start = std::time::Instant::now();
