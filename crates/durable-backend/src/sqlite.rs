@@ -4,8 +4,8 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use durable_kv::table::{CREATE, DELETE, GET, PUT, TextBytes};
-use durable_sql::rusqlite::{self, OptionalExtension};
-use durable_sql::{Database, Options};
+use durable_sql::rusqlite;
+use durable_sql::{Database, Internal, Options};
 
 use crate::backend::{KeyRange, KvBackend, WriteBatch};
 use crate::error::Result;
@@ -59,11 +59,11 @@ impl SqliteBackend {
     /// Runs `f` as one write transaction: committed when it succeeds, rolled back otherwise.
     fn transaction<T>(
         &self,
-        f: impl FnOnce(&rusqlite::Connection) -> durable_sql::Result<T>,
+        f: impl FnOnce(&mut Internal<'_>) -> durable_sql::Result<T>,
     ) -> Result<T> {
         let done = self.db.internal(|i| {
             i.begin_write()?;
-            f(i.connection())
+            f(i)
         });
         let value = match done {
             Ok(value) => value,
@@ -106,11 +106,13 @@ fn read_range(
 #[async_trait]
 impl KvBackend for SqliteBackend {
     async fn get(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        // Held statements: prepared once per database, not looked up per call.
         Ok(self.db.internal(|i| {
-            let mut stmt = i.connection().prepare_cached(GET)?;
             let mut out = Vec::with_capacity(keys.len());
             for key in keys {
-                out.push(stmt.query_row([key], |row| row.get::<_, Vec<u8>>(0)).optional()?);
+                let mut stmt = i.held(GET)?;
+                stmt.bind_text(1, key.as_bytes())?;
+                out.push(stmt.step()?.then(|| stmt.column(0).unwrap_or_default().to_vec()));
             }
             Ok(out)
         })?)
@@ -124,11 +126,10 @@ impl KvBackend for SqliteBackend {
         if keys.is_empty() {
             return Ok(0);
         }
-        self.transaction(|conn| {
-            let mut stmt = conn.prepare_cached(DELETE)?;
+        self.transaction(|i| {
             let mut count = 0;
             for key in &keys {
-                count += stmt.execute([key])?;
+                count += delete_one(i, key)?;
             }
             Ok(count)
         })
@@ -138,23 +139,28 @@ impl KvBackend for SqliteBackend {
         if batch.is_empty() {
             return Ok(());
         }
-        self.transaction(|conn| {
+        self.transaction(|i| {
             if batch.delete_all {
-                conn.execute(DELETE_ALL, [])?;
+                i.connection().execute(DELETE_ALL, [])?;
             }
-            if !batch.deletes.is_empty() {
-                let mut stmt = conn.prepare_cached(DELETE)?;
-                for key in &batch.deletes {
-                    stmt.execute([key])?;
-                }
+            for key in &batch.deletes {
+                delete_one(i, key)?;
             }
-            if !batch.puts.is_empty() {
-                let mut stmt = conn.prepare_cached(PUT)?;
-                for (key, value) in &batch.puts {
-                    stmt.execute((key, value))?;
-                }
+            for (key, value) in &batch.puts {
+                let mut stmt = i.held(PUT)?;
+                stmt.bind_text(1, key.as_bytes())?;
+                stmt.bind_blob(2, value)?;
+                stmt.step()?;
             }
             Ok(())
         })
     }
+}
+
+/// Deletes one key with the held DELETE statement; 1 if it existed.
+fn delete_one(i: &mut Internal<'_>, key: &str) -> durable_sql::Result<usize> {
+    let mut stmt = i.held(DELETE)?;
+    stmt.bind_text(1, key.as_bytes())?;
+    stmt.step()?;
+    Ok(usize::from(stmt.changes() > 0))
 }
