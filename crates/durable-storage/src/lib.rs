@@ -86,7 +86,7 @@ pub use durable_kv::{Kv, ListOptions, Value};
 pub use durable_sql::{Cursor, Database, Row, SqlValue, params};
 pub use durable_txn::{
     Actor, AlarmInfo, Clock, Context, GetOptions, HandlerError, ManualClock, Object, Op,
-    PutOptions, Storage, SystemClock, Transaction,
+    PutOptions, Storage, SystemClock, Transaction, TurnEnd,
 };
 
 pub use error::{Error, Result};

@@ -171,3 +171,29 @@ fn rebuild_index_restores_a_lost_index_from_the_objects() {
     assert_eq!(ns.alarms().unwrap(), [("a".to_string(), T0 + 1), ("b".to_string(), T0 + 2)]);
     assert_eq!(ns.opened_count(), 3);
 }
+
+#[test]
+fn objects_group_commit_by_default_with_and_without_the_archiver() {
+    use durable_storage::{Archive, TurnEnd};
+    for archive in [Archive::Local, Archive::Off] {
+        let dir = Dir::new();
+        let ns = dir.open(NamespaceOptions { archive: archive.clone(), ..Default::default() });
+        let s = ns.storage("room").unwrap();
+        s.put("k", &1_i64);
+        match s.end_turn().unwrap() {
+            // The commit is made; its fsync runs on the sync pool.
+            TurnEnd::Flushing { durable, confirmed } => {
+                assert!(confirmed);
+                durable.wait().unwrap();
+            }
+            other => panic!("{archive:?}: expected a pending sync, got {other:?}"),
+        }
+        drop((s, ns));
+        // Off: each commit syncs inside COMMIT, and the turn ends durable.
+        let ns = dir.open(NamespaceOptions { archive, group_commit: false, ..Default::default() });
+        let s = ns.storage("room").unwrap();
+        assert_eq!(now(s.get::<i64>("k")), Some(1));
+        s.put("k", &2_i64);
+        assert!(matches!(s.end_turn().unwrap(), TurnEnd::Durable));
+    }
+}
