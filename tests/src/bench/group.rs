@@ -111,10 +111,16 @@ fn raw(objects: usize, per_object: usize) -> BenchResult<Duration> {
     Ok(start.elapsed())
 }
 
-/// (b') One event on the runtime doing `n` × (`put`; yield): every yield ends a turn, so
-/// `n` commits, as the runtime benchmark's `await put; await setTimeout(0)` loop. The event's
-/// result waits for the last commit's sync; the commits before it are synced meanwhile.
-fn ours_turns(rt: &tokio::runtime::Runtime, n: usize) -> BenchResult<Duration> {
+/// (b') and (b'') One event on the runtime doing `n` × (`put`; then a yield, or
+/// `sync().await`). A yield ends the turn, so `n` commits, as the runtime benchmark's
+/// `await put; await setTimeout(0)` loop; the event's result waits for the last commit's sync,
+/// the ones before it are synced meanwhile. `sync().await` commits and waits for that commit's
+/// fsync every time, as its `await storage.sync()` loop.
+fn ours_one_event(
+    rt: &tokio::runtime::Runtime,
+    n: usize,
+    sync_each: bool,
+) -> BenchResult<Duration> {
     let dir = tempdir()?;
     let path = dir.path().join("o.sqlite");
     rt.block_on(async move {
@@ -126,30 +132,11 @@ fn ours_turns(rt: &tokio::runtime::Runtime, n: usize) -> BenchResult<Duration> {
             .call(move |ctx| async move {
                 for i in 0..n {
                     ctx.storage().put(&key(i), &VALUE).await?;
-                    tokio::task::yield_now().await;
-                }
-                Ok::<_, durable_txn::Error>(())
-            })
-            .await??;
-        Ok(start.elapsed())
-    })
-}
-
-/// (b'') One event on the runtime doing `n` × (`put`; `sync().await`): each `sync` commits
-/// and waits for that commit's fsync, as the runtime benchmark's `await storage.sync()` loop.
-fn ours_syncs(rt: &tokio::runtime::Runtime, n: usize) -> BenchResult<Duration> {
-    let dir = tempdir()?;
-    let path = dir.path().join("o.sqlite");
-    rt.block_on(async move {
-        let object: Object<Plain> =
-            Object::spawn(move || Storage::open_group_commit(&path, Options::default()), |_| Plain);
-        object.call(|ctx| async move { ctx.storage().put("warm", &VALUE).await }).await??;
-        let start = Instant::now();
-        object
-            .call(move |ctx| async move {
-                for i in 0..n {
-                    ctx.storage().put(&key(i), &VALUE).await?;
-                    ctx.storage().sync().await?;
+                    if sync_each {
+                        ctx.storage().sync().await?;
+                    } else {
+                        tokio::task::yield_now().await;
+                    }
                 }
                 Ok::<_, durable_txn::Error>(())
             })
@@ -165,9 +152,9 @@ pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
     let runs = config.slow_runs();
     if config.wants("b'") {
         let n = config.size(10_000, 500);
-        let timed = pair(runs, || ours_turns(&rt, n), || raw(1, n))?;
+        let timed = pair(runs, || ours_one_event(&rt, n, false), || raw(1, n))?;
         rows.push(row("b'", "runtime: 1 event, n × (put; yield) = n commits", n, None, timed));
-        let timed = pair(runs, || ours_syncs(&rt, n), || raw(1, n))?;
+        let timed = pair(runs, || ours_one_event(&rt, n, true), || raw(1, n))?;
         rows.push(row("b''", "runtime: 1 event, n × (put; sync().await)", n, None, timed));
     }
     if !config.wants("k") {
