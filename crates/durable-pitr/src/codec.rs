@@ -28,8 +28,41 @@ const CRC32C_TABLES: [[u32; 256]; 8] = {
     tables
 };
 
-/// CRC-32C of `data`, continuing from `crc` (start with 0).
+/// CRC-32C of `data`, continuing from `crc` (start with 0). Uses the CPU's CRC32
+/// instruction where there is one (x86-64 with SSE4.2): every record, segment and rebuilt
+/// page is checked, and the table version was a tenth of a rebuild's time.
 pub(crate) fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("sse4.2") {
+        // SAFETY: the CPU has SSE4.2, checked just above.
+        return unsafe { crc32c_sse42(crc, data) };
+    }
+    crc32c_table(crc, data)
+}
+
+/// CRC-32C with the `crc32` instruction, eight bytes at a time.
+///
+/// # Safety
+/// The CPU must support SSE4.2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+unsafe fn crc32c_sse42(crc: u32, data: &[u8]) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u8, _mm_crc32_u64};
+    let mut c = u64::from(!crc);
+    let mut chunks = data.chunks_exact(8);
+    for b in &mut chunks {
+        let word = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        c = _mm_crc32_u64(c, word);
+    }
+    let mut c = c as u32;
+    for &b in chunks.remainder() {
+        c = _mm_crc32_u8(c, b);
+    }
+    !c
+}
+
+/// CRC-32C by slicing-by-8 tables (any CPU).
+fn crc32c_table(crc: u32, data: &[u8]) -> u32 {
     let t = &CRC32C_TABLES;
     let mut c = !crc;
     let mut chunks = data.chunks_exact(8);
@@ -162,7 +195,22 @@ mod tests {
         };
         for n in 0..data.len() {
             assert_eq!(crc32c(&data[..n]), bytewise(0, &data[..n]));
+            assert_eq!(crc32c_table(0, &data[..n]), bytewise(0, &data[..n]));
             assert_eq!(crc32c_append(crc32c(&data[..n]), &data[n..]), crc32c(&data));
+        }
+    }
+
+    #[test]
+    fn the_instruction_and_the_tables_agree() {
+        // A page-sized buffer of varied bytes, every start and length near the edges.
+        let data: Vec<u8> =
+            (0..4200u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for start in 0..17 {
+            for len in [0, 1, 7, 8, 9, 63, 64, 65, 4096, 4183 - start] {
+                let d = &data[start..start + len];
+                assert_eq!(crc32c(d), crc32c_table(0, d), "start {start} len {len}");
+                assert_eq!(crc32c_append(0x1234_5678, d), crc32c_table(0x1234_5678, d));
+            }
         }
     }
 
