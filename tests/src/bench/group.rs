@@ -10,11 +10,12 @@
 //! autocommit upserts under `synchronous=FULL`, on as many threads as the runtime has
 //! workers (2), each working through its share of the connections in turn.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use durable_sql::Options;
+use durable_pitr::{ArchiveConfig, Archiver};
+use durable_sql::{Options, Synchronous};
 use durable_txn::{Actor, Object, Storage};
 use rusqlite::params;
 
@@ -30,11 +31,51 @@ impl Actor for Plain {}
 
 /// `objects` objects on the runtime, `per_object` events each, all sent at once; the time
 /// until every result came back.
+/// How the objects of (k) open their storage.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// `Storage::open`: an fsync inside every `COMMIT`.
+    Fsync,
+    /// `Storage::open_group_commit`.
+    Group,
+    /// As a `Namespace` opens them: group commit and the WAL archiver, capturing after each
+    /// commit while the commit's fsync runs on the pool.
+    GroupArchived,
+}
+
+fn open(path: &Path, mode: Mode) -> durable_txn::Result<Storage> {
+    match mode {
+        Mode::Fsync => Storage::open(path, Options::default()),
+        Mode::Group => Storage::open_group_commit(path, Options::default()),
+        Mode::GroupArchived => {
+            let lost = |e: String| {
+                eprintln!("bench: archiver: {e}");
+                durable_txn::Error::NoLongerAccessible
+            };
+            let config = ArchiveConfig::local_for(path).map_err(|e| lost(e.to_string()))?;
+            let options = Options { synchronous: Synchronous::Normal, ..Options::default() };
+            // The archiver's file I/O runs off the runtime, as the facade runs it.
+            let (db, archiver) = std::thread::scope(|s| {
+                s.spawn(|| durable_txn::block_on(Archiver::open(path, options, config))).join()
+            })
+            .map_err(|_| lost("open panicked".into()))?
+            .map_err(|e| lost(e.to_string()))?;
+            let wal = db.wal_sync();
+            let storage = Storage::new(db);
+            storage.set_commit_sync(Some(Arc::new(move || wal.sync())));
+            storage.set_commit_listener(Some(Arc::new(move || {
+                let _ = archiver.capture();
+            })));
+            Ok(storage)
+        }
+    }
+}
+
 fn ours(
     rt: &tokio::runtime::Runtime,
     objects: usize,
     per_object: usize,
-    group_commit: bool,
+    mode: Mode,
 ) -> BenchResult<Duration> {
     let dir = tempdir()?;
     let paths: Vec<PathBuf> =
@@ -42,15 +83,7 @@ fn ours(
     rt.block_on(async move {
         let handles: Vec<Object<Plain>> = paths
             .into_iter()
-            .map(|path| {
-                Object::spawn(
-                    move || match group_commit {
-                        true => Storage::open_group_commit(&path, Options::default()),
-                        false => Storage::open(&path, Options::default()),
-                    },
-                    |_| Plain,
-                )
-            })
+            .map(|path| Object::spawn(move || open(&path, mode), |_| Plain))
             .collect();
         // Open every object and create its table before the clock starts.
         for h in &handles {
@@ -161,19 +194,22 @@ pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
         return Ok(());
     }
     let n = config.size(2_000, 200);
-    let cases: [(&str, &str, usize, bool); 4] = [
-        ("k-one", "1 object, all events in flight, group commit", 1, true),
-        ("k-one-fsync", "1 object, all events in flight, fsync per commit", 1, false),
-        ("k-many", "100 objects, all events in flight, group commit", 100, true),
-        ("k-many-fsync", "100 objects, all events in flight, fsync per commit", 100, false),
+    let cases: [(&str, &str, usize, Mode); 5] = [
+        ("k-one", "1 object, all events in flight, group commit", 1, Mode::Group),
+        ("k-one-fsync", "1 object, all events in flight, fsync per commit", 1, Mode::Fsync),
+        ("k-many", "100 objects, all events in flight, group commit", 100, Mode::Group),
+        ("k-many-fsync", "100 objects, all events in flight, fsync per commit", 100, Mode::Fsync),
+        (
+            "k-one-archived",
+            "1 object, all events in flight, group commit, archiver on",
+            1,
+            Mode::GroupArchived,
+        ),
     ];
-    for (id, name, objects, group_commit) in cases {
+    for (id, name, objects, mode) in cases {
         let per_object = n / objects;
-        let timed = pair(
-            runs,
-            || ours(&rt, objects, per_object, group_commit),
-            || raw(objects, per_object),
-        )?;
+        let timed =
+            pair(runs, || ours(&rt, objects, per_object, mode), || raw(objects, per_object))?;
         rows.push(row(id, name, objects * per_object, None, timed));
     }
     Ok(())
