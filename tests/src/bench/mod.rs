@@ -51,8 +51,13 @@ impl Config {
     }
 
     /// True if workload `id` was asked for.
+    ///
+    /// `id` is the id of a workload or of a group of them (`c` runs c, c-excl and c'): a
+    /// group is wanted when one of the ids asked for starts with it, so `--only c-excl` runs
+    /// the (c) group rather than nothing.
     pub fn wants(&self, id: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|o| id.starts_with(o.as_str()))
+        self.only.is_empty()
+            || self.only.iter().any(|o| id.starts_with(o.as_str()) || o.starts_with(id))
     }
 }
 
