@@ -550,7 +550,7 @@ fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 impl WalObserver for Capture {
     fn committed(&mut self) {
         let mut inner = lock(&self.0);
-        if inner.poisoned.is_none() {
+        if inner.poisoned.is_none() && inner.config.capture_on_commit {
             let _ = inner.capture();
         }
     }
@@ -856,6 +856,19 @@ impl Archiver {
             Ok(())
         })?;
         outcome
+    }
+
+    /// Makes the WAL durable, then captures (see [`capture`](Archiver::capture)): the sync
+    /// function of a group-committing host (`durable_txn::Storage::set_commit_sync`) whose
+    /// archiver was opened with `capture_on_commit: false`, so captures run on its sync
+    /// threads. A failed capture does not fail the sync: the commit is durable, and the
+    /// archiver reports the failure from then on (as after any failed capture).
+    pub fn sync_then_capture(&self, wal: &durable_sql::WalSync) -> std::io::Result<()> {
+        wal.sync()?;
+        if let Err(error) = self.capture() {
+            tracing::warn!(%error, "archive capture failed");
+        }
+        Ok(())
     }
 
     /// Copies every commit not yet captured into the journal (the WAL hook misses commits

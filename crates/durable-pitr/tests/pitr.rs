@@ -7,6 +7,7 @@ mod pitr {
     mod crash;
     mod faults;
     pub mod faulty_store;
+    mod group;
     mod history;
     mod restore;
     mod retention;
