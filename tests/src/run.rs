@@ -117,8 +117,10 @@ impl Object {
     fn open(class: Class, path: PathBuf) -> Result<Object, JsError> {
         let (storage, archiver) = match class {
             Class::Sql => {
-                let config = ArchiveConfig::local_for(&path).map_err(pitr_error)?;
-                // Group commit, as a namespace opens objects: results wait for the fsync.
+                let mut config = ArchiveConfig::local_for(&path).map_err(pitr_error)?;
+                // Group commit, as a namespace opens objects: results wait for the fsync,
+                // and captures run after it, on the sync threads.
+                config.capture_on_commit = false;
                 let options =
                     Options { synchronous: durable_sql::Synchronous::Normal, ..Options::default() };
                 let opened = Archiver::open(&path, options, config);
@@ -126,10 +128,11 @@ impl Object {
                 let archiver = Arc::new(archiver);
                 let wal = db.wal_sync();
                 let storage = Storage::new(db);
-                storage.set_commit_sync(Some(Arc::new(move || wal.sync())));
-                let capture = archiver.clone();
-                storage.set_commit_listener(Some(Arc::new(move || {
-                    let _ = capture.capture();
+                // Weak: closing the object drops the archiver (and its lock) at once.
+                let capture = Arc::downgrade(&archiver);
+                storage.set_commit_sync(Some(Arc::new(move || match capture.upgrade() {
+                    Some(archiver) => archiver.sync_then_capture(&wal),
+                    None => wal.sync(),
                 })));
                 (storage, Some(archiver))
             }

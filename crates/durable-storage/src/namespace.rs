@@ -600,28 +600,38 @@ impl Namespace {
                 match config {
                     None if group_commit => Storage::open_group_commit(&path, options.sql.clone())?,
                     None => Storage::open(&path, options.sql.clone())?,
-                    Some(config) => {
+                    Some(mut config) => {
                         let mut sql = options.sql.clone();
                         if group_commit {
                             sql.synchronous = Synchronous::Normal;
+                            // Captures run on the sync threads, after each fsync.
+                            config.capture_on_commit = false;
                         }
                         let opened = Archiver::open(&path, sql, config);
                         let (db, a) = off_runtime(opened)?;
                         let wal = db.wal_sync();
                         let storage = Storage::new(db);
-                        if group_commit {
-                            storage.set_commit_sync(Some(Arc::new(move || wal.sync())));
-                        }
                         *archiver.lock().unwrap_or_else(|p| p.into_inner()) = Some(a);
                         let capture = archiver.clone();
-                        storage.set_commit_listener(Some(Arc::new(move || {
-                            let guard = capture.lock().unwrap_or_else(|p| p.into_inner());
-                            if let Some(a) = guard.as_ref()
-                                && let Err(error) = a.capture()
-                            {
-                                tracing::warn!(%error, "archive capture failed");
-                            }
-                        })));
+                        if group_commit {
+                            storage.set_commit_sync(Some(Arc::new(move || {
+                                let guard = capture.lock().unwrap_or_else(|p| p.into_inner());
+                                match guard.as_ref() {
+                                    Some(a) => a.sync_then_capture(&wal),
+                                    // Closing: the archiver captured everything already.
+                                    None => wal.sync(),
+                                }
+                            })));
+                        } else {
+                            storage.set_commit_listener(Some(Arc::new(move || {
+                                let guard = capture.lock().unwrap_or_else(|p| p.into_inner());
+                                if let Some(a) = guard.as_ref()
+                                    && let Err(error) = a.capture()
+                                {
+                                    tracing::warn!(%error, "archive capture failed");
+                                }
+                            })));
+                        }
                         storage
                     }
                 }

@@ -38,8 +38,8 @@ enum Mode {
     Fsync,
     /// `Storage::open_group_commit`.
     Group,
-    /// As a `Namespace` opens them: group commit and the WAL archiver, capturing after each
-    /// commit while the commit's fsync runs on the pool.
+    /// As a `Namespace` opens them: group commit and the WAL archiver, whose captures run on
+    /// the sync pool after each fsync.
     GroupArchived,
 }
 
@@ -52,7 +52,8 @@ fn open(path: &Path, mode: Mode) -> durable_txn::Result<Storage> {
                 eprintln!("bench: archiver: {e}");
                 durable_txn::Error::NoLongerAccessible
             };
-            let config = ArchiveConfig::local_for(path).map_err(|e| lost(e.to_string()))?;
+            let mut config = ArchiveConfig::local_for(path).map_err(|e| lost(e.to_string()))?;
+            config.capture_on_commit = false;
             let options = Options { synchronous: Synchronous::Normal, ..Options::default() };
             // The archiver's file I/O runs off the runtime, as the facade runs it.
             let (db, archiver) = std::thread::scope(|s| {
@@ -62,10 +63,7 @@ fn open(path: &Path, mode: Mode) -> durable_txn::Result<Storage> {
             .map_err(|e| lost(e.to_string()))?;
             let wal = db.wal_sync();
             let storage = Storage::new(db);
-            storage.set_commit_sync(Some(Arc::new(move || wal.sync())));
-            storage.set_commit_listener(Some(Arc::new(move || {
-                let _ = archiver.capture();
-            })));
+            storage.set_commit_sync(Some(Arc::new(move || archiver.sync_then_capture(&wal))));
             Ok(storage)
         }
     }

@@ -40,8 +40,10 @@ fn open_object(path: &Path, pitr: bool) -> durable_txn::Result<Storage> {
         return Storage::open_group_commit(path, Options::default());
     }
     let group = Options { synchronous: durable_sql::Synchronous::Normal, ..Options::default() };
-    let config =
+    let mut config =
         ArchiveConfig::local_for(path).map_err(|_| durable_txn::Error::NoLongerAccessible)?;
+    // As a namespace: captures run on the sync threads, after each fsync.
+    config.capture_on_commit = false;
     let opened = std::thread::scope(|s| {
         s.spawn(|| durable_txn::block_on(Archiver::open(path, group, config)))
             .join()
@@ -51,13 +53,9 @@ fn open_object(path: &Path, pitr: bool) -> durable_txn::Result<Storage> {
         eprintln!("crash: archiver: {e}");
         durable_txn::Error::NoLongerAccessible
     })?;
-    let archiver = std::sync::Arc::new(archiver);
     let wal = db.wal_sync();
     let storage = Storage::new(db);
-    storage.set_commit_sync(Some(std::sync::Arc::new(move || wal.sync())));
-    storage.set_commit_listener(Some(std::sync::Arc::new(move || {
-        let _ = archiver.capture();
-    })));
+    storage.set_commit_sync(Some(std::sync::Arc::new(move || archiver.sync_then_capture(&wal))));
     Ok(storage)
 }
 
