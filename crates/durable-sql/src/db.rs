@@ -847,6 +847,16 @@ impl State {
             }
         }
         self.conn = Some(connect(self.path.as_deref(), &self.options, &self.auth)?);
+        // The removals and the new files are entries of the folder: make them durable, or a
+        // power loss could bring the old database back (`delete_all` returns durable).
+        if let Some(dir) = self.path.as_deref().and_then(Path::parent)
+            && self.options.synchronous != crate::options::Synchronous::Off
+        {
+            crate::wal::sync_dir(dir).map_err(|e| Error::Open {
+                path: dir.display().to_string(),
+                message: format!("cannot sync the folder: {e}"),
+            })?;
+        }
         if let Some(wal) = self.wal_observer.as_mut() {
             wal.after_reset();
         }

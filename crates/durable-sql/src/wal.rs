@@ -151,12 +151,12 @@ impl WalSync {
 }
 
 #[cfg(unix)]
-fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     let dir = if dir.as_os_str().is_empty() { std::path::Path::new(".") } else { dir };
     File::open(dir)?.sync_all()
 }
 
 #[cfg(not(unix))]
-fn sync_dir(_dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(_dir: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
