@@ -164,7 +164,10 @@ impl Syncer {
 
     /// Runs the sync function once for everything committed up to `target`.
     fn run_sync(&self, target: u64) -> Result<(), Error> {
-        match (self.sync)() {
+        // A panicking sync function is a failed sync: the syncer must not stay `running`.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.sync)()))
+            .unwrap_or_else(|_| Err(std::io::Error::other("the sync function panicked")));
+        match outcome {
             Ok(()) => {
                 self.progress.send_modify(|p| p.synced = p.synced.max(target));
                 Ok(())

@@ -53,7 +53,8 @@ impl<T> Op<T> {
     }
 
     /// Blocks the thread until the call finishes: for programs that use storage without an
-    /// async executor. On SQLite-backed storage this never blocks.
+    /// async executor. On SQLite-backed storage only `sync()` (and a turn's `durable` future)
+    /// under group commit waits, for an fsync.
     ///
     /// Do not call it on a thread that drives the I/O the call waits for.
     pub fn wait(self) -> Result<T, Error> {

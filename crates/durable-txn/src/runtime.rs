@@ -429,12 +429,12 @@ impl<A: Actor> Driver<A> {
             }
             Err(panic) => {
                 let message = panic_message(&panic);
-                if let Some(mut slot) = self.events.remove(&id)
-                    && let Some(fail) = slot.fail.take()
-                {
-                    fail(Error::Aborted(format!("the object's code panicked: {message}")));
-                }
-                None
+                // The failure is an output like any result: it waits behind the output gate.
+                let error = Error::Aborted(format!("the object's code panicked: {message}"));
+                self.events.remove(&id).and_then(|mut slot| slot.fail.take()).map(|fail| {
+                    let deliver: Deliver = Box::new(move |broken| fail(broken.unwrap_or(error)));
+                    Outcome::Call(deliver)
+                })
             }
         };
         let outcome = match outcome {

@@ -131,7 +131,8 @@ pub(crate) struct State {
     syncer: Option<Arc<Syncer>>,
     /// Commits made since the last end of turn that still wait for their sync: the last
     /// one's sequence number, and whether any of them held a confirmed write.
-    unsynced: Option<(u64, bool)>,
+    /// The syncer is the one the commits were handed to (a replaced one may have failed).
+    unsynced: Option<(Arc<Syncer>, u64, bool)>,
 }
 
 /// A callback told the object's committed alarm (milliseconds, or none) after every commit
@@ -624,15 +625,12 @@ impl Storage {
         match &self.inner.engine {
             Engine::Sqlite { .. } => {
                 self.commit_if_idle(true)?;
-                let (unsynced, syncer) = {
-                    let mut state = self.state();
-                    (state.unsynced.take(), state.syncer.clone())
-                };
-                Ok(match (unsynced, syncer) {
-                    (Some((seq, confirmed)), Some(syncer)) => {
+                let unsynced = self.state().unsynced.take();
+                Ok(match unsynced {
+                    Some((syncer, seq, confirmed)) => {
                         TurnEnd::Flushing { durable: syncer.wait(seq), confirmed }
                     }
-                    _ => TurnEnd::Durable,
+                    None => TurnEnd::Durable,
                 })
             }
             Engine::Kv(engine) => {
@@ -680,8 +678,14 @@ impl Storage {
             if let Some(syncer) = syncer {
                 let seq = if schedule { syncer.committed() } else { syncer.committed_inline() };
                 let mut state = self.state();
-                let earlier = state.unsynced.is_some_and(|(_, c)| c);
-                state.unsynced = Some((seq, earlier || confirmed));
+                match &mut state.unsynced {
+                    // A replaced syncer's commits go first: its outcome is reported.
+                    Some((pending, _, c)) if !Arc::ptr_eq(pending, &syncer) => *c |= confirmed,
+                    other => {
+                        let earlier = other.as_ref().is_some_and(|(_, _, c)| *c);
+                        *other = Some((syncer, seq, earlier || confirmed));
+                    }
+                }
             }
             self.tell_alarm();
             let on_commit = self.state().on_commit.clone();
@@ -728,6 +732,14 @@ impl Storage {
         };
         if let Some(old) = old {
             old.flush_blocking();
+            // Synced: nothing of it is pending. Failed: the next end of turn reports it.
+            let mut state = self.state();
+            if let Some((pending, seq, _)) = &state.unsynced
+                && Arc::ptr_eq(pending, &old)
+                && matches!(old.wait(*seq).now(), Ok(Ok(())))
+            {
+                state.unsynced = None;
+            }
         }
     }
 

@@ -88,10 +88,18 @@ fn a_result_waits_for_the_sync_of_its_commit() {
     let valve = Valve::shut();
     runtime().block_on(async {
         let object = valve.object(&dir);
+        // A failing assertion must not leave the valve shut: the storage's drop syncs.
+        struct Open(Valve);
+        impl Drop for Open {
+            fn drop(&mut self) {
+                self.0.release();
+            }
+        }
+        let _open = Open(valve.clone());
         let o = object.clone();
         let call = tokio::spawn(async move {
             o.call(|ctx| async move {
-                ctx.storage().put("k", &1);
+                ctx.storage().put("k", &1_i64);
                 "done"
             })
             .await
@@ -308,5 +316,83 @@ fn many_objects_on_real_files_keep_every_released_write() {
             let v: Option<i64> = storage.get(&format!("k{i:02}")).now().ok().unwrap().unwrap();
             assert_eq!(v, Some(o as i64 * 100 + i));
         }
+    }
+}
+
+#[test]
+fn a_panicking_sync_function_fails_the_results_without_wedging_the_object() {
+    let dir = Dir::new();
+    let panic_once = Arc::new(AtomicBool::new(true));
+    runtime().block_on(async {
+        let path = dir.path();
+        let flag = panic_once.clone();
+        let object = Object::spawn(
+            move || {
+                let storage = Storage::open_group_commit(&path, Options::default())?;
+                let flag = flag.clone();
+                storage.set_commit_sync(Some(Arc::new(move || {
+                    if flag.swap(false, Ordering::SeqCst) {
+                        panic!("injected: sync function panicked");
+                    }
+                    Ok(())
+                })));
+                Ok(storage)
+            },
+            |_| Plain,
+        );
+        let first = object.call(|ctx| async move { ctx.storage().put("k", &1_i64).await }).await;
+        let err = first.unwrap_err();
+        assert!(err.to_string().contains("panicked"), "{err}");
+        // The object was reset and goes on: later calls are answered.
+        for i in 0..20_i64 {
+            let seen = tokio::time::timeout(
+                Duration::from_secs(5),
+                object.call(move |ctx| async move {
+                    ctx.storage().put("k", &i);
+                    ctx.storage().get::<i64>("k").now().ok().unwrap().unwrap()
+                }),
+            )
+            .await
+            .expect("the object hangs after a panicking sync")
+            .unwrap();
+            assert_eq!(seen, Some(i));
+        }
+    });
+}
+
+#[test]
+fn replacing_the_sync_function_mid_turn_reports_the_old_ones_outcome() {
+    let dir = Dir::new();
+    // The old sync works: its commit is synced when it is replaced, nothing stays pending.
+    let good = Valve::default();
+    let storage = good.open(&dir);
+    storage.put("a", &1_i64);
+    storage.sync().wait().unwrap();
+    storage.put("b", &2_i64);
+    storage.end_turn().unwrap(); // commits "b"; the pool syncs it
+    storage.put("c", &3_i64);
+    let _ = storage.sql().unwrap().commit(); // a commit the storage does not know of: harmless
+    storage.set_commit_sync(Some(Valve::default().sync_fn()));
+    match storage.end_turn().unwrap() {
+        TurnEnd::Durable => {}
+        TurnEnd::Flushing { durable, .. } => durable.wait().unwrap(),
+        other => panic!("{other:?}"),
+    }
+    drop(storage);
+
+    // The old sync fails: the end of the turn reports it (it would otherwise hang or lie).
+    let bad = Valve::default();
+    bad.fail.store(true, Ordering::SeqCst);
+    let storage = bad.open(&dir);
+    storage.put("d", &4_i64);
+    storage.sql().unwrap(); // still usable
+    let before = bad.runs();
+    // Commit "d" without waiting, then swap the sync function.
+    let pending = storage.end_turn().unwrap();
+    storage.put("e", &5_i64);
+    storage.set_commit_sync(Some(Valve::default().sync_fn()));
+    assert!(bad.runs() > before, "the old sync function was not run before the swap");
+    if let TurnEnd::Flushing { durable, .. } = pending {
+        assert!(durable.wait().is_err(), "a failed sync reported as durable");
     }
 }
