@@ -166,6 +166,24 @@ fn read_open(file: &mut std::fs::File, len: usize, path: &Path, pos: &WalPos) ->
             return Ok(parse_commits(&bytes, skip, pos));
         }
     };
+    if same_wal && pos.offset as usize >= WAL_HEADER + FRAME_HEADER + page_size {
+        // The frame the position ends with must be the one captured (same salts, same
+        // running checksum). A power loss can take commits from the WAL that the journal
+        // kept (its pages reached the disk first); the WAL, still as long, then holds other
+        // frames there, and reading on from the position would skip the commits SQLite makes
+        // next. That is a discontinuity: the archiver records a full image.
+        let last = pos.offset - (FRAME_HEADER + page_size) as u64;
+        let mut frame_header = [0u8; FRAME_HEADER];
+        file.seek(SeekFrom::Start(last)).map_err(io_error("seek", path))?;
+        file.read_exact(&mut frame_header).map_err(io_error("read", path))?;
+        let ends_here = (be32(&frame_header, 8), be32(&frame_header, 12)) == (pos.salt1, pos.salt2)
+            && (be32(&frame_header, 16), be32(&frame_header, 20)) == (pos.cksum1, pos.cksum2)
+            && be32(&frame_header, 4) != 0;
+        if !ends_here {
+            return Ok(WalRead { commits: Vec::new(), discontinuity: true });
+        }
+        file.seek(SeekFrom::Start(pos.offset)).map_err(io_error("seek", path))?;
+    }
     read_frames(file, path, &header, page_size, &mut bytes)?;
     Ok(parse_commits(&bytes, skip, pos))
 }
@@ -329,5 +347,36 @@ mod tests {
         // Nothing new after it.
         let after = reader.read_commits(&again.commits[0].end).unwrap();
         assert!(after.commits.is_empty() && !after.discontinuity);
+    }
+
+    /// A position whose frame the WAL no longer holds (a power loss kept the journal's record
+    /// but not the WAL's frames, and the WAL, as long as before, holds other frames there) is
+    /// a discontinuity, not "nothing new".
+    #[test]
+    fn a_position_the_wal_does_not_end_a_frame_at_is_a_discontinuity() {
+        use durable_sql::{Database, Options, SqlValue};
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options { auto_checkpoint: false, ..Options::default() };
+        let db = Database::open(dir.path().join("o.sqlite"), options).unwrap();
+        db.exec("CREATE TABLE t(x)", &[]).unwrap();
+        db.commit().unwrap();
+        for i in 0..5 {
+            db.exec("INSERT INTO t VALUES (?)", &[SqlValue::Integer(i)]).unwrap();
+            db.commit().unwrap();
+        }
+        let mut reader = WalReader::new(db.wal_path().unwrap());
+        let read = reader.read_commits(&WalPos::fresh()).unwrap();
+        let third = read.commits[2].end;
+        let fine = reader.read_commits(&third).unwrap();
+        assert!(!fine.discontinuity);
+        assert_eq!(fine.commits.len(), read.commits.len() - 3);
+        // The same offset and salts, another running checksum: not the frame captured.
+        let lost = WalPos { cksum1: third.cksum1 ^ 1, ..third };
+        let read = reader.read_commits(&lost).unwrap();
+        assert!(read.discontinuity && read.commits.is_empty());
+        // An offset in the middle of the WAL that ends no commit frame either.
+        let frame = (FRAME_HEADER + 4096) as u64;
+        let inside = WalPos { offset: third.offset - frame / 2, ..third };
+        assert!(reader.read_commits(&inside).unwrap().discontinuity);
     }
 }
