@@ -615,12 +615,22 @@ impl Namespace {
                         let capture = archiver.clone();
                         if group_commit {
                             storage.set_commit_sync(Some(Arc::new(move || {
-                                let guard = capture.lock().unwrap_or_else(|p| p.into_inner());
-                                match guard.as_ref() {
-                                    Some(a) => a.sync_then_capture(&wal),
-                                    // Closing: the archiver captured everything already.
-                                    None => wal.sync(),
+                                wal.sync()?;
+                                // After the fsync, and only if the archiver is free: archive
+                                // maintenance holds it across remote I/O, and a capture
+                                // skipped now is made by the next one (or by the archiver
+                                // itself before it reads or checkpoints).
+                                let guard = match capture.try_lock() {
+                                    Ok(guard) => guard,
+                                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                                    Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+                                };
+                                if let Some(a) = guard.as_ref()
+                                    && let Err(error) = a.capture()
+                                {
+                                    tracing::warn!(%error, "archive capture failed");
                                 }
+                                Ok(())
                             })));
                         } else {
                             storage.set_commit_listener(Some(Arc::new(move || {
