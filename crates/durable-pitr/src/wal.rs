@@ -154,19 +154,19 @@ fn read_open(file: &mut std::fs::File, len: usize, path: &Path, pos: &WalPos) ->
         && pos.offset as usize <= len;
     let skip = if same_wal { pos.offset as usize - WAL_HEADER } else { 0 };
     let mut bytes = header.to_vec();
-    if skip > 0 {
-        file.seek(SeekFrom::Start(pos.offset)).map_err(io_error("seek", path))?;
-    }
     let page_size = match be32(&header, 8) {
         1 => 65536,
         n if (512..=65536).contains(&n) && n.is_power_of_two() => n as usize,
         // Not a WAL header we can read frames by: let the parser say what it is.
         _ => {
+            if skip > 0 {
+                file.seek(SeekFrom::Start(pos.offset)).map_err(io_error("seek", path))?;
+            }
             file.read_to_end(&mut bytes).map_err(io_error("read", path))?;
             return Ok(parse_commits(&bytes, skip, pos));
         }
     };
-    if same_wal && pos.offset as usize >= WAL_HEADER + FRAME_HEADER + page_size {
+    if skip > 0 && pos.offset as usize >= WAL_HEADER + FRAME_HEADER + page_size {
         // The frame the position ends with must be the one captured (same salts, same
         // running checksum). A power loss can take commits from the WAL that the journal
         // kept (its pages reached the disk first); the WAL, still as long, then holds other
@@ -182,6 +182,8 @@ fn read_open(file: &mut std::fs::File, len: usize, path: &Path, pos: &WalPos) ->
         if !ends_here {
             return Ok(WalRead { commits: Vec::new(), discontinuity: true });
         }
+    }
+    if skip > 0 {
         file.seek(SeekFrom::Start(pos.offset)).map_err(io_error("seek", path))?;
     }
     read_frames(file, path, &header, page_size, &mut bytes)?;

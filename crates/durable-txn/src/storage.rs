@@ -616,10 +616,9 @@ impl Storage {
     ///
     /// A failed commit is returned; the transaction is rolled back.
     pub fn end_turn(&self) -> Result<TurnEnd> {
-        if self.is_sqlite() {
-            // Inside an explicit transaction nothing commits, but commits made before it
-            // (the turn's earlier writes) may still wait for their sync.
-        } else if !self.state().txns.is_empty() {
+        // Inside an explicit transaction nothing commits; on SQLite, commits made before it
+        // (the turn's earlier writes) may still wait for their sync, so it goes on.
+        if !self.is_sqlite() && !self.state().txns.is_empty() {
             return Ok(TurnEnd::Durable);
         }
         match &self.inner.engine {

@@ -18,6 +18,15 @@ use super::{
 const VALUE: V = V { v: 1 };
 
 /// Waits for an `Op` (ready at once on SQLite; a flush or a miss on the KV-backed path).
+/// Reads keys `0..n` through the async API, each one present.
+fn get_all(rt: &tokio::runtime::Runtime, storage: &Storage, n: usize) -> BenchResult<()> {
+    for i in 0..n {
+        let v: Option<V> = wait(rt, storage.get(&key(i)))?;
+        keep(v.ok_or("missing key")?);
+    }
+    Ok(())
+}
+
 fn wait<T>(rt: &tokio::runtime::Runtime, op: Op<T>) -> BenchResult<T> {
     match op.now() {
         Ok(result) => Ok(result?),
@@ -308,13 +317,7 @@ fn kv_backed(
             runs,
             || {
                 let storage = Storage::kv_backed(backend.clone(), CacheOptions::default());
-                time(|| {
-                    for i in 0..n {
-                        let v: Option<V> = wait(rt, storage.get(&key(i)))?;
-                        keep(v.ok_or("missing key")?);
-                    }
-                    Ok(())
-                })
+                time(|| get_all(rt, &storage, n))
             },
             || raw_gets(filled, n, false),
         )?;
@@ -330,17 +333,8 @@ fn kv_backed(
             runs,
             || {
                 let storage = Storage::kv_backed(backend.clone(), CacheOptions::default());
-                for i in 0..n {
-                    let v: Option<V> = wait(rt, storage.get(&key(i)))?;
-                    keep(v);
-                }
-                time(|| {
-                    for i in 0..n {
-                        let v: Option<V> = wait(rt, storage.get(&key(i)))?;
-                        keep(v.ok_or("missing key")?);
-                    }
-                    Ok(())
-                })
+                get_all(rt, &storage, n)?;
+                time(|| get_all(rt, &storage, n))
             },
             || raw_gets(filled, n, false),
         )?;

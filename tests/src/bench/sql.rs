@@ -100,40 +100,28 @@ pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
                 Ok(())
             })
         };
-        let f = pair(
-            runs,
-            || {
-                let storage = Storage::open(&path, Options::default())?;
-                let sql = storage.sql()?;
-                sql.exec("SELECT * FROM bench LIMIT 1", &[])?.to_array()?;
-                time(|| {
-                    let all = sql.exec("SELECT * FROM bench", &[])?.to_array()?;
+        // Ours: the rows through `to_array()`, or through `raw()` (f').
+        let select = |raw: bool| {
+            let storage = Storage::open(&path, Options::default())?;
+            let sql = storage.sql()?;
+            sql.exec("SELECT * FROM bench LIMIT 1", &[])?.to_array()?;
+            time(|| {
+                let mut cursor = sql.exec("SELECT * FROM bench", &[])?;
+                if raw {
+                    let all = cursor.raw().collect::<Result<Vec<_>, _>>()?;
                     assert_eq!(all.len(), n);
                     keep(all);
-                    Ok(())
-                })
-            },
-            raw_select,
-        )?;
+                } else {
+                    let all = cursor.to_array()?;
+                    assert_eq!(all.len(), n);
+                    keep(all);
+                }
+                Ok(())
+            })
+        };
+        let f = pair(runs, || select(false), raw_select)?;
         rows.push(row("f", "SELECT * of 100k rows, to_array() (rows/s)", n, Some(0.7), f));
-        let f2 = pair(
-            runs,
-            || {
-                let storage = Storage::open(&path, Options::default())?;
-                let sql = storage.sql()?;
-                sql.exec("SELECT * FROM bench LIMIT 1", &[])?.to_array()?;
-                time(|| {
-                    let all = sql
-                        .exec("SELECT * FROM bench", &[])?
-                        .raw()
-                        .collect::<Result<Vec<_>, _>>()?;
-                    assert_eq!(all.len(), n);
-                    keep(all);
-                    Ok(())
-                })
-            },
-            raw_select,
-        )?;
+        let f2 = pair(runs, || select(true), raw_select)?;
         rows.push(row("f'", "SELECT * of 100k rows, raw() (rows/s)", n, Some(0.7), f2));
     }
     Ok(())
