@@ -484,11 +484,15 @@ impl<A: Actor> Driver<A> {
                             }
                         }
                         Err(error) => {
-                            if let Some(lock) = lock {
-                                lock.fail(error.clone());
-                            }
+                            // The reset goes into the object's queue before the held results
+                            // are released, so a call made on seeing one of them comes after
+                            // the reset and runs on the reset object.
                             if let Some(tx) = me.upgrade() {
-                                let _ = tx.send(Command::Reset { error, generation });
+                                let _ =
+                                    tx.send(Command::Reset { error: error.clone(), generation });
+                            }
+                            if let Some(lock) = lock {
+                                lock.fail(error);
                             }
                         }
                     }
@@ -560,7 +564,10 @@ impl<A: Actor> Future for Driver<A> {
         }
         let mut budget = TURN_BUDGET;
         loop {
-            if this.alarm.running.is_none()
+            // A closed object starts no alarm: the alarm stays stored and fires in the
+            // object's next instance.
+            if !this.closed
+                && this.alarm.running.is_none()
                 && let Some(timer) = this.alarm.timer.as_mut()
                 && timer.as_mut().poll(cx).is_ready()
             {

@@ -77,15 +77,21 @@ fn spawn(dir: &Dir, clock: &Arc<ManualClock>, failures: u32, rearm: Option<i64>)
     Setup { object, seen: rx, clock: clock.clone() }
 }
 
-/// The next handler run; returns once the handler has finished (the runtime then schedules
-/// what comes next from the clock's current time).
-async fn next(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
-    let seen = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+/// The next handler run; returns once the handler's turn has ended (the runtime has then
+/// scheduled what comes next from the clock's current time).
+async fn next(s: &mut Setup) -> Seen {
+    let seen = tokio::time::timeout(Duration::from_secs(5), s.seen.recv())
         .await
         .expect("an alarm fired in time")
         .expect("channel open");
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    settled(&s.object).await;
     seen
+}
+
+/// Returns after every turn the object had started has ended: the object runs one turn at a
+/// time, so an empty call's answer comes after them (a fixed sleep would race a slow box).
+async fn settled(object: &Object<Alarmed>) {
+    object.call(|_| async {}).await.unwrap();
 }
 
 async fn none_within(seen: &mut mpsc::UnboundedReceiver<Seen>, ms: u64) {
@@ -116,10 +122,9 @@ fn an_alarm_fires_when_due_and_is_then_cleared() {
         s.clock.advance(HOUR - 1);
         none_within(&mut s.seen, 30).await;
         s.clock.advance(1);
-        let seen = next(&mut s.seen).await;
+        let seen = next(&mut s).await;
         assert_eq!(seen.info, AlarmInfo { scheduled_ms: T0 + HOUR, retry_count: 0 });
         assert_eq!(seen.alarm_inside, None, "get_alarm reads none while its handler runs");
-        tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(stored(&s.object).await, None, "a successful alarm is deleted");
     });
 }
@@ -136,18 +141,17 @@ fn a_failing_handler_is_retried_with_exponential_backoff() {
             .unwrap()
             .unwrap();
         s.clock.advance(HOUR);
-        let first = next(&mut s.seen).await;
+        let first = next(&mut s).await;
         assert_eq!(first.info.retry_count, 0);
         let mut delay = 2_000;
         for retry in 1..=3u32 {
             s.clock.advance(delay - 1);
             none_within(&mut s.seen, 30).await;
             s.clock.advance(1);
-            let seen = next(&mut s.seen).await;
+            let seen = next(&mut s).await;
             assert_eq!(seen.info, AlarmInfo { scheduled_ms: T0 + HOUR, retry_count: retry });
             delay *= 2;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(stored(&s.object).await, None);
     });
 }
@@ -164,13 +168,13 @@ fn retries_stop_after_six() {
             .unwrap()
             .unwrap();
         s.clock.advance(1);
-        let mut attempts = vec![next(&mut s.seen).await.info.retry_count];
+        let mut attempts = vec![next(&mut s).await.info.retry_count];
         for _ in 0..10 {
             // Let the handler finish (and schedule its retry) before the clock moves.
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            settled(&s.object).await;
             s.clock.advance(200_000);
             if let Ok(Some(seen)) =
-                tokio::time::timeout(Duration::from_millis(100), s.seen.recv()).await
+                tokio::time::timeout(Duration::from_millis(300), s.seen.recv()).await
             {
                 attempts.push(seen.info.retry_count);
             }
@@ -192,11 +196,10 @@ fn an_alarm_set_inside_the_handler_wins() {
             .unwrap()
             .unwrap();
         s.clock.advance(HOUR);
-        next(&mut s.seen).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        next(&mut s).await;
         assert_eq!(stored(&s.object).await, Some(T0 + 11 * HOUR));
         s.clock.advance(10 * HOUR);
-        let seen = next(&mut s.seen).await;
+        let seen = next(&mut s).await;
         assert_eq!(seen.info.scheduled_ms, T0 + 11 * HOUR);
     });
 }
@@ -216,7 +219,7 @@ fn an_alarm_due_while_the_process_was_down_fires_on_restart() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         clock.advance(5 * HOUR);
         let mut s = spawn(&dir, &clock, 0, None);
-        let seen = next(&mut s.seen).await;
+        let seen = next(&mut s).await;
         assert_eq!(seen.info.scheduled_ms, T0 + HOUR);
         assert_eq!(seen.now, T0 + 5 * HOUR);
     });

@@ -120,8 +120,12 @@ fn the_output_gate_holds_a_result_until_its_flush_is_durable() {
         assert_eq!(unconfirmed, 8);
         assert_eq!(stored(&backend, "u").await, None, "not yet flushed");
         release.add_permits(1);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(stored(&backend, "u").await, Some(2));
+        // The flush runs on its own task: wait for it, up to a bound a loaded box never nears.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while stored(&backend, "u").await != Some(2) {
+            assert!(std::time::Instant::now() < deadline, "the released flush wrote u");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     });
 }
 
@@ -188,7 +192,8 @@ fn a_failed_flush_turns_held_results_into_errors_and_resets_the_object() {
             "{err}"
         );
         backend.heal();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // No pause: the reset is queued before the failed result is released, so this call
+        // runs on the reset object.
         let (good, bad) = object
             .call(|ctx| async move {
                 (
