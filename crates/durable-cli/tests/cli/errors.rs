@@ -39,17 +39,24 @@ fn a_locked_namespace_is_refused() {
         .arg(data.path())
         .args(["shell", "o"])
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let lock_held = (0..200).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        let run = data.run(&["kv", "get", "o", "k"]);
-        run.code != 0 && run.stderr.contains("locked")
-    });
+    // The shell answers a line only once it has opened the namespace: from then on it holds
+    // the lock, whatever the two processes' start-up times were.
+    use std::io::{BufRead, Write};
+    writeln!(shell.stdin.as_mut().unwrap(), ".help").unwrap();
+    let mut answer = String::new();
+    // Kept open to the end: a shell whose stdout closes stops at its next line.
+    let mut stdout = std::io::BufReader::new(shell.stdout.take().unwrap());
+    stdout.read_line(&mut answer).unwrap();
+    assert!(!answer.is_empty(), "the shell answered .help");
+    let run = data.run(&["kv", "get", "o", "k"]);
+    let lock_held = run.code != 0 && run.stderr.contains("locked");
     drop(shell.stdin.take());
+    std::io::copy(&mut stdout, &mut std::io::sink()).unwrap();
     assert!(shell.wait().unwrap().success());
-    assert!(lock_held, "a second process opened the locked namespace");
+    assert!(lock_held, "a second process opened the locked namespace: {}", run.stderr);
     assert_eq!(data.ok(&["kv", "get", "o", "k"]), "1\n");
 }
 
