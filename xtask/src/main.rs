@@ -52,9 +52,18 @@ fn ci() -> Result<(), String> {
     crash(&["--iterations".into(), "2".into(), "--pitr".into()])?;
     load(&["--objects".into(), "200".into(), "--seconds".into(), "3".into()])?;
     // The examples run, and the API docs build without warnings.
+    // Each in a fresh folder of its own under target/, not the shared temp folder, so that an
+    // earlier run's data or another checkout's run cannot meet it.
     for example in ["counter", "chat_room", "restore"] {
+        let data = root().join("target/examples-ci").join(example);
+        match std::fs::remove_dir_all(&data) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("example {example}: {}: {e}", data.display())),
+        }
         let mut run_example = cargo();
         run_example.args(["run", "--quiet", "--package", "durable-storage", "--example", example]);
+        run_example.arg("--").arg(&data);
         run(&format!("example {example}"), run_example)?;
     }
     let mut doc = cargo();

@@ -7,7 +7,8 @@
 //! object and checks that every printed batch is fully present, that no batch is partly
 //! present, and that SQLite's integrity check passes. With `--pitr` the objects run with the
 //! WAL archiver, and the image rebuilt at the current bookmark must equal the database file. The last line is
-//! `N iterations, N batches checked, N lost, N torn`.
+//! `N iterations, N batches checked, N lost, N torn`. The kill points come from a seed, printed
+//! first (`--seed N` replays them); a child that stops releasing batches for 60 s fails the run.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -205,7 +206,7 @@ impl Rng {
     }
 }
 
-fn parent(iterations: u64, dir: &Path, pitr: bool) -> ExitCode {
+fn parent(iterations: u64, dir: &Path, pitr: bool, seed: Option<u64>) -> ExitCode {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -213,10 +214,13 @@ fn parent(iterations: u64, dir: &Path, pitr: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        | 1;
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    }) | 1;
+    // The kill points come from the seed: `--seed` replays a failing run's.
+    eprintln!("crash: seed {seed}");
     let mut rng = Rng(seed);
     let mut released: Vec<BTreeSet<i64>> = vec![BTreeSet::new(); OBJECTS];
     let (mut checked, mut lost, mut torn) = (0u64, 0u64, 0u64);
@@ -238,19 +242,42 @@ fn parent(iterations: u64, dir: &Path, pitr: bool) -> ExitCode {
         let kill_after = 5 + rng.next() % 200;
         let deadline = Instant::now() + Duration::from_secs(60);
         let Some(stdout) = child.stdout.take() else { return ExitCode::FAILURE };
-        let mut seen = 0;
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let mut parts = line.split_whitespace().skip(1);
-            if let (Some(o), Some(b)) = (parts.next(), parts.next())
-                && let (Ok(o), Ok(b)) = (o.parse::<usize>(), b.parse::<i64>())
-                && o < OBJECTS
-            {
-                released[o].insert(b);
-                seen += 1;
+        // Lines are read on a thread so that a child that stops writing (a hang) is caught by
+        // the deadline instead of blocking the parent for ever.
+        let (lines_tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
             }
-            if seen >= kill_after || Instant::now() > deadline {
-                break;
+        });
+        let mut seen = 0;
+        while seen < kill_after {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(wait) {
+                Ok(line) => {
+                    let mut parts = line.split_whitespace().skip(1);
+                    if let (Some(o), Some(b)) = (parts.next(), parts.next())
+                        && let (Ok(o), Ok(b)) = (o.parse::<usize>(), b.parse::<i64>())
+                        && o < OBJECTS
+                    {
+                        released[o].insert(b);
+                        seen += 1;
+                    }
+                }
+                // The child exited on its own (its error is on stderr); check what it left.
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    eprintln!(
+                        "crash: iteration {iteration}: the child released {seen} of {kill_after} \
+                         batches in 60 s (hung)"
+                    );
+                    return ExitCode::FAILURE;
+                }
             }
         }
         let _ = child.kill(); // SIGKILL
@@ -305,6 +332,7 @@ fn main() -> ExitCode {
     let mut iterations = 10;
     let mut dir: Option<PathBuf> = None;
     let mut pitr = false;
+    let mut seed = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -317,9 +345,16 @@ fn main() -> ExitCode {
             },
             "--dir" => dir = it.next().map(PathBuf::from),
             "--pitr" => pitr = true,
+            "--seed" => match it.next().and_then(|n| n.parse().ok()) {
+                Some(n) => seed = Some(n),
+                None => {
+                    eprintln!("crash: --seed takes a number");
+                    return ExitCode::from(2);
+                }
+            },
             other => {
                 eprintln!("crash: unknown argument {other}");
-                eprintln!("usage: crash [--iterations N] [--pitr] [--dir DIR]");
+                eprintln!("usage: crash [--iterations N] [--pitr] [--dir DIR] [--seed N]");
                 return ExitCode::from(2);
             }
         }
@@ -342,5 +377,5 @@ fn main() -> ExitCode {
         eprintln!("crash: {}: {e}", dir.display());
         return ExitCode::FAILURE;
     }
-    parent(iterations, &dir, pitr)
+    parent(iterations, &dir, pitr, seed)
 }
