@@ -5,8 +5,9 @@
 //!   the examples, `cargo doc` without warnings, and the benchmarks with `--quick`.
 //! - `cargo xtask conformance [--cases DIR]`: runs the op-script cases (default: the
 //!   vendored copy in `tests/cases`) and prints `N passed, N failed, N skipped` last.
-//! - `cargo xtask crash [--iterations N] [--pitr]`: kills a writing child process with SIGKILL at
-//!   random moments and checks that no released batch was lost and none is torn.
+//! - `cargo xtask crash [--iterations N] [--pitr] [--seed N]`: kills a writing child process with
+//!   SIGKILL at random moments and checks that no released batch was lost and none is torn; it
+//!   prints its seed, and `--seed` replays those kill points.
 //! - `cargo xtask load [--objects N] [--seconds S] [--clients C] [--no-group-commit]`: many objects under
 //!   concurrent events; checks that no acknowledged write was lost and reports memory.
 //! - `cargo xtask refresh-cases`: copies the public cases from `../shared/oracle/cases`.
@@ -151,7 +152,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask (ci | conformance [--cases DIR] | crash [--iterations N] [--pitr] | load [--objects N] [--seconds S] | bench [--quick] | refresh-cases | tidy)"
+                "usage: cargo xtask (ci | conformance [--cases DIR] | crash [--iterations N] [--pitr] [--seed N] | load [--objects N] [--seconds S] | bench [--quick] | refresh-cases | tidy)"
             );
             return ExitCode::from(2);
         }
