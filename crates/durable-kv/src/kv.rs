@@ -301,12 +301,14 @@ fn unless_table_missing<T>(result: durable_sql::Result<T>, absent: T) -> durable
 }
 
 /// Reads `key` and hands its stored bytes to `read` while they are still SQLite's (so a
-/// typed get decodes without copying them out first).
+/// typed get decodes without copying them out first). After a critical error, reads fail
+/// with it, as the runtime's KV reads do (spec sqlite-storage 5.2).
 fn read_one<R>(
     i: &mut Internal<'_>,
     key: &[u8],
     read: impl FnOnce(&[u8]) -> R,
 ) -> durable_sql::Result<Option<R>> {
+    i.check_broken()?;
     let found = i.held(GET).and_then(|mut stmt| {
         stmt.bind_text(1, key)?;
         // A NULL value cannot be written through this API; it reads as empty bytes.
@@ -340,13 +342,15 @@ fn delete_one(i: &mut Internal<'_>, key: &[u8]) -> durable_sql::Result<bool> {
     unless_table_missing(deleted, false)
 }
 
-/// Reads up to `limit` entries of `range`, continuing after `after` when given.
+/// Reads up to `limit` entries of `range`, continuing after `after` when given (failing, as
+/// [`read_one`] does, after a critical error).
 fn read_range(
     i: &mut Internal<'_>,
     range: &KeyRange,
     after: Option<&[u8]>,
     limit: Option<u64>,
 ) -> durable_sql::Result<Vec<(String, Vec<u8>)>> {
+    i.check_broken()?;
     // In reverse order, continuing means going below the last key delivered.
     let (low, high, low_inclusive): (&[u8], Option<&[u8]>, bool) = match (after, range.reverse) {
         (Some(a), false) => (a, range.end.as_deref(), false),

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use durable_kv::{Error, Kv, KvLimits, ListOptions, Value, codec};
-use durable_sql::{Database, Options};
+use durable_sql::{Database, Limits, Options};
 use proptest::prelude::*;
 
 fn kv() -> Kv {
@@ -183,6 +183,34 @@ fn sqlite_backend_bounds_values_by_the_sqlite_limit() {
     kv.put("ok", &Value::Bytes(vec![0; 1_900_000])).unwrap();
     let e = kv.put("big", &Value::Bytes(vec![0; 2_000_001])).unwrap_err();
     assert_eq!(e.to_string(), "string or blob too big: SQLITE_TOOBIG");
+}
+
+#[test]
+fn after_a_critical_error_kv_reads_and_writes_fail_with_it() {
+    const FULL: &str = "database or disk is full: SQLITE_FULL";
+    let limits = Limits { max_database_size: 16 * 4096, ..Limits::default() };
+    let db = Database::open_in_memory(Options { limits, ..Options::default() }).unwrap();
+    let kv = Kv::new(db.clone());
+    kv.put("a", &1i64).unwrap();
+    db.commit().unwrap();
+    kv.put("b", &2i64).unwrap();
+    let big = "x".repeat(100_000);
+    assert_eq!(kv.put("big", &big).unwrap_err().to_string(), FULL);
+    // Spec sqlite-storage 5.2: every later write and KV read throws the same error.
+    let errors = [
+        kv.get::<i64>("a").map(drop),
+        kv.get_raw("a").map(drop),
+        kv.get_multiple::<i64>(&["a", "b"]).map(drop),
+        kv.list::<i64>(&ListOptions::default()).map(drop),
+        kv.list_iter::<i64>(&ListOptions::default()).and_then(|mut l| l.next().unwrap()).map(drop),
+        kv.put("c", &3i64),
+        kv.delete("a").map(drop),
+    ];
+    for e in errors {
+        assert_eq!(e.unwrap_err().to_string(), FULL);
+    }
+    // Read-only SQL is not checked, in the runtime either.
+    assert!(db.exec("SELECT 1", &[]).is_ok());
 }
 
 #[test]

@@ -327,6 +327,16 @@ impl Internal<'_> {
         self.state.begin_write()
     }
 
+    /// Fails with [`Error::Broken`] once a critical error has broken the handle, as
+    /// [`begin_write`](Internal::begin_write) does: for reads that the runtime refuses after
+    /// a critical error (its KV reads; its read-only SQL is not checked, nor is this crate's).
+    pub fn check_broken(&self) -> Result<()> {
+        match &self.state.broken {
+            Some(broken) => Err(Error::Broken(Box::new(broken.clone()))),
+            None => Ok(()),
+        }
+    }
+
     /// Opens a savepoint with `name` (an internal `_cf_` name).
     pub fn savepoint(&mut self, name: &str) -> Result<()> {
         self.state.batch(&format!("SAVEPOINT {name}"))

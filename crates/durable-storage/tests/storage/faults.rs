@@ -66,9 +66,13 @@ async fn database_at_its_size_limit(options: NamespaceOptions) {
             for i in 0..1000 {
                 let blob = SqlValue::Blob(vec![i as u8; 8 * 1024]);
                 if let Err(e) = db.exec("INSERT INTO t(tag, v) VALUES ('fill', ?)", &[blob]) {
-                    // Every later write gets the same error. (The runtime fails KV reads too;
-                    // here they answer from the rolled-back database.)
+                    // Every later write, and every KV read, gets the same error.
                     let again = db.exec("INSERT INTO t(tag) VALUES ('after')", &[]).unwrap_err();
+                    assert_eq!(again.to_string(), FULL);
+                    let read = ctx.storage().get::<i64>("kv").await.unwrap_err();
+                    assert_eq!(read.to_string(), FULL);
+                    let listed = ctx.storage().list::<i64>(&Default::default()).await.unwrap_err();
+                    assert_eq!(listed.to_string(), FULL);
                     return (i, e.to_string(), again.to_string());
                 }
             }
