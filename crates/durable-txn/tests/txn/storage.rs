@@ -119,11 +119,12 @@ fn alarms_are_transactional_and_validated() {
     });
     assert!(r.is_err());
     assert_eq!(storage.get_alarm().now().ok().unwrap().unwrap(), None);
-    // A past time means now.
-    let before = durable_txn::Clock::now_ms(&durable_txn::SystemClock);
+    // A past time means now (the storage's clock).
+    const NOW: i64 = 1_700_000_000_123;
+    storage.set_clock(std::sync::Arc::new(durable_txn::ManualClock::new(NOW)));
     storage.set_alarm(1).now().ok().unwrap().unwrap();
     let stored = storage.get_alarm().now().ok().unwrap().unwrap().unwrap();
-    assert!(stored >= before, "clamped to now: {stored} < {before}");
+    assert_eq!(stored, NOW, "clamped to now");
     storage.delete_alarm().now().ok().unwrap().unwrap();
     assert_eq!(storage.get_alarm().now().ok().unwrap().unwrap(), None);
 }
