@@ -73,10 +73,6 @@ const PUT_MULTIPLE_SAVEPOINT: &str = "_cf_put_multiple_savepoint";
 /// Rows a sync list iterator fetches at a time.
 const LIST_BATCH: u64 = 256;
 
-fn no_kv_table(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(_, Some(msg)) if msg.starts_with("no such table: _cf_KV"))
-}
-
 /// The KV APIs of one object, stored in its database's `_cf_KV` table.
 ///
 /// Keys are strings ordered by their UTF-8 bytes. Values are any `Serialize` type (or
@@ -263,35 +259,13 @@ impl Kv {
     }
 }
 
-/// The cached statement for `sql`, or `None` while `_cf_KV` does not exist yet.
-fn kv_statement<'c>(
-    conn: &'c rusqlite::Connection,
-    sql: &str,
-) -> durable_sql::Result<Option<rusqlite::CachedStatement<'c>>> {
-    match conn.prepare_cached(sql) {
-        Ok(stmt) => Ok(Some(stmt)),
-        Err(e) if no_kv_table(&e) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// `result`, or `absent` when it failed because `_cf_KV` does not exist. A cached statement
-/// outlives the table when the transaction that created the table rolls back: SQLite then
-/// fails it at its next step, not at prepare time.
-fn unless_missing<T>(result: rusqlite::Result<T>, absent: T) -> durable_sql::Result<T> {
-    match result {
-        Err(e) if no_kv_table(&e) => Ok(absent),
-        other => Ok(other?),
-    }
-}
-
 /// True when `e` says `_cf_KV` does not exist (yet, or any more).
 fn missing_table(e: &durable_sql::Error) -> bool {
     matches!(e, durable_sql::Error::Sqlite(f) if f.message.starts_with("no such table: _cf_KV"))
 }
 
 /// `result`, or `absent` when it failed because `_cf_KV` does not exist: before the first
-/// write, or after the transaction that created the table rolled back (a held statement
+/// write, or after the transaction that created the table rolled back (a prepared statement
 /// outlives the table; SQLite fails it at its next step, not at prepare time).
 fn unless_table_missing<T>(result: durable_sql::Result<T>, absent: T) -> durable_sql::Result<T> {
     match result {
@@ -365,19 +339,18 @@ fn read_range(
         if high.is_some() { " AND key < ?2" } else { "" },
         if range.reverse { " DESC" } else { "" },
     );
-    let Some(mut stmt) = kv_statement(i.connection(), &sql)? else { return Ok(Vec::new()) };
     let limit = limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
     // Keys are only ever written from Rust strings, so they read back as valid UTF-8.
     let map = |row: &rusqlite::Row<'_>| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?));
-    let rows = match high {
+    let rows = i.connection().prepare_cached(&sql).and_then(|mut stmt| match high {
         Some(h) => stmt
             .query_map((TextBytes(low), TextBytes(h), limit), map)
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>()),
         None => stmt
             .query_map((TextBytes(low), rusqlite::types::Null, limit), map)
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>()),
-    };
-    unless_missing(rows, Vec::new())
+    });
+    unless_table_missing(rows.map_err(durable_sql::Error::from), Vec::new())
 }
 
 /// The lazy iterator of [`Kv::list_iter`]; yields `(key, value)` pairs.

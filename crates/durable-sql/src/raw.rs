@@ -100,18 +100,36 @@ impl RawStmt {
     ) -> Result<(), SqliteFailure> {
         let idx = c_int::try_from(idx).unwrap_or(c_int::MAX);
         // SAFETY: valid statement; the caller keeps `bytes` alive while bound (STATIC).
-        let rc = unsafe {
+        let rc = unsafe { self.bind_bytes(idx, bytes, text, ffi::SQLITE_STATIC()) };
+        if rc == ffi::SQLITE_OK { Ok(()) } else { Err(failure(db, rc)) }
+    }
+
+    /// Binds `bytes` as TEXT (UTF-8) or BLOB, an empty BLOB as a zero-length zeroblob (a null
+    /// pointer would bind NULL); returns SQLite's code.
+    ///
+    /// # Safety
+    ///
+    /// With `SQLITE_STATIC`, as [`bind_borrowed`](RawStmt::bind_borrowed); `SQLITE_TRANSIENT`
+    /// makes SQLite copy the bytes.
+    unsafe fn bind_bytes(
+        &self,
+        idx: c_int,
+        bytes: &[u8],
+        text: bool,
+        destructor: ffi::sqlite3_destructor_type,
+    ) -> c_int {
+        // SAFETY: valid statement; `bytes` is valid for its length during the call.
+        unsafe {
             if text {
                 ffi::sqlite3_bind_text64(
                     self.ptr(),
                     idx,
                     bytes.as_ptr().cast::<c_char>(),
                     bytes.len() as u64,
-                    ffi::SQLITE_STATIC(),
+                    destructor,
                     ffi::SQLITE_UTF8 as u8,
                 )
             } else if bytes.is_empty() {
-                // A null pointer would bind NULL.
                 ffi::sqlite3_bind_zeroblob(self.ptr(), idx, 0)
             } else {
                 ffi::sqlite3_bind_blob64(
@@ -119,11 +137,10 @@ impl RawStmt {
                     idx,
                     bytes.as_ptr().cast(),
                     bytes.len() as u64,
-                    ffi::SQLITE_STATIC(),
+                    destructor,
                 )
             }
-        };
-        if rc == ffi::SQLITE_OK { Ok(()) } else { Err(failure(db, rc)) }
+        }
     }
 
     /// The bytes of column `i` of the current row (TEXT or BLOB; other types as SQLite
@@ -171,26 +188,10 @@ impl RawStmt {
                     SqlValue::Null => ffi::sqlite3_bind_null(self.ptr(), idx),
                     SqlValue::Integer(v) => ffi::sqlite3_bind_int64(self.ptr(), idx, *v),
                     SqlValue::Real(v) => ffi::sqlite3_bind_double(self.ptr(), idx, *v),
-                    SqlValue::Text(s) => ffi::sqlite3_bind_text64(
-                        self.ptr(),
-                        idx,
-                        s.as_ptr().cast::<c_char>(),
-                        s.len() as u64,
-                        ffi::SQLITE_TRANSIENT(),
-                        ffi::SQLITE_UTF8 as u8,
-                    ),
-                    // A null pointer would bind NULL, so an empty blob binds as a zero-length
-                    // zeroblob.
-                    SqlValue::Blob(b) if b.is_empty() => {
-                        ffi::sqlite3_bind_zeroblob(self.ptr(), idx, 0)
+                    SqlValue::Text(s) => {
+                        self.bind_bytes(idx, s.as_bytes(), true, ffi::SQLITE_TRANSIENT())
                     }
-                    SqlValue::Blob(b) => ffi::sqlite3_bind_blob64(
-                        self.ptr(),
-                        idx,
-                        b.as_ptr().cast(),
-                        b.len() as u64,
-                        ffi::SQLITE_TRANSIENT(),
-                    ),
+                    SqlValue::Blob(b) => self.bind_bytes(idx, b, false, ffi::SQLITE_TRANSIENT()),
                 }
             };
             if rc != ffi::SQLITE_OK {

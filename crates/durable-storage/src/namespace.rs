@@ -625,21 +625,13 @@ impl Namespace {
                                     Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
                                     Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
                                 };
-                                if let Some(a) = guard.as_ref()
-                                    && let Err(error) = a.capture()
-                                {
-                                    tracing::warn!(%error, "archive capture failed");
-                                }
+                                capture_logged(guard.as_ref());
                                 Ok(())
                             })));
                         } else {
                             storage.set_commit_listener(Some(Arc::new(move || {
                                 let guard = capture.lock().unwrap_or_else(|p| p.into_inner());
-                                if let Some(a) = guard.as_ref()
-                                    && let Err(error) = a.capture()
-                                {
-                                    tracing::warn!(%error, "archive capture failed");
-                                }
+                                capture_logged(guard.as_ref());
                             })));
                         }
                         storage
@@ -799,5 +791,15 @@ fn into_txn_error(error: Error) -> durable_txn::Error {
             tracing::warn!(error = %other, "object could not be opened");
             durable_txn::Error::NoLongerAccessible
         }
+    }
+}
+
+/// Captures the object's new commits into its archive, if it has one. A failure is logged,
+/// not returned: the commit stands, and the archiver reports the failure from then on.
+fn capture_logged(archiver: Option<&Archiver>) {
+    if let Some(a) = archiver
+        && let Err(error) = a.capture()
+    {
+        tracing::warn!(%error, "archive capture failed");
     }
 }
