@@ -1,14 +1,12 @@
 //! Executes one op script on durable-storage and answers in the oracle's result format.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use std::sync::Arc;
 
-use durable_backend::SqliteBackend;
-use durable_backend::cache::CacheOptions;
 use durable_kv::{Kv, ListOptions, Value};
-use durable_pitr::{ArchiveConfig, Archiver};
-use durable_sql::{Cursor, Options};
+use durable_sql::Cursor;
+use durable_storage::{Backend, Namespace, NamespaceOptions, StorageHandle};
 use durable_txn::{Op, Storage, Transaction};
 use serde_json::{Map, Value as Json, json};
 
@@ -100,77 +98,61 @@ const SQL_NOT_ENABLED: &str = "SQL is not enabled for this Durable Object class.
     your workerd config for the class. Note that this change cannot be made after the class is \
     already deployed to production.";
 
-/// One object under test.
+/// One object under test, opened the way users open objects: through a `Namespace` in the
+/// case's folder, with the namespace's defaults (group commit, point-in-time recovery
+/// archived locally for the sql class; the legacy backend for the kv class).
 struct Object {
     class: Class,
-    path: PathBuf,
-    storage: Storage,
-    /// The SQLite-backed object's WAL archiver (real point-in-time recovery).
-    archiver: Option<Arc<Archiver>>,
+    name: String,
+    ns: Namespace,
+    /// The live instance; `None` between an abort and the next open.
+    open: Option<Open>,
 }
 
-fn pitr_error(e: durable_pitr::Error) -> JsError {
-    JsError::new("Error", e.to_string(), true)
+struct Open {
+    /// The object's handle (its `Storage`, and the PITR calls).
+    handle: StorageHandle,
+    /// The handle's storage, for the calls that take a `Storage`.
+    storage: Storage,
+}
+
+impl From<durable_storage::Error> for JsError {
+    fn from(e: durable_storage::Error) -> Self {
+        match e {
+            durable_storage::Error::Storage(e) => e.into(),
+            other => JsError::new("Error", other.to_string(), true),
+        }
+    }
 }
 
 impl Object {
-    fn open(class: Class, path: PathBuf) -> Result<Object, JsError> {
-        let (storage, archiver) = match class {
-            Class::Sql => {
-                let mut config = ArchiveConfig::local_for(&path).map_err(pitr_error)?;
-                // Group commit, as a namespace opens objects: results wait for the fsync,
-                // and captures run after it, on the sync threads.
-                config.capture_on_commit = false;
-                let options =
-                    Options { synchronous: durable_sql::Synchronous::Normal, ..Options::default() };
-                let opened = Archiver::open(&path, options, config);
-                let (db, archiver) = durable_txn::block_on(opened).map_err(pitr_error)?;
-                let archiver = Arc::new(archiver);
-                let wal = db.wal_sync();
-                let storage = Storage::new(db);
-                // Weak: closing the object drops the archiver (and its lock) at once.
-                let capture = Arc::downgrade(&archiver);
-                storage.set_commit_sync(Some(Arc::new(move || match capture.upgrade() {
-                    Some(archiver) => archiver.sync_then_capture(&wal),
-                    None => wal.sync(),
-                })));
-                (storage, Some(archiver))
-            }
-            Class::Kv => {
-                let backend = SqliteBackend::open(&path).map_err(durable_txn::Error::from)?;
-                (Storage::kv_backed(Arc::new(backend), CacheOptions::default()), None)
-            }
+    fn open(class: Class, dir: &Path, name: &str) -> Result<Object, JsError> {
+        let backend = match class {
+            Class::Sql => Backend::Sqlite,
+            Class::Kv => Backend::Kv,
         };
-        Ok(Object { class, path, storage, archiver })
+        let ns = Namespace::open(dir, NamespaceOptions { backend, ..NamespaceOptions::default() })?;
+        let mut object = Object { class, name: name.to_owned(), ns, open: None };
+        object.restart()?;
+        Ok(object)
     }
 
-    /// Starts the object again after `ctx.abort()`: a fresh handle on its committed state.
+    /// Opens the object's instance again (after `ctx.abort()`, or at first): the aborted
+    /// handle is let go first, as the namespace requires.
     fn restart(&mut self) -> Result<(), JsError> {
-        self.close();
-        // The old handle's database holds the archiver's capture hook (and its lock): let it
-        // go before the object opens again.
-        self.storage = Storage::open_in_memory()?;
-        let (class, path) = (self.class, self.path.clone());
-        *self = Object::open(class, path)?;
+        self.open = None;
+        let handle = self.ns.storage(&self.name)?;
+        let storage = handle.storage().clone();
+        self.open = Some(Open { handle, storage });
         Ok(())
     }
 
-    /// Lets go of the archiver (sealing what it captured) so the object can open again.
-    fn close(&mut self) {
-        self.storage.set_commit_listener(None);
-        if let Some(archiver) = self.archiver.take() {
-            let _ = archiver.seal();
-        }
+    fn storage(&self) -> &Storage {
+        &self.open.as_ref().expect("the object is open").storage
     }
 
-    fn archiver(&self) -> Result<&Archiver, Flow> {
-        self.archiver.as_deref().ok_or_else(|| rejected(durable_txn::Error::PitrNotAvailable))
-    }
-}
-
-impl Drop for Object {
-    fn drop(&mut self) {
-        self.close();
+    fn handle(&self) -> &StorageHandle {
+        &self.open.as_ref().expect("the object is open").handle
     }
 }
 
@@ -238,31 +220,31 @@ fn requests(script: &Json) -> Vec<Json> {
 
 fn run_class(script: &Json, class: Class, dir: &Path) -> Json {
     let name = script.get("name").and_then(Json::as_str).unwrap_or("object");
-    let path = dir.join(format!("{}.sqlite", sanitize(name)));
-    let mut object = match Object::open(class, path) {
+    let mut object = match Object::open(class, dir, name) {
         Ok(o) => o,
         Err(e) => return json!({"class": class.name(), "error": e.json()}),
     };
     let mut out = Vec::new();
     for request in requests(script) {
         if request.as_str() == Some("restart") {
-            let path = object.path.clone();
+            // The whole namespace goes and comes back on the same folder.
             drop(object);
-            object = match Object::open(class, path) {
+            object = match Object::open(class, dir, name) {
                 Ok(o) => o,
                 Err(e) => return json!({"class": class.name(), "error": e.json()}),
             };
             out.push(json!({"restarted": true}));
             continue;
         }
+        if object.open.is_none()
+            && let Err(e) = object.restart()
+        {
+            return json!({"class": class.name(), "error": e.json()});
+        }
         let ops = request.as_array().cloned().unwrap_or_default();
         out.push(run_request(&mut object, &ops));
     }
     json!({"class": class.name(), "requests": out})
-}
-
-fn sanitize(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
 }
 
 fn run_request(object: &mut Object, ops: &[Json]) -> Json {
@@ -295,7 +277,7 @@ fn run_request(object: &mut Object, ops: &[Json]) -> Json {
                 break;
             }
             Err(Flow::Abort(reason)) => {
-                object.storage.abort();
+                object.storage().abort();
                 // Cursors the script left open hold the old database too.
                 req.open_cursors.clear();
                 if let Err(e) = object.restart() {
@@ -306,7 +288,7 @@ fn run_request(object: &mut Object, ops: &[Json]) -> Json {
         }
     }
     // The turn ends: its implicit transaction commits (or its writes flush).
-    let ended = object.storage.end_turn().and_then(|end| match end {
+    let ended = object.storage().end_turn().and_then(|end| match end {
         durable_txn::TurnEnd::Flushing { durable, .. } => wait(durable),
         _ => Ok(()),
     });
@@ -598,7 +580,7 @@ fn exec_op(
     let summary = op.get("summary").and_then(Json::as_bool).unwrap_or(false);
     let target = match txn {
         Some(t) => Target::Txn(t),
-        None => Target::Storage(object.storage.clone()),
+        None => Target::Storage(object.storage().clone()),
     };
     match kind {
         "put" => {
@@ -696,12 +678,12 @@ fn exec_op(
         "transaction" => run_transaction(object, req, op, txn),
         "sync" | "sleep" => {
             // Both end the turn: what the turn wrote commits.
-            wait(object.storage.sync()).map_err(rejected)?;
+            wait(object.storage().sync()).map_err(rejected)?;
             Ok(if kind == "sleep" { Json::Null } else { undefined() })
         }
         "kv.get" | "kvSync.get" | "kv.put" | "kvSync.put" | "kv.delete" | "kvSync.delete"
         | "kv.list" | "kvSync.list" => {
-            let kv = object.storage.kv().map_err(thrown)?.clone();
+            let kv = object.storage().kv().map_err(thrown)?.clone();
             sync_kv(&kv, op, kind, summary)
         }
         "sql" => {
@@ -717,7 +699,7 @@ fn exec_op(
                     .map_err(|e| unsupported(e.0))?,
                 _ => Vec::new(),
             };
-            let db = object.storage.sql().map_err(thrown)?.clone();
+            let db = object.storage().sql().map_err(thrown)?.clone();
             let mut cursor = db.exec(query, &params).map_err(thrown)?;
             let mode = op.get("mode").and_then(Json::as_str).unwrap_or("toArray");
             let result = cursor_result(&mut cursor, mode).map_err(thrown)?;
@@ -730,7 +712,7 @@ fn exec_op(
             if object.class == Class::Kv {
                 return Err(thrown(JsError::new("Error", SQL_NOT_ENABLED, true)));
             }
-            Ok(json!(object.storage.database_size().map_err(thrown)?))
+            Ok(json!(object.storage().database_size().map_err(thrown)?))
         }
         "hasSql" => Ok(json!({"sql": "object", "kv": "object", "transactionSync": "function"})),
         "transactionSync" => {
@@ -741,7 +723,7 @@ fn exec_op(
                 .and_then(Json::as_str)
                 .unwrap_or("oracle: throw inside transactionSync")
                 .to_owned();
-            let storage = object.storage.clone();
+            let storage = object.storage().clone();
             let mut abort = None;
             let outcome = storage.transaction_sync(|| -> Result<Vec<Json>, JsError> {
                 let mut rs = Vec::new();
@@ -774,8 +756,8 @@ fn exec_op(
             Err(Flow::Abort(reason.to_owned()))
         }
         "bookmark" | "getCurrentBookmark" => {
-            wait(object.storage.sync()).map_err(rejected)?;
-            Ok(json!(object.archiver()?.current_bookmark().map_err(|e| rejected(pitr_error(e)))?))
+            wait(object.storage().sync()).map_err(rejected)?;
+            Ok(json!(object.handle().current_bookmark().map_err(rejected)?))
         }
         "getBookmarkForTime" => {
             let time = match op.get("time") {
@@ -789,15 +771,13 @@ fn exec_op(
                     )));
                 }
             };
-            let archiver = object.archiver()?;
-            let found = durable_txn::block_on(archiver.bookmark_for_time(time));
-            Ok(json!(found.map_err(|e| rejected(pitr_error(e)))?))
+            Ok(json!(object.handle().bookmark_for_time(time).map_err(rejected)?))
         }
         "onNextSessionRestoreBookmark" => {
             let bookmark = op.get("bookmark").and_then(Json::as_str).unwrap_or("");
-            wait(object.storage.sync()).map_err(rejected)?;
-            let undo = object.archiver()?.on_next_session_restore_bookmark(bookmark);
-            Ok(json!(undo.map_err(|e| rejected(pitr_error(e)))?))
+            wait(object.storage().sync()).map_err(rejected)?;
+            let undo = object.handle().on_next_session_restore_bookmark(bookmark);
+            Ok(json!(undo.map_err(rejected)?))
         }
         "awaitPending" => Ok(Json::Array(std::mem::take(&mut req.pending))),
         other => Err(unsupported(format!("op {other} is not implemented yet"))),
@@ -820,7 +800,7 @@ fn run_transaction(
         .and_then(Json::as_str)
         .unwrap_or("oracle: throw inside transaction")
         .to_owned();
-    let storage = object.storage.clone();
+    let storage = object.storage().clone();
     let body = |txn: Transaction| {
         let mut run = || -> Result<Json, Flow> {
             let mut rs = Vec::new();

@@ -53,15 +53,6 @@ pub struct ArchiveConfig {
     pub future_skew: Duration,
     /// Crash-test hook (none).
     pub failpoint: Option<Failpoint>,
-    /// Capture each commit from inside the commit (true, the default). False leaves every
-    /// capture to the host, which must then call [`Archiver::capture`] (or
-    /// [`Archiver::sync_then_capture`]) after its commits: a group-committing host does it on
-    /// its sync threads, off the commit path. Commits are then stamped with the time of their
-    /// capture, just after their fsync, not the time of the `COMMIT`.
-    ///
-    /// [`Archiver::capture`]: crate::Archiver::capture
-    /// [`Archiver::sync_then_capture`]: crate::Archiver::sync_then_capture
-    pub capture_on_commit: bool,
 }
 
 impl std::fmt::Debug for ArchiveConfig {
@@ -94,7 +85,6 @@ impl ArchiveConfig {
             grace: Duration::from_secs(3600),
             future_skew: Duration::from_secs(1),
             failpoint: None,
-            capture_on_commit: true,
         }
     }
 

@@ -36,10 +36,6 @@ pub(crate) struct Journal {
     history: HistoryKey,
     open: Option<OpenSegment>,
     failpoint: Option<Failpoint>,
-    /// The database's WAL, when its commits are not synced by SQLite itself (group commit):
-    /// synced before the journal, so the journal never holds a commit the database could
-    /// lose.
-    wal: Option<durable_sql::WalSync>,
 }
 
 /// What recovery found in the journal folder.
@@ -50,13 +46,14 @@ pub(crate) struct Recovered {
     pub sealed: Vec<SegEntry>,
 }
 
+/// Makes `dir`'s entries durable (`durable_sql::files::sync_dir`), as this crate's error.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("sync", dir))
+    durable_sql::files::sync_dir(dir).map_err(io_error("sync", dir))
 }
 
 impl Journal {
     pub(crate) fn new(dir: PathBuf, history: HistoryKey, failpoint: Option<Failpoint>) -> Journal {
-        Journal { dir, history, open: None, failpoint, wal: None }
+        Journal { dir, history, open: None, failpoint }
     }
 
     fn fail(&self, point: &'static str) -> Result<()> {
@@ -216,20 +213,13 @@ impl Journal {
         Ok(sealed)
     }
 
-    /// Syncs `wal` before every sync of the journal (see the field).
-    pub(crate) fn set_wal(&mut self, wal: Option<durable_sql::WalSync>) {
-        self.wal = wal;
-    }
-
-    /// Makes everything appended durable.
+    /// Makes everything appended durable. Under group commit the archiver syncs the WAL
+    /// first (`Inner::sync_journal`), so the journal never holds, durably, a commit the
+    /// database could still lose.
     pub(crate) fn sync(&mut self) -> Result<()> {
         if let Some(open) = &mut self.open
             && open.synced_len < open.len
         {
-            if let Some(wal) = &self.wal {
-                let path = wal.path().unwrap_or(&self.dir);
-                wal.sync().map_err(io_error("sync", path))?;
-            }
             if let Some(f) = &self.failpoint
                 && f("journal.before_sync")
             {

@@ -1,9 +1,11 @@
 //! Point-in-time recovery for durable-storage objects: the WAL archiver.
 //!
-//! An [`Archiver`] attaches to one object's SQLite database. Every commit's pages are copied
-//! out of the WAL right after the commit into a local *journal* (one record per commit,
-//! checksummed), and only the archiver checkpoints the WAL, after the journal is durable, so
-//! no commit can escape history. Sealed journal segments and snapshots go to an
+//! An [`Archiver`] attaches to one object's SQLite database as a subscriber of its commit
+//! pipeline (`durable_sql::pipeline`): every commit the pipeline reports durable has its pages
+//! copied out of the WAL into a local *journal* (one record per commit, checksummed), and only
+//! the archiver checkpoints the WAL, after the journal is durable, so no commit can escape
+//! history. It works the same whether the database fsyncs inside every `COMMIT` or group
+//! commits (the capture then runs on the sync threads, after the fsync). Sealed journal segments and snapshots go to an
 //! [`object_store`] archive: a local folder next to the data by default, memory in tests,
 //! S3-compatible storage with the `s3` feature.
 //!
@@ -28,8 +30,7 @@
 //!     let (db, archiver) = Archiver::open(&path, Options::default(), config()?).await?;
 //!     db.exec("CREATE TABLE t(x)", &[])?;
 //!     db.exec("INSERT INTO t VALUES (?)", &params![1])?;
-//!     db.commit()?;
-//!     archiver.capture()?; // after each turn
+//!     db.commit()?; // durable, so captured into the journal
 //!     let before = archiver.current_bookmark()?;
 //!
 //!     clock.advance_ms(1_000);
@@ -51,7 +52,7 @@
 //! ```
 //!
 //! Architecture Invariant: this crate knows nothing of KV, turns or the facade; it sees one
-//! database's pages and commits through `durable-sql`'s `WalObserver` seam and
+//! database's pages and commits through `durable-sql`'s commit pipeline and
 //! `Internal::checkpoint`.
 
 #![deny(missing_docs)]

@@ -81,6 +81,9 @@ fn be32(b: &[u8], at: usize) -> u32 {
 pub(crate) struct WalReader {
     path: PathBuf,
     open: Option<(std::fs::File, FileId)>,
+    /// The database's commits may reach the WAL before the disk (group commit): `sync`
+    /// makes them durable. Otherwise every `COMMIT` synced and `sync` has nothing to do.
+    needs_sync: bool,
 }
 
 type FileId = (u64, u64);
@@ -97,8 +100,21 @@ fn file_id(_meta: &std::fs::Metadata) -> Option<FileId> {
 }
 
 impl WalReader {
-    pub(crate) fn new(path: PathBuf) -> WalReader {
-        WalReader { path, open: None }
+    pub(crate) fn new(path: PathBuf, needs_sync: bool) -> WalReader {
+        WalReader { path, open: None, needs_sync }
+    }
+
+    /// Makes everything written to the WAL durable (an `fdatasync`); nothing to do without
+    /// a WAL, or when the database syncs its own commits.
+    pub(crate) fn sync(&self) -> Result<()> {
+        if !self.needs_sync {
+            return Ok(());
+        }
+        match std::fs::File::open(&self.path) {
+            Ok(file) => file.sync_data().map_err(io_error("sync", &self.path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error("open", &self.path)(e)),
+        }
     }
 
     /// Every complete commit after `pos` in the WAL.
@@ -332,7 +348,7 @@ mod tests {
             db.exec("INSERT INTO t VALUES (?)", &[SqlValue::Blob(vec![i; 3000])]).unwrap();
             db.commit().unwrap();
         }
-        let mut reader = WalReader::new(db.wal_path().unwrap());
+        let mut reader = WalReader::new(db.wal_path().unwrap(), false);
         let first = reader.read_commits(&WalPos::fresh()).unwrap();
         assert_eq!(first.commits.len(), 21);
         assert!(!first.discontinuity);
@@ -366,7 +382,7 @@ mod tests {
             db.exec("INSERT INTO t VALUES (?)", &[SqlValue::Integer(i)]).unwrap();
             db.commit().unwrap();
         }
-        let mut reader = WalReader::new(db.wal_path().unwrap());
+        let mut reader = WalReader::new(db.wal_path().unwrap(), false);
         let read = reader.read_commits(&WalPos::fresh()).unwrap();
         let third = read.commits[2].end;
         let fine = reader.read_commits(&third).unwrap();

@@ -15,24 +15,10 @@ use crate::cache::{Home, StmtCache};
 use crate::cursor::Cursor;
 use crate::error::{Error, Result, SqliteFailure};
 use crate::held::Held;
-use crate::options::Options;
+use crate::options::{Durability, Options};
+use crate::pipeline::{CommitProgress, CommitSubscriber, Pipeline, SubscriptionId};
 use crate::raw::{self, RawStmt};
 use crate::value::SqlValue;
-
-/// Told about the life of the implicit write transaction. The layers above use it to
-/// schedule commits (turns) and to archive committed pages (point-in-time recovery).
-///
-/// Callbacks run while the database is locked: they must not call back into the
-/// [`Database`].
-pub trait Observer: Send {
-    /// The first write since the last commit opened a transaction.
-    fn transaction_opened(&mut self) {}
-    /// The open transaction committed.
-    fn committed(&mut self) {}
-    /// The open transaction was rolled back (by [`Database::rollback`], a failed commit, a
-    /// critical error or a reset).
-    fn rolled_back(&mut self) {}
-}
 
 /// How [`Database::checkpoint`] copies the WAL into the database file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +58,21 @@ impl std::fmt::Debug for Database {
 
 pub(crate) struct Shared {
     state: Mutex<State>,
+    pub(crate) pipeline: Arc<Pipeline>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if state.conn.is_some() && state.txn_open {
+            // Nothing written is lost: a handle dropped mid-transaction commits it.
+            let _ = state.commit();
+            if state.txn_open {
+                state.rollback();
+            }
+        }
+        self.pipeline.close();
+    }
 }
 
 impl Shared {
@@ -108,8 +109,7 @@ pub(crate) struct State {
     unconfirmed: u32,
     sync_depth: u32,
     broken: Option<Error>,
-    observer: Option<Box<dyn Observer>>,
-    pub(crate) wal_observer: Option<Box<dyn crate::wal::WalObserver>>,
+    pipeline: Arc<Pipeline>,
 }
 
 /// What `exec` hands to a new cursor.
@@ -137,15 +137,20 @@ fn is_sql_space(b: u8) -> bool {
 impl Database {
     /// Opens (creating if needed) the database file at `path`.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Database> {
-        let path = path.as_ref().to_path_buf();
-        let state = State::open(Some(path), options)?;
-        Ok(Database { shared: Arc::new(Shared { state: Mutex::new(state) }) })
+        Database::start(Some(path.as_ref().to_path_buf()), options)
     }
 
     /// Opens a private in-memory database (for tests and ephemeral objects).
     pub fn open_in_memory(options: Options) -> Result<Database> {
-        let state = State::open(None, options)?;
-        Ok(Database { shared: Arc::new(Shared { state: Mutex::new(state) }) })
+        Database::start(None, options)
+    }
+
+    fn start(path: Option<PathBuf>, options: Options) -> Result<Database> {
+        let pipeline = Pipeline::new(options.durability, path.as_deref());
+        let state = State::open(path, options, pipeline.clone())?;
+        let shared = Arc::new(Shared { state: Mutex::new(state), pipeline });
+        shared.pipeline.attach(Arc::downgrade(&shared));
+        Ok(Database { shared })
     }
 
     /// The database file, or `None` for an in-memory database.
@@ -242,14 +247,88 @@ impl Database {
         self.shared.lock().begin_write()
     }
 
-    /// Commits the implicit transaction, if one is open.
+    /// Commits the implicit transaction, if one is open, and returns the commit's sequence
+    /// number in the [commit pipeline](crate::pipeline) (`None`: nothing to commit). The
+    /// commit is durable when it returns under [`Durability::Full`]; under
+    /// [`Durability::Group`] once its [`CommitEvent::Durable`](crate::CommitEvent::Durable) event is out (or after
+    /// [`sync`](Database::sync)).
     ///
     /// Write statements still open in cursors (a `RETURNING` not read to its end) are
     /// finished first, their rows kept for the cursor, so a commit never fails because of a
     /// cursor left open. Constraints violated at commit (deferred foreign keys) roll the
     /// transaction back and return [`Error::ConstraintsAtCommit`].
-    pub fn commit(&self) -> Result<()> {
-        self.shared.lock().commit()
+    pub fn commit(&self) -> Result<Option<u64>> {
+        let seq = self.shared.lock().commit()?;
+        if let Some(seq) = seq {
+            self.shared.pipeline.after_commit(seq, self);
+        }
+        Ok(seq)
+    }
+
+    /// Commits like [`commit`](Database::commit), then syncs on this thread rather than on a
+    /// sync thread: for a caller that waits for durability anyway (one handoff to a sync
+    /// thread and back less). Returns the commit's outcome; the sync's is the pipeline's to
+    /// tell (a [`sync`](Database::sync) right after returns it at once).
+    pub fn commit_and_sync(&self) -> Result<Option<u64>> {
+        let seq = self.shared.lock().commit()?;
+        match (seq, self.durability()) {
+            (Some(_), Durability::Group) => {
+                let _ = self.shared.pipeline.sync_now();
+            }
+            (Some(seq), _) => self.shared.pipeline.after_commit(seq, self),
+            (None, _) => {}
+        }
+        Ok(seq)
+    }
+
+    /// Makes every commit made before the call durable, on this thread (a sync already
+    /// running for this database is waited for first). Nothing to do unless the database
+    /// group-commits. Fails once a sync has failed: the database must be opened again.
+    pub fn sync(&self) -> Result<()> {
+        self.shared.pipeline.sync_now().map_err(|error| Error::SyncFailed {
+            path: self.path().map_or_else(|| ":memory:".into(), |p| p.display().to_string()),
+            message: error.to_string(),
+        })
+    }
+
+    /// When this database's commits are durable.
+    pub fn durability(&self) -> Durability {
+        self.shared.pipeline.durability()
+    }
+
+    /// Where the database's commits stand: the last commit, the last durable one, and the
+    /// sync failure that stopped the pipeline if one did.
+    pub fn commit_progress(&self) -> CommitProgress {
+        self.shared.pipeline.progress()
+    }
+
+    /// Adds a subscriber to the [commit pipeline](crate::pipeline): it is told every later
+    /// event, in order. Returns the id that ends the subscription.
+    pub fn subscribe(&self, subscriber: Arc<dyn CommitSubscriber>) -> SubscriptionId {
+        self.shared.pipeline.subscribe(subscriber)
+    }
+
+    /// Ends a subscription. When this returns the subscriber is not being told an event and
+    /// will not be told another (deliveries in flight are waited for), so whatever it holds
+    /// can be let go. Must not be called from inside a subscriber, nor with the database
+    /// locked.
+    pub fn unsubscribe(&self, id: SubscriptionId) {
+        self.shared.pipeline.unsubscribe(id);
+        // Events delivered with the database locked: wait for one in flight.
+        drop(self.shared.lock());
+    }
+
+    /// Runs `hook` before every group-commit sync, on the thread that syncs; an error it
+    /// returns fails the sync, as a failed `fdatasync` would (tests hold and fail syncs with
+    /// it). `None` removes it.
+    #[cfg(feature = "testing")]
+    pub fn set_sync_hook(&self, hook: Option<crate::pipeline::SyncHook>) {
+        self.shared.pipeline.set_hook(hook);
+    }
+
+    /// The WAL file of this database (`<path>-wal`), or `None` for an in-memory database.
+    pub fn wal_path(&self) -> Option<PathBuf> {
+        self.path().map(|p| crate::files::wal_path(&p))
     }
 
     /// Discards the implicit transaction, if one is open.
@@ -268,11 +347,6 @@ impl Database {
     /// The error that broke this handle, if a critical error did.
     pub fn broken(&self) -> Option<Error> {
         self.shared.lock().broken.clone()
-    }
-
-    /// Installs the observer of the implicit transaction (replacing any earlier one).
-    pub fn set_observer(&self, observer: Option<Box<dyn Observer>>) {
-        self.shared.lock().observer = observer;
     }
 
     /// Checkpoints the WAL into the database file. Returns the WAL's size in frames and how
@@ -301,7 +375,7 @@ impl Database {
     /// Closes the handle, committing an open transaction. Other clones keep the connection
     /// open; it closes when the last one goes.
     pub fn close(self) -> Result<()> {
-        self.commit()
+        self.commit().map(|_| ())
     }
 }
 
@@ -383,7 +457,19 @@ impl Internal<'_> {
         Ok(Held::new(self.state.cache.held_at(index), db))
     }
 
-    pub(crate) fn checkpoint_locked(&mut self, mode: CheckpointMode) -> Result<(u32, u32)> {
+    /// Checkpoints the WAL while the database stays locked (so no commit can slip in
+    /// between an archiver's last copy of the WAL and the checkpoint). Returns the WAL's size
+    /// in frames and how many of them are now in the database file. Fails with SQLite's error
+    /// when a transaction is open.
+    pub fn checkpoint(&mut self, mode: CheckpointMode) -> Result<(u32, u32)> {
+        if !self.autocommit() {
+            return Err(Error::Sqlite(SqliteFailure {
+                message: "cannot checkpoint while a transaction is open".into(),
+                code: ffi::SQLITE_LOCKED,
+                extended_code: ffi::SQLITE_LOCKED,
+                offset: None,
+            }));
+        }
         self.state.checkpoint(mode)
     }
 }
@@ -416,7 +502,7 @@ impl From<rusqlite::Error> for Error {
 }
 
 impl State {
-    fn open(path: Option<PathBuf>, options: Options) -> Result<State> {
+    fn open(path: Option<PathBuf>, options: Options, pipeline: Arc<Pipeline>) -> Result<State> {
         let auth = Arc::new(AuthShared::default());
         let conn = connect(path.as_deref(), &options, &auth)?;
         Ok(State {
@@ -433,8 +519,7 @@ impl State {
             unconfirmed: 0,
             sync_depth: 0,
             broken: None,
-            observer: None,
-            wal_observer: None,
+            pipeline,
         })
     }
 
@@ -463,9 +548,6 @@ impl State {
             self.batch("BEGIN")?;
             self.txn_open = true;
             self.confirmed = false;
-            if let Some(observer) = self.observer.as_mut() {
-                observer.transaction_opened();
-            }
         }
         if self.unconfirmed == 0 {
             self.confirmed = true;
@@ -479,9 +561,6 @@ impl State {
         if failure.is_critical() && self.txn_open && raw::autocommit(self.handle()) {
             self.txn_open = false;
             self.broken = Some(Error::Sqlite(failure.clone()));
-            if let Some(observer) = self.observer.as_mut() {
-                observer.rolled_back();
-            }
         }
     }
 
@@ -703,9 +782,9 @@ impl State {
         }
     }
 
-    fn commit(&mut self) -> Result<()> {
+    fn commit(&mut self) -> Result<Option<u64>> {
         if !self.txn_open {
-            return Ok(());
+            return Ok(None);
         }
         if self.sync_depth > 0 {
             return Err(Error::Sqlite(SqliteFailure {
@@ -719,22 +798,13 @@ impl State {
         match self.batch("COMMIT") {
             Ok(()) => {
                 self.txn_open = false;
-                if let Some(wal) = self.wal_observer.as_mut() {
-                    wal.committed();
-                }
-                if let Some(observer) = self.observer.as_mut() {
-                    observer.committed();
-                }
-                Ok(())
+                Ok(Some(self.pipeline.committed()))
             }
             Err(Error::Sqlite(failure)) => {
                 if !raw::autocommit(self.handle()) {
                     let _ = self.batch("ROLLBACK");
                 }
                 self.txn_open = false;
-                if let Some(observer) = self.observer.as_mut() {
-                    observer.rolled_back();
-                }
                 if failure.code == ffi::SQLITE_CONSTRAINT {
                     Err(Error::ConstraintsAtCommit(failure))
                 } else {
@@ -758,9 +828,6 @@ impl State {
         }
         self.txn_open = false;
         self.sync_depth = 0;
-        if let Some(observer) = self.observer.as_mut() {
-            observer.rolled_back();
-        }
     }
 
     fn open_sync_savepoint(&mut self) -> Result<u32> {
@@ -825,15 +892,8 @@ impl State {
     }
 
     fn reset(&mut self) -> Result<()> {
-        if self.txn_open
-            && let Some(observer) = self.observer.as_mut()
-        {
-            observer.rolled_back();
-        }
         self.finalize_all();
-        if let Some(wal) = self.wal_observer.as_mut() {
-            wal.before_reset();
-        }
+        self.pipeline.resetting();
         self.generation += 1;
         self.txn_open = false;
         self.sync_depth = 0;
@@ -841,15 +901,13 @@ impl State {
         // Dropping the connection closes it (rolling back anything uncommitted).
         drop(self.conn.take());
         if let Some(path) = &self.path {
-            for suffix in ["", "-wal", "-shm", "-journal"] {
-                let mut name = path.clone().into_os_string();
-                name.push(suffix);
+            for name in crate::files::all_paths(path) {
                 match std::fs::remove_file(&name) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
                         return Err(Error::Open {
-                            path: PathBuf::from(name).display().to_string(),
+                            path: name.display().to_string(),
                             message: e.to_string(),
                         });
                     }
@@ -860,33 +918,24 @@ impl State {
         // The removals and the new files are entries of the folder: make them durable, or a
         // power loss could bring the old database back (`delete_all` returns durable).
         if let Some(dir) = self.path.as_deref().and_then(Path::parent)
-            && self.options.synchronous != crate::options::Synchronous::Off
+            && self.options.durability != Durability::Off
         {
-            crate::wal::sync_dir(dir).map_err(|e| Error::Open {
+            crate::files::sync_dir(dir).map_err(|e| Error::Open {
                 path: dir.display().to_string(),
                 message: format!("cannot sync the folder: {e}"),
             })?;
         }
-        if let Some(wal) = self.wal_observer.as_mut() {
-            wal.after_reset();
-        }
+        self.pipeline.reset_done();
         Ok(())
     }
 }
 
 impl Drop for State {
     fn drop(&mut self) {
-        if self.conn.is_none() {
-            return;
+        // The final commit ran in `Shared::drop`.
+        if self.conn.is_some() {
+            self.finalize_all();
         }
-        if self.txn_open {
-            // Nothing written is lost: a handle dropped mid-transaction commits it.
-            let _ = self.commit();
-            if self.txn_open {
-                self.rollback();
-            }
-        }
-        self.finalize_all();
     }
 }
 
@@ -938,7 +987,7 @@ fn configure(conn: &rusqlite::Connection, options: &Options) -> rusqlite::Result
     }
     // `synchronous` first: switching a new file to WAL writes and syncs it under the
     // setting in force, so the caller's choice (OFF in tests) must already apply.
-    conn.pragma_update(None, "synchronous", options.synchronous.pragma_value())?;
+    conn.pragma_update(None, "synchronous", options.durability.pragma_value())?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     let _ = mode; // in-memory databases answer "memory"
     conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -121,6 +121,15 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// Making group-committed commits durable failed (an `fdatasync` of the WAL); commits
+    /// not yet durable may be lost, and the database must be opened again.
+    #[error("sync failed: {path}: {message}")]
+    SyncFailed {
+        /// The database file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl Error {

@@ -32,9 +32,17 @@
 //! Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Every commit goes through one [commit pipeline](pipeline): it gets a sequence number, is
+//! made durable as the database's [`Durability`] says (an fsync inside `COMMIT`, or group
+//! commit: a shared pool of threads fsyncs the WAL, one fsync for many commits), and its
+//! subscribers hear of it, in order, when it is made, when it is durable, and when the
+//! database is wiped or closed. The layers above hang on it: the turn layer's output gate
+//! waits for `Durable`, and the archiver captures what became durable.
+//!
 //! Architecture Invariant: this crate knows nothing of turns, tokio, KV or archives; it sees
 //! one connection, statements and transactions. The layers above reach it through
-//! [`Database::internal`] (trusted SQL), [`Observer`] and [`Database::checkpoint`].
+//! [`Database::internal`] (trusted SQL), the [commit pipeline](pipeline)
+//! ([`Database::subscribe`]) and [`Internal::checkpoint`].
 
 #![deny(missing_docs)]
 
@@ -43,20 +51,22 @@ mod cache;
 mod cursor;
 mod db;
 mod error;
+pub mod files;
 mod held;
 mod options;
+pub mod pipeline;
 mod raw;
+mod sync_pool;
 mod value;
-mod wal;
 
 pub use auth::{RESERVED_PREFIX, is_reserved};
 pub use cursor::{Cursor, Raw, Row};
-pub use db::{CheckpointMode, Database, Internal, Observer};
+pub use db::{CheckpointMode, Database, Internal};
 pub use error::{Error, Result, SqliteFailure, code_name, extended_code_name};
 pub use held::Held;
-pub use options::{Limits, Options, Synchronous};
+pub use options::{Durability, Limits, Options};
+pub use pipeline::{CommitEvent, CommitProgress, CommitSubscriber, SubscriptionId};
 pub use value::{FromSqlValue, SqlValue};
-pub use wal::{WalObserver, WalSync};
 
 /// The rusqlite version this crate is built on, for layers that run trusted SQL through
 /// [`Database::internal`].

@@ -1,24 +1,31 @@
 //! Options for opening a database: durability, locking, checkpoints and limits.
 
-/// SQLite's `synchronous` setting for the database.
+/// When a commit is durable, and so when the commit pipeline reports it durable
+/// ([`CommitEvent::Durable`](crate::CommitEvent::Durable)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub enum Synchronous {
-    /// No fsync at all: fast, but a power loss can lose or corrupt recent commits.
+pub enum Durability {
+    /// No fsync at all (`synchronous=OFF`): fast, but a power loss can lose or corrupt recent
+    /// commits. For tests and throwaway data; commits are reported durable at once.
     Off,
-    /// fsync at checkpoints only: a power loss can lose the last commits, never corrupt.
-    Normal,
-    /// fsync at every commit (the default): a commit that returned survives a power loss.
+    /// An fsync inside every `COMMIT` (`synchronous=FULL`, the default): a commit is durable
+    /// when it returns.
     #[default]
     Full,
+    /// Group commit (`synchronous=NORMAL`): a `COMMIT` writes the WAL without waiting for the
+    /// disk, and a shared pool of threads makes it durable, one `fdatasync` of the WAL
+    /// covering every commit made before it. SQLite still syncs around every checkpoint, so
+    /// the file is never corrupt; a commit is durable once its `Durable` event is out, exactly
+    /// as under `Full`.
+    Group,
 }
 
-impl Synchronous {
+impl Durability {
     pub(crate) fn pragma_value(self) -> &'static str {
         match self {
-            Synchronous::Off => "OFF",
-            Synchronous::Normal => "NORMAL",
-            Synchronous::Full => "FULL",
+            Durability::Off => "OFF",
+            Durability::Group => "NORMAL",
+            Durability::Full => "FULL",
         }
     }
 }
@@ -69,8 +76,8 @@ impl Default for Limits {
 /// How to open an object's database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
-    /// Durability of commits (FULL by default).
-    pub synchronous: Synchronous,
+    /// When commits are durable ([`Durability::Full`] by default).
+    pub durability: Durability,
     /// The limits to enforce.
     pub limits: Limits,
     /// Hold the file with `locking_mode=EXCLUSIVE`: faster reads and commits, but no other
@@ -86,7 +93,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            synchronous: Synchronous::Full,
+            durability: Durability::Full,
             limits: Limits::default(),
             exclusive_locking: false,
             auto_checkpoint: true,

@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use durable_sql::Synchronous;
+use durable_sql::Durability;
 use durable_sql::rusqlite::{self, Connection, OptionalExtension, params};
 
 use crate::error::{Error, Result};
@@ -38,15 +38,14 @@ pub(crate) struct Index {
 }
 
 impl Index {
-    pub(crate) fn open(dir: &Path, synchronous: Synchronous) -> Result<Index> {
+    /// Opens the index in `dir`. Its writes fsync (`FULL`) unless the namespace's objects
+    /// never sync (`Durability::Off`): an alarm the index lost would not fire until
+    /// `rebuild_index`, and its writes are rare.
+    pub(crate) fn open(dir: &Path, durability: Durability) -> Result<Index> {
         let path = dir.join(INDEX_FILE);
         let err = |source| Error::Index { path: path.clone(), source };
         let conn = Connection::open(&path).map_err(err)?;
-        let sync = match synchronous {
-            Synchronous::Off => "OFF",
-            Synchronous::Normal => "NORMAL",
-            _ => "FULL",
-        };
+        let sync = if durability == Durability::Off { "OFF" } else { "FULL" };
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
              PRAGMA locking_mode = EXCLUSIVE; {SCHEMA}"

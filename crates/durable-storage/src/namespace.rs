@@ -22,7 +22,7 @@ use std::time::Duration;
 use durable_backend::SqliteBackend;
 use durable_backend::cache::CacheOptions;
 use durable_pitr::{ArchiveConfig, Archiver};
-use durable_sql::{Database, Options, Synchronous};
+use durable_sql::{Database, Durability, Options};
 use durable_txn::{Actor, AlarmListener, Clock, Object, Storage, SystemClock};
 use tokio::sync::Notify;
 
@@ -75,8 +75,15 @@ pub struct NamespaceOptions {
     /// The objects' backend.
     pub backend: Backend,
     /// How each object's database is opened. The default is durable-sql's default with
-    /// `exclusive_locking` on: the namespace's lock already keeps other processes out, and
-    /// exclusive mode spares SQLite its shared-memory file.
+    /// `exclusive_locking` on (the namespace's lock already keeps other processes out, and
+    /// exclusive mode spares SQLite its shared-memory file) and **group commit**
+    /// ([`Durability::Group`]): a turn's commit writes the WAL without waiting for the disk,
+    /// a shared pool of threads fsyncs it, and the object's results wait behind its output
+    /// gate until that fsync returns. The object's next turns run meanwhile and share the
+    /// next fsync, and many objects' fsyncs run at once. Durability is that of an fsync per
+    /// commit: nothing a caller has seen is lost. Writes made with `allow_unconfirmed`
+    /// release their results without waiting. [`Durability::Full`] fsyncs inside every
+    /// commit, before its turn ends; [`Durability::Off`] never fsyncs (tests).
     pub sql: Options,
     /// The write-behind cache of KV-backed objects.
     pub cache: CacheOptions,
@@ -87,27 +94,21 @@ pub struct NamespaceOptions {
     pub clock: Arc<dyn Clock>,
     /// Point-in-time recovery of SQLite-backed objects.
     pub archive: Archive,
-    /// Group commit for SQLite-backed objects (on by default): a turn's commit writes the
-    /// WAL without waiting for the disk, a shared pool of threads fsyncs it, and the
-    /// object's results wait behind its output gate until that fsync returns. The object's
-    /// next turns run meanwhile and share the next fsync, and many objects' fsyncs run at
-    /// once. Durability is that of `synchronous=FULL`: nothing a caller has seen is lost.
-    /// Writes made with `allow_unconfirmed` release their results without waiting. Only
-    /// applies when `sql.synchronous` is `Full`; off, each commit fsyncs before its turn
-    /// ends.
-    pub group_commit: bool,
 }
 
 impl Default for NamespaceOptions {
     fn default() -> Self {
         NamespaceOptions {
             backend: Backend::default(),
-            sql: Options { exclusive_locking: true, ..Options::default() },
+            sql: Options {
+                exclusive_locking: true,
+                durability: Durability::Group,
+                ..Options::default()
+            },
             cache: CacheOptions::default(),
             keep_open: 0,
             clock: Arc::new(SystemClock),
             archive: Archive::default(),
-            group_commit: true,
         }
     }
 }
@@ -120,7 +121,6 @@ impl std::fmt::Debug for NamespaceOptions {
             .field("cache", &self.cache)
             .field("keep_open", &self.keep_open)
             .field("archive", &self.archive)
-            .field("group_commit", &self.group_commit)
             .finish_non_exhaustive()
     }
 }
@@ -143,15 +143,15 @@ pub(crate) struct Shared {
 struct HandleInner {
     storage: Storage,
     name: String,
-    /// The object's WAL archiver (SQLite-backed objects with an archive).
-    archiver: Arc<Mutex<Option<Archiver>>>,
+    /// The object's WAL archiver (SQLite-backed objects with an archive). It captures by
+    /// itself, as a subscriber of the database's commit pipeline.
+    archiver: Option<Archiver>,
     _shared: Arc<Shared>,
 }
 
 impl Drop for HandleInner {
     fn drop(&mut self) {
-        let archiver = self.archiver.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let Some(archiver) = archiver else { return };
+        let Some(archiver) = self.archiver.take() else { return };
         // The last commit first, then the archiver seals and uploads what it captured.
         if !self.storage.is_aborted()
             && let Err(error) = self.storage.end_turn()
@@ -188,19 +188,25 @@ impl StorageHandle {
     }
 
     fn with_archiver<T>(&self, f: impl FnOnce(&Archiver) -> durable_pitr::Result<T>) -> Result<T> {
-        let guard = self.inner.archiver.lock().unwrap_or_else(|p| p.into_inner());
-        match guard.as_ref() {
+        match self.inner.archiver.as_ref() {
             Some(archiver) => Ok(f(archiver)?),
             None => Err(durable_txn::Error::PitrNotAvailable.into()),
         }
     }
 
+    /// Commits and syncs what was written before a PITR call, when the object has an
+    /// archive (the call names or rebuilds durable history).
+    fn sync_for_pitr(&self) -> Result<()> {
+        if self.inner.archiver.is_some() {
+            self.inner.storage.sync().wait()?;
+        }
+        Ok(())
+    }
+
     /// A bookmark naming the object's current (durable) state: `getCurrentBookmark()`.
     /// Anything written before the call is committed first.
     pub fn current_bookmark(&self) -> Result<String> {
-        if self.inner.archiver.lock().map(|a| a.is_some()).unwrap_or(false) {
-            self.inner.storage.sync().wait()?;
-        }
+        self.sync_for_pitr()?;
         self.with_archiver(|a| a.current_bookmark())
     }
 
@@ -215,9 +221,7 @@ impl StorageHandle {
     /// restore happens when the object is next opened (after every handle is dropped, or
     /// after an abort).
     pub fn on_next_session_restore_bookmark(&self, bookmark: &str) -> Result<String> {
-        if self.inner.archiver.lock().map(|a| a.is_some()).unwrap_or(false) {
-            self.inner.storage.sync().wait()?;
-        }
+        self.sync_for_pitr()?;
         self.with_archiver(|a| a.on_next_session_restore_bookmark(bookmark))
     }
 
@@ -230,9 +234,7 @@ impl StorageHandle {
         before: Option<&str>,
         limit: usize,
     ) -> Result<Vec<durable_pitr::HistoryEntry>> {
-        if self.inner.archiver.lock().map(|a| a.is_some()).unwrap_or(false) {
-            self.inner.storage.sync().wait()?;
-        }
+        self.sync_for_pitr()?;
         self.with_archiver(|a| off_runtime(a.history(before, limit)))
     }
 
@@ -245,8 +247,7 @@ impl StorageHandle {
     /// The archiver's state (epoch, newest commit, what is archived), when the object has
     /// an archive.
     pub fn archive_status(&self) -> Option<durable_pitr::Status> {
-        let guard = self.inner.archiver.lock().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().map(Archiver::status)
+        self.inner.archiver.as_ref().map(Archiver::status)
     }
 
     /// Uploads sealed history, merges old segments and applies retention now (hosts call
@@ -426,7 +427,7 @@ impl Namespace {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
         }
-        let index = Index::open(&dir, options.sql.synchronous)?;
+        let index = Index::open(&dir, options.sql.durability)?;
         let shared = Arc::new(Shared {
             dir,
             options,
@@ -587,7 +588,7 @@ impl Namespace {
         }
         let path = shared.dir.join(format!("{}{}", stem.as_str(), names::SUFFIX));
         let options = &shared.options;
-        let archiver = Arc::new(Mutex::new(None));
+        let mut archiver = None;
         let storage = match options.backend {
             Backend::Sqlite => {
                 let config = match &options.archive {
@@ -595,46 +596,15 @@ impl Namespace {
                     Archive::Local => Some(ArchiveConfig::local_for(&path)?),
                     Archive::Custom(make) => Some(make(&path)?),
                 };
-                let group_commit =
-                    options.group_commit && options.sql.synchronous == Synchronous::Full;
                 match config {
-                    None if group_commit => Storage::open_group_commit(&path, options.sql.clone())?,
                     None => Storage::open(&path, options.sql.clone())?,
-                    Some(mut config) => {
-                        let mut sql = options.sql.clone();
-                        if group_commit {
-                            sql.synchronous = Synchronous::Normal;
-                            // Captures run on the sync threads, after each fsync.
-                            config.capture_on_commit = false;
-                        }
-                        let opened = Archiver::open(&path, sql, config);
-                        let (db, a) = off_runtime(opened)?;
-                        let wal = db.wal_sync();
-                        let storage = Storage::new(db);
-                        *archiver.lock().unwrap_or_else(|p| p.into_inner()) = Some(a);
-                        let capture = archiver.clone();
-                        if group_commit {
-                            storage.set_commit_sync(Some(Arc::new(move || {
-                                wal.sync()?;
-                                // After the fsync, and only if the archiver is free: archive
-                                // maintenance holds it across remote I/O, and a capture
-                                // skipped now is made by the next one (or by the archiver
-                                // itself before it reads or checkpoints).
-                                let guard = match capture.try_lock() {
-                                    Ok(guard) => guard,
-                                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-                                    Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
-                                };
-                                capture_logged(guard.as_ref());
-                                Ok(())
-                            })));
-                        } else {
-                            storage.set_commit_listener(Some(Arc::new(move || {
-                                let guard = capture.lock().unwrap_or_else(|p| p.into_inner());
-                                capture_logged(guard.as_ref());
-                            })));
-                        }
-                        storage
+                    // The archiver subscribes to the database's commit pipeline: it captures
+                    // what each sync made durable, on the sync threads.
+                    Some(config) => {
+                        let (db, a) =
+                            off_runtime(Archiver::open(&path, options.sql.clone(), config))?;
+                        archiver = Some(a);
+                        Storage::new(db)
                     }
                 }
             }
@@ -791,15 +761,5 @@ fn into_txn_error(error: Error) -> durable_txn::Error {
             tracing::warn!(error = %other, "object could not be opened");
             durable_txn::Error::NoLongerAccessible
         }
-    }
-}
-
-/// Captures the object's new commits into its archive, if it has one. A failure is logged,
-/// not returned: the commit stands, and the archiver reports the failure from then on.
-fn capture_logged(archiver: Option<&Archiver>) {
-    if let Some(a) = archiver
-        && let Err(error) = a.capture()
-    {
-        tracing::warn!(%error, "archive capture failed");
     }
 }

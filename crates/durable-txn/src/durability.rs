@@ -1,140 +1,81 @@
-//! Group commit: commits become durable off the turn, and concurrent commits share fsyncs.
+//! Waiting for commits to become durable: the SQL layer's commit pipeline, seen from async
+//! code.
 //!
 //! ```text
-//!  turn 1 ─ COMMIT (WAL written, no fsync) ─► syncer: fsync ─────────► results of turn 1 out
-//!  turn 2 ─ COMMIT ─┐                           (turn 2 ran meanwhile)
-//!  turn 3 ─ COMMIT ─┴──────────────────────► syncer: one fsync ──────► results of turns 2, 3
+//!  turn 1 ─ COMMIT (seq 7) ─► pipeline: fsync on a sync thread ─► Durable{7} ─► results of turn 1 out
+//!  turn 2 ─ COMMIT (seq 8) ─┐                   (turn 2 ran meanwhile)
+//!  turn 3 ─ COMMIT (seq 9) ─┴───────────────► one fsync ─► Durable{9} ─► results of turns 2, 3
 //! ```
 //!
-//! A storage in this mode commits with SQLite's `synchronous=NORMAL` (the WAL is written but
-//! not synced) and hands the commit to its [`Syncer`]. The syncer runs the object's sync
-//! function (an `fdatasync` of the WAL) on a shared pool of threads: one sync covers every
-//! commit made before it started, so an object whose turns keep committing pays one fsync per
-//! round rather than per turn, and many objects' syncs run at once, which lets the filesystem
-//! fold them into one journal commit. The output gate holds each turn's results until its
-//! commit's sync returns, so nothing a caller sees can be lost, exactly as with an fsync per
-//! commit.
+//! A storage subscribes to its database's pipeline and keeps the newest durable sequence
+//! number (or the failure that stopped the pipeline) in a watch channel; a turn that
+//! committed sequence number `n` hands the runtime a future that resolves once `n` is
+//! durable, and the output gate holds the turn's results until then.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 
+use durable_sql::{CommitEvent, Database, SubscriptionId};
 use tokio::sync::watch;
 
 use crate::error::Error;
 use crate::op::Op;
 
-/// What makes an object's commits durable: called on a pool thread, it must make every
-/// commit made before the call durable (for SQLite, [`durable_sql::WalSync::sync`]).
-pub type SyncFn = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
-
-/// One object's queue of commits waiting for their sync.
-pub(crate) struct Syncer {
-    sync: SyncFn,
-    state: Mutex<SyncState>,
-    progress: watch::Sender<Progress>,
-}
-
-#[derive(Default)]
-struct SyncState {
-    /// Commits handed over so far (a sequence number).
-    committed: u64,
-    /// A pool thread is working for this syncer.
-    running: bool,
-}
-
 #[derive(Clone, Default)]
 struct Progress {
     /// Every commit up to this one is durable.
-    synced: u64,
-    /// The first failed sync: later waits fail with it.
+    durable: u64,
+    /// The failure that stopped the pipeline: waits for later commits fail with it.
     error: Option<Error>,
 }
 
-impl Syncer {
-    pub(crate) fn new(sync: SyncFn) -> Arc<Syncer> {
-        Arc::new(Syncer {
-            sync,
-            state: Mutex::new(SyncState::default()),
-            progress: watch::Sender::new(Progress::default()),
-        })
-    }
+fn sync_error(error: &std::io::Error) -> Error {
+    Error::WriteFailed(format!("sync failed: {error}"))
+}
 
-    fn lock(&self) -> MutexGuard<'_, SyncState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// A storage's view of its database's commit pipeline.
+pub(crate) struct Durable {
+    db: Database,
+    id: SubscriptionId,
+    rx: watch::Receiver<Progress>,
+}
 
-    /// A commit was made: schedules its sync and returns its sequence number.
-    pub(crate) fn committed(self: &Arc<Self>) -> u64 {
-        let mut state = self.lock();
-        state.committed += 1;
-        let seq = state.committed;
-        if !state.running {
-            state.running = true;
-            drop(state);
-            pool().submit(self.clone());
-        }
-        seq
-    }
-
-    /// A commit was made that the caller syncs itself, at once ([`sync_inline`] or
-    /// [`flush_blocking`]). Returns its sequence number.
-    ///
-    /// [`sync_inline`]: Syncer::sync_inline
-    /// [`flush_blocking`]: Syncer::flush_blocking
-    pub(crate) fn committed_inline(&self) -> u64 {
-        let mut state = self.lock();
-        state.committed += 1;
-        state.committed
-    }
-
-    /// Makes everything committed so far durable on this thread, unless a pool thread is
-    /// syncing already (then the returned `Op` waits for it, and the pool catches up with
-    /// the newer commits).
-    pub(crate) fn sync_inline(self: &Arc<Self>) -> Op<()> {
-        let target = {
-            let mut state = self.lock();
-            let target = state.committed;
-            if state.running {
-                drop(state);
-                return self.wait(target);
+impl Durable {
+    pub(crate) fn attach(db: &Database) -> Durable {
+        let now = db.commit_progress();
+        let (tx, rx) = watch::channel(Progress {
+            durable: now.durable,
+            error: now.failed.as_deref().map(sync_error),
+        });
+        let id = db.subscribe(Arc::new(move |event: &CommitEvent<'_>| match event {
+            CommitEvent::Durable { seq, .. } | CommitEvent::Reset { seq } => {
+                tx.send_if_modified(|p| {
+                    let newer = *seq > p.durable;
+                    p.durable = p.durable.max(*seq);
+                    newer
+                });
             }
-            let progress = self.progress.borrow();
-            if let Some(e) = &progress.error {
-                return Op::ready(Err(e.clone()));
+            CommitEvent::SyncFailed { error, .. } => {
+                tx.send_if_modified(|p| {
+                    let first = p.error.is_none();
+                    if first {
+                        p.error = Some(sync_error(error));
+                    }
+                    first
+                });
             }
-            if progress.synced >= target {
-                return Op::ready(Ok(()));
-            }
-            drop(progress);
-            state.running = true;
-            target
-        };
-        let result = self.run_sync(target);
-        let mut state = self.lock();
-        if result.is_ok() && state.committed > target {
-            // Commits made meanwhile (by another handle): the pool takes them.
-            drop(state);
-            pool().submit(self.clone());
-        } else {
-            state.running = false;
-        }
-        Op::ready(result)
+            _ => {}
+        }));
+        Durable { db: db.clone(), id, rx }
     }
 
-    /// The last commit handed over.
-    pub(crate) fn latest(&self) -> u64 {
-        self.lock().committed
-    }
-
-    /// Resolves once commit `seq` is durable; fails if a sync failed first.
+    /// Resolves once commit `seq` is durable; fails if the pipeline failed first.
     pub(crate) fn wait(&self, seq: u64) -> Op<()> {
-        let reached = move |p: &Progress| p.synced >= seq || p.error.is_some();
+        let reached = move |p: &Progress| p.durable >= seq || p.error.is_some();
         let outcome = move |p: &Progress| match &p.error {
-            Some(e) if p.synced < seq => Err(e.clone()),
+            Some(e) if p.durable < seq => Err(e.clone()),
             _ => Ok(()),
         };
-        let mut rx = self.progress.subscribe();
+        let mut rx = self.rx.clone();
         {
             let now = rx.borrow();
             if reached(&now) {
@@ -144,137 +85,15 @@ impl Syncer {
         Op::io(async move {
             match rx.wait_for(reached).await {
                 Ok(p) => outcome(&p),
-                // The syncer is gone: it was dropped only after syncing what it had.
+                // The database closed: its last handle synced what it had.
                 Err(_) => Ok(()),
             }
         })
     }
-
-    /// Syncs on this thread if some commit is not yet durable (a storage being dropped).
-    pub(crate) fn flush_blocking(&self) {
-        let target = self.latest();
-        let progress = self.progress.borrow().clone();
-        if progress.synced >= target || progress.error.is_some() {
-            return;
-        }
-        if let Err(e) = self.run_sync(target) {
-            tracing::error!(error = %e, "final sync of an object's commits failed");
-        }
-    }
-
-    /// Runs the sync function once for everything committed up to `target`.
-    fn run_sync(&self, target: u64) -> Result<(), Error> {
-        // A panicking sync function is a failed sync: the syncer must not stay `running`.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.sync)()))
-            .unwrap_or_else(|_| Err(std::io::Error::other("the sync function panicked")));
-        match outcome {
-            Ok(()) => {
-                self.progress.send_modify(|p| p.synced = p.synced.max(target));
-                Ok(())
-            }
-            Err(e) => {
-                let error = Error::WriteFailed(format!("sync failed: {e}"));
-                self.progress.send_modify(|p| {
-                    if p.error.is_none() {
-                        p.error = Some(error.clone());
-                    }
-                });
-                Err(error)
-            }
-        }
-    }
-
-    /// A pool thread's work: sync until every commit handed over is durable.
-    fn drain(&self) {
-        loop {
-            let target = self.lock().committed;
-            let failed = self.run_sync(target).is_err();
-            let mut state = self.lock();
-            if failed || state.committed == target {
-                state.running = false;
-                return;
-            }
-        }
-    }
 }
 
-/// Most pool threads syncing at once. Syncs mostly wait on the disk, and the more of them
-/// are in flight the more the filesystem folds into one journal commit (measured here: 64
-/// files synced by 1 thread 3.1 k/s, 16 threads 9.0 k/s, 64 threads 10.1 k/s).
-const MAX_THREADS: usize = 32;
-
-/// How long an idle pool thread waits for work before it exits.
-const IDLE: Duration = Duration::from_secs(10);
-
-/// The process-wide pool of sync threads (plain threads: syncs must finish even while a
-/// tokio runtime shuts down).
-struct Pool {
-    state: Mutex<PoolState>,
-    work: Condvar,
-}
-
-#[derive(Default)]
-struct PoolState {
-    queue: VecDeque<Arc<Syncer>>,
-    threads: usize,
-    idle: usize,
-}
-
-fn pool() -> &'static Pool {
-    static POOL: OnceLock<Pool> = OnceLock::new();
-    POOL.get_or_init(|| Pool { state: Mutex::new(PoolState::default()), work: Condvar::new() })
-}
-
-impl Pool {
-    fn lock(&self) -> MutexGuard<'_, PoolState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn submit(&'static self, syncer: Arc<Syncer>) {
-        let mut state = self.lock();
-        state.queue.push_back(syncer);
-        if state.idle > 0 {
-            self.work.notify_one();
-        }
-        // More work queued than idle threads to wake: start another thread.
-        if state.queue.len() > state.idle && state.threads < MAX_THREADS {
-            let spawned = std::thread::Builder::new()
-                .name("durable-sync".into())
-                .spawn(move || self.worker());
-            match spawned {
-                Ok(_) => state.threads += 1,
-                Err(e) if state.threads == 0 => {
-                    // No thread at all: sync here rather than never.
-                    tracing::error!(error = %e, "cannot start a sync thread; syncing inline");
-                    let queued: Vec<_> = state.queue.drain(..).collect();
-                    drop(state);
-                    for syncer in queued {
-                        syncer.drain();
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot start another sync thread"),
-            }
-        }
-    }
-
-    fn worker(&self) {
-        let mut state = self.lock();
-        loop {
-            if let Some(syncer) = state.queue.pop_front() {
-                drop(state);
-                syncer.drain();
-                state = self.lock();
-                continue;
-            }
-            state.idle += 1;
-            let (next, timeout) =
-                self.work.wait_timeout(state, IDLE).unwrap_or_else(|p| p.into_inner());
-            state = next;
-            state.idle -= 1;
-            if timeout.timed_out() && state.queue.is_empty() {
-                state.threads -= 1;
-                return;
-            }
-        }
+impl Drop for Durable {
+    fn drop(&mut self) {
+        self.db.unsubscribe(self.id);
     }
 }

@@ -44,7 +44,6 @@ mod turn;
 
 pub use block::block_on;
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
-pub use durability::SyncFn;
 pub use error::{Error, Result};
 pub use gate::{OutputGate, OutputLock};
 pub use op::Op;
@@ -52,6 +51,6 @@ pub use runtime::{
     ALARM_FIRST_RETRY_MS, ALARM_MAX_RETRIES, Actor, AlarmInfo, Context, HandlerError, Object,
     Opener,
 };
-pub use storage::{AlarmListener, CommitListener, GetOptions, PutOptions, Storage, TurnEnd};
+pub use storage::{AlarmListener, GetOptions, PutOptions, Storage, TurnEnd};
 pub use transaction::Transaction;
 pub use turn::{InputLock, in_turn, input_lock};

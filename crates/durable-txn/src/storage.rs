@@ -12,7 +12,7 @@ use durable_backend::cache::CacheOptions;
 
 use crate::alarm;
 use crate::clock::{Clock, SystemClock};
-use crate::durability::{SyncFn, Syncer};
+use crate::durability::Durable;
 use crate::error::{Error, Result};
 use crate::legacy::{KvEngine, map_op};
 use crate::op::Op;
@@ -86,22 +86,23 @@ pub(crate) struct Inner {
 
 /// Where an object's data lives.
 pub(crate) enum Engine {
-    /// SQLite-backed: every API.
-    Sqlite { db: Database, kv: Kv },
+    /// SQLite-backed: every API; `durable` follows the database's commit pipeline.
+    Sqlite { db: Database, kv: Kv, durable: Durable },
     /// KV-backed (the legacy backend): the async KV API through the write-behind cache.
     Kv(Arc<KvEngine>),
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let syncer = self.state.lock().ok().and_then(|s| s.syncer.clone());
-        if let (Engine::Sqlite { db, .. }, Some(syncer)) = (&self.engine, syncer) {
-            // The database commits what is still open when its last handle goes: make that
-            // and every earlier commit durable before the storage is gone.
-            if db.in_transaction() && db.commit().is_ok() {
-                syncer.committed_inline();
+        if let Engine::Sqlite { db, .. } = &self.engine {
+            // Commit what is still open and make every commit durable before the storage is
+            // gone (a group-committing database's sync threads may still be at it).
+            if db.in_transaction() {
+                let _ = db.commit();
             }
-            syncer.flush_blocking();
+            if let Err(error) = db.sync() {
+                tracing::error!(%error, "final sync of an object's commits failed");
+            }
         }
         if let Engine::Kv(engine) = &self.engine {
             let aborted = self.state.lock().map(|s| s.broken.is_some()).unwrap_or(true);
@@ -123,25 +124,17 @@ pub(crate) struct State {
     pub(crate) clock: Arc<dyn Clock>,
     /// Told the committed alarm whenever a commit changes it.
     listener: Option<AlarmListener>,
-    /// Called after every commit that wrote something (SQLite-backed storage).
-    on_commit: Option<CommitListener>,
     /// The committed alarm the listener last heard of (`None`: not told yet).
     told: Option<Option<i64>>,
-    /// Group commit: makes commits durable off the turn (SQLite-backed storage).
-    syncer: Option<Arc<Syncer>>,
-    /// Commits made since the last end of turn that still wait for their sync: the last
-    /// one's sequence number, and whether any of them held a confirmed write.
-    /// The syncer is the one the commits were handed to (a replaced one may have failed).
-    unsynced: Option<(Arc<Syncer>, u64, bool)>,
+    /// Commits made since the last end of turn that may still wait to be durable
+    /// (SQLite-backed storage): the last one's sequence number, and whether any of them
+    /// held a confirmed write.
+    unsynced: Option<(u64, bool)>,
 }
 
 /// A callback told the object's committed alarm (milliseconds, or none) after every commit
 /// that changes it: the seam a namespace-wide alarm index hangs on.
 pub type AlarmListener = Arc<dyn Fn(Option<i64>) + Send + Sync>;
-
-/// A callback run after every commit that wrote something: the seam a WAL archiver hangs on
-/// (it captures the commit and checkpoints when due).
-pub type CommitListener = Arc<dyn Fn() + Send + Sync>;
 
 impl Default for State {
     fn default() -> State {
@@ -151,9 +144,7 @@ impl Default for State {
             running_alarm: None,
             clock: Arc::new(SystemClock),
             listener: None,
-            on_commit: None,
             told: None,
-            syncer: None,
             unsynced: None,
         }
     }
@@ -161,31 +152,16 @@ impl Default for State {
 
 impl Storage {
     /// Opens (creating if needed) the SQLite-backed storage at `path`.
+    ///
+    /// With [`Durability::Group`](durable_sql::Durability::Group) in `options` (what a
+    /// namespace uses), a commit writes the WAL without waiting for the disk and a shared
+    /// pool of sync threads makes it durable, one fsync covering every commit made before it
+    /// (of this object, while its next turns run; and of many objects at once, which the
+    /// filesystem folds together); [`end_turn`](Storage::end_turn) then answers
+    /// [`TurnEnd::Flushing`] until the turn's commit is durable, and the object runtime's
+    /// output gate holds results until then.
     pub fn open(path: impl AsRef<std::path::Path>, options: Options) -> Result<Storage> {
         Ok(Storage::new(Database::open(path, options)?))
-    }
-
-    /// Opens (creating if needed) the SQLite-backed storage at `path` with **group commit**:
-    /// a commit writes the WAL without waiting for the disk, and a shared pool of sync
-    /// threads makes it durable, one fsync covering every commit made before it (of this
-    /// object, while its next turns run; and of many objects at once, which the filesystem
-    /// folds together). [`end_turn`](Storage::end_turn) then answers
-    /// [`TurnEnd::Flushing`]: results must wait for it, as the object runtime's output gate
-    /// does. With `options.synchronous` at `Off` there is nothing to wait for and this is
-    /// [`open`](Storage::open).
-    pub fn open_group_commit(
-        path: impl AsRef<std::path::Path>,
-        options: Options,
-    ) -> Result<Storage> {
-        if options.synchronous == durable_sql::Synchronous::Off {
-            return Storage::open(path, options);
-        }
-        let options = Options { synchronous: durable_sql::Synchronous::Normal, ..options };
-        let db = Database::open(path, options)?;
-        let wal = db.wal_sync();
-        let storage = Storage::new(db);
-        storage.set_commit_sync(Some(Arc::new(move || wal.sync())));
-        Ok(storage)
     }
 
     /// Opens private in-memory storage (tests, ephemeral objects).
@@ -199,10 +175,13 @@ impl Storage {
         Storage::with_kv(kv)
     }
 
-    /// Storage over an open KV store (its database and limits).
+    /// Storage over an open KV store (its database and limits). Results wait for commits
+    /// to be durable as the database's commit pipeline reports them
+    /// ([`Durability`](durable_sql::Durability)).
     pub fn with_kv(kv: Kv) -> Storage {
         let db = kv.database().clone();
-        Storage::from_engine(Engine::Sqlite { db, kv })
+        let durable = Durable::attach(&db);
+        Storage::from_engine(Engine::Sqlite { db, kv, durable })
     }
 
     /// KV-backed storage (the legacy backend) over `backend`, through the runtime's
@@ -322,7 +301,7 @@ impl Storage {
         options: PutOptions,
     ) -> Op<()> {
         Op::ready(self.check_usable().and_then(|()| match &self.inner.engine {
-            Engine::Sqlite { db, kv } => Ok(write_as(db, options, || kv.put(key, value))?),
+            Engine::Sqlite { db, kv, .. } => Ok(write_as(db, options, || kv.put(key, value))?),
             Engine::Kv(engine) => match Transaction::active_kv(self) {
                 Some(txn) => txn.put_with(key, value, options).wait(),
                 None => engine.put(key, value, options),
@@ -342,7 +321,9 @@ impl Storage {
         options: PutOptions,
     ) -> Op<()> {
         Op::ready(self.check_usable().and_then(|()| match &self.inner.engine {
-            Engine::Sqlite { db, kv } => Ok(write_as(db, options, || kv.put_multiple(entries))?),
+            Engine::Sqlite { db, kv, .. } => {
+                Ok(write_as(db, options, || kv.put_multiple(entries))?)
+            }
             Engine::Kv(engine) => match Transaction::active_kv(self) {
                 Some(txn) => txn.put_multiple(entries).wait(),
                 None => engine.put_multiple(entries, options),
@@ -361,7 +342,7 @@ impl Storage {
             return Op::ready(Err(e));
         }
         match &self.inner.engine {
-            Engine::Sqlite { db, kv } => {
+            Engine::Sqlite { db, kv, .. } => {
                 Op::ready(write_as(db, options, || kv.delete(key)).map_err(Error::from))
             }
             Engine::Kv(engine) => match Transaction::active_kv(self) {
@@ -382,7 +363,7 @@ impl Storage {
             return Op::ready(Err(e));
         }
         match &self.inner.engine {
-            Engine::Sqlite { db, kv } => {
+            Engine::Sqlite { db, kv, .. } => {
                 Op::ready(write_as(db, options, || kv.delete_multiple(keys)).map_err(Error::from))
             }
             Engine::Kv(engine) => match Transaction::active_kv(self) {
@@ -434,7 +415,7 @@ impl Storage {
             return Op::ready(Err(Error::DeleteAllInTransaction));
         }
         match &self.inner.engine {
-            Engine::Sqlite { db, kv } => Op::ready(Self::delete_all_sqlite(db, kv)),
+            Engine::Sqlite { db, kv, .. } => Op::ready(Self::delete_all_sqlite(db, kv)),
             Engine::Kv(engine) => engine.delete_all(),
         }
     }
@@ -587,17 +568,19 @@ impl Storage {
             return Op::ready(Err(e));
         }
         match &self.inner.engine {
-            Engine::Sqlite { .. } => {
+            Engine::Sqlite { db, .. } => {
                 // The caller waits for the disk anyway: sync on this thread (one handoff to
-                // the pool and back less), unless a pool thread is already at it.
-                if let Err(e) = self.commit_if_idle(false) {
+                // the pool and back less), after a sync already running.
+                if let Err(e) = self.commit_if_idle(true) {
                     return Op::ready(Err(e));
                 }
-                let syncer = self.state().syncer.clone();
-                match syncer {
-                    Some(syncer) => syncer.sync_inline(),
-                    None => Op::ready(Ok(())),
-                }
+                Op::ready(match db.sync() {
+                    Ok(()) => {
+                        self.state().unsynced = None;
+                        Ok(())
+                    }
+                    Err(e) => Err(Error::WriteFailed(e.to_string())),
+                })
             }
             Engine::Kv(engine) => {
                 let wrote = engine.busy();
@@ -622,12 +605,12 @@ impl Storage {
             return Ok(TurnEnd::Durable);
         }
         match &self.inner.engine {
-            Engine::Sqlite { .. } => {
-                self.commit_if_idle(true)?;
+            Engine::Sqlite { durable, .. } => {
+                self.commit_if_idle(false)?;
                 let unsynced = self.state().unsynced.take();
                 Ok(match unsynced {
-                    Some((syncer, seq, confirmed)) => {
-                        TurnEnd::Flushing { durable: syncer.wait(seq), confirmed }
+                    Some((seq, confirmed)) => {
+                        TurnEnd::Flushing { durable: durable.wait(seq), confirmed }
                     }
                     None => TurnEnd::Durable,
                 })
@@ -649,11 +632,11 @@ impl Storage {
     /// Commits the implicit transaction unless an explicit transaction is running; fails
     /// after a critical error (SQLITE_FULL, IOERR, ...) rolled the turn back underneath: the
     /// output gate breaks and the object resets (spec 5.2).
-    /// `schedule`: hand the commit's sync to the pool (else the caller syncs it).
-    fn commit_if_idle(&self, schedule: bool) -> Result<()> {
+    /// `sync_here`: make the commit durable on this thread (the caller waits for it anyway).
+    fn commit_if_idle(&self, sync_here: bool) -> Result<()> {
         let Engine::Sqlite { db, .. } = &self.inner.engine else { return Ok(()) };
         if self.state().txns.is_empty() {
-            self.commit_with(schedule)?;
+            self.commit_with(sync_here)?;
         }
         match db.broken() {
             Some(error) => Err(error.into()),
@@ -661,36 +644,26 @@ impl Storage {
         }
     }
 
-    /// Commits the implicit transaction now (explicit transactions use it), telling the
-    /// alarm listener.
+    /// Commits the implicit transaction now (explicit transactions use it), remembering the
+    /// commit until the turn ends and telling the alarm listener.
     pub(crate) fn commit_now(&self) -> std::result::Result<(), durable_sql::Error> {
-        self.commit_with(true)
+        self.commit_with(false)
     }
 
-    fn commit_with(&self, schedule: bool) -> std::result::Result<(), durable_sql::Error> {
+    fn commit_with(&self, sync_here: bool) -> std::result::Result<(), durable_sql::Error> {
         let Engine::Sqlite { db, .. } = &self.inner.engine else { return Ok(()) };
-        let wrote = db.in_transaction();
         let confirmed = db.write_confirmed();
-        db.commit()?;
-        if wrote {
-            let syncer = self.state().syncer.clone();
-            if let Some(syncer) = syncer {
-                let seq = if schedule { syncer.committed() } else { syncer.committed_inline() };
+        let committed = if sync_here { db.commit_and_sync() } else { db.commit() };
+        if let Some(seq) = committed? {
+            // Durable already (an fsync inside COMMIT, or a sync that was quick): it covers
+            // every earlier commit too, and the turn has nothing to wait for.
+            let pending = db.commit_progress().durable < seq;
+            {
                 let mut state = self.state();
-                match &mut state.unsynced {
-                    // A replaced syncer's commits go first: its outcome is reported.
-                    Some((pending, _, c)) if !Arc::ptr_eq(pending, &syncer) => *c |= confirmed,
-                    other => {
-                        let earlier = other.as_ref().is_some_and(|(_, _, c)| *c);
-                        *other = Some((syncer, seq, earlier || confirmed));
-                    }
-                }
+                let earlier = state.unsynced.is_some_and(|(_, c)| c);
+                state.unsynced = pending.then_some((seq, earlier || confirmed));
             }
             self.tell_alarm();
-            let on_commit = self.state().on_commit.clone();
-            if let Some(on_commit) = on_commit {
-                on_commit();
-            }
         }
         Ok(())
     }
@@ -708,44 +681,6 @@ impl Storage {
         if changed {
             listener(alarm);
         }
-    }
-
-    /// Makes commits durable off the turn with `sync` (group commit; see
-    /// [`open_group_commit`](Storage::open_group_commit), which installs an fsync of the
-    /// WAL): after every commit the storage hands `sync` to a shared pool of threads, and
-    /// [`end_turn`](Storage::end_turn) answers [`TurnEnd::Flushing`] until it has run. A
-    /// failed sync fails the turn's `durable` future, and the object runtime resets the
-    /// object. `None` goes back to commits that are durable on return; so does KV-backed
-    /// storage, which ignores this.
-    ///
-    /// Only sound when the database does not sync its commits itself
-    /// (`synchronous=NORMAL`) and `sync` makes every commit made before the call durable,
-    /// or when `sync` adds durability beyond the local file (a replica's acknowledgement).
-    pub fn set_commit_sync(&self, sync: Option<SyncFn>) {
-        if !self.is_sqlite() {
-            return;
-        }
-        let old = {
-            let mut state = self.state();
-            std::mem::replace(&mut state.syncer, sync.map(Syncer::new))
-        };
-        if let Some(old) = old {
-            old.flush_blocking();
-            // Synced: nothing of it is pending. Failed: the next end of turn reports it.
-            let mut state = self.state();
-            if let Some((pending, seq, _)) = &state.unsynced
-                && Arc::ptr_eq(pending, &old)
-                && matches!(old.wait(*seq).now(), Ok(Ok(())))
-            {
-                state.unsynced = None;
-            }
-        }
-    }
-
-    /// Installs `listener`, run after every commit that wrote something (replacing any
-    /// earlier one).
-    pub fn set_commit_listener(&self, listener: Option<CommitListener>) {
-        self.state().on_commit = listener;
     }
 
     /// Installs `listener`, told the committed alarm now and after every commit that changes

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use durable_pitr::{ArchiveConfig, Archiver};
-use durable_sql::{Options, Synchronous};
+use durable_sql::{Durability, Options};
+use durable_storage::{Archive, Namespace, NamespaceOptions};
 use durable_txn::{Actor, Object, Storage};
 use rusqlite::params;
 
@@ -36,36 +36,22 @@ impl Actor for Plain {}
 enum Mode {
     /// `Storage::open`: an fsync inside every `COMMIT`.
     Fsync,
-    /// `Storage::open_group_commit`.
+    /// `Durability::Group`.
     Group,
     /// As a `Namespace` opens them: group commit and the WAL archiver, whose captures run on
     /// the sync pool after each fsync.
     GroupArchived,
 }
 
+fn group() -> Options {
+    Options { durability: Durability::Group, ..Options::default() }
+}
+
 fn open(path: &Path, mode: Mode) -> durable_txn::Result<Storage> {
     match mode {
         Mode::Fsync => Storage::open(path, Options::default()),
-        Mode::Group => Storage::open_group_commit(path, Options::default()),
-        Mode::GroupArchived => {
-            let lost = |e: String| {
-                eprintln!("bench: archiver: {e}");
-                durable_txn::Error::NoLongerAccessible
-            };
-            let mut config = ArchiveConfig::local_for(path).map_err(|e| lost(e.to_string()))?;
-            config.capture_on_commit = false;
-            let options = Options { synchronous: Synchronous::Normal, ..Options::default() };
-            // The archiver's file I/O runs off the runtime, as the facade runs it.
-            let (db, archiver) = std::thread::scope(|s| {
-                s.spawn(|| durable_txn::block_on(Archiver::open(path, options, config))).join()
-            })
-            .map_err(|_| lost("open panicked".into()))?
-            .map_err(|e| lost(e.to_string()))?;
-            let wal = db.wal_sync();
-            let storage = Storage::new(db);
-            storage.set_commit_sync(Some(Arc::new(move || archiver.sync_then_capture(&wal))));
-            Ok(storage)
-        }
+        Mode::Group => Storage::open(path, group()),
+        Mode::GroupArchived => unreachable!("archived objects open through a namespace"),
     }
 }
 
@@ -78,11 +64,24 @@ fn ours(
     let dir = tempdir()?;
     let paths: Vec<PathBuf> =
         (0..objects).map(|o| dir.path().join(format!("o{o}.sqlite"))).collect();
+    // Archived objects are opened as the product opens them, by a namespace.
+    let ns = match mode {
+        Mode::GroupArchived => Some(Namespace::open(
+            dir.path(),
+            NamespaceOptions { archive: Archive::Local, ..NamespaceOptions::default() },
+        )?),
+        _ => None,
+    };
     rt.block_on(async move {
-        let handles: Vec<Object<Plain>> = paths
-            .into_iter()
-            .map(|path| Object::spawn(move || open(&path, mode), |_| Plain))
-            .collect();
+        let handles: Vec<Object<Plain>> = match &ns {
+            Some(ns) => (0..objects)
+                .map(|o| ns.object(&format!("o{o}"), |_| Plain).map(|h| h.object().clone()))
+                .collect::<Result<_, _>>()?,
+            None => paths
+                .into_iter()
+                .map(|path| Object::spawn(move || open(&path, mode), |_| Plain))
+                .collect(),
+        };
         // Open every object and create its table before the clock starts.
         for h in &handles {
             h.call(|ctx| async move { ctx.storage().put("warm", &VALUE).await }).await??;
@@ -155,8 +154,7 @@ fn ours_one_event(
     let dir = tempdir()?;
     let path = dir.path().join("o.sqlite");
     rt.block_on(async move {
-        let object: Object<Plain> =
-            Object::spawn(move || Storage::open_group_commit(&path, Options::default()), |_| Plain);
+        let object: Object<Plain> = Object::spawn(move || Storage::open(&path, group()), |_| Plain);
         object.call(|ctx| async move { ctx.storage().put("warm", &VALUE).await }).await??;
         let start = Instant::now();
         object

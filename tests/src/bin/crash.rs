@@ -6,7 +6,9 @@
 //! kills the child with SIGKILL after a random number of released batches, reopens every
 //! object and checks that every printed batch is fully present, that no batch is partly
 //! present, and that SQLite's integrity check passes. With `--pitr` the objects run with the
-//! WAL archiver, and the image rebuilt at the current bookmark must equal the database file. The last line is
+//! WAL archiver, and the image rebuilt at the current bookmark must equal the database file.
+//! Objects are opened as users open them, through a `Namespace` (its default group commit and,
+//! with `--pitr`, its local archive); the child runs them with `Namespace::object`. The last line is
 //! `N iterations, N batches checked, N lost, N torn`. The kill points come from a seed, printed
 //! first (`--seed N` replays them); a child that stops releasing batches for 60 s fails the run.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool
@@ -17,10 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use durable_kv::ListOptions;
-use durable_pitr::{ArchiveConfig, Archiver};
-use durable_sql::{Options, SqlValue};
-use durable_txn::{Actor, Object, Storage};
+use durable_storage::kv::ListOptions;
+use durable_storage::sql::SqlValue;
+use durable_storage::{Actor, Archive, Namespace, NamespaceOptions};
 
 const OBJECTS: usize = 4;
 const KEYS_PER_BATCH: i64 = 8;
@@ -28,36 +29,17 @@ const KEYS_PER_BATCH: i64 = 8;
 struct Plain;
 impl Actor for Plain {}
 
-fn object_path(dir: &Path, object: usize) -> PathBuf {
-    dir.join(format!("object-{object}.sqlite"))
+fn object_name(object: usize) -> String {
+    format!("object-{object}")
 }
 
-/// Opens `path` as a namespace does: with group commit (results wait for a pooled fsync,
-/// so a kill between a commit and its fsync must not lose a released batch); with `pitr`,
-/// through the WAL archiver (on a plain thread, so the archive's file I/O never waits on the
-/// runtime), keeping the archiver alive beside the storage.
-fn open_object(path: &Path, pitr: bool) -> durable_txn::Result<Storage> {
-    if !pitr {
-        return Storage::open_group_commit(path, Options::default());
-    }
-    let group = Options { synchronous: durable_sql::Synchronous::Normal, ..Options::default() };
-    let mut config =
-        ArchiveConfig::local_for(path).map_err(|_| durable_txn::Error::NoLongerAccessible)?;
-    // As a namespace: captures run on the sync threads, after each fsync.
-    config.capture_on_commit = false;
-    let opened = std::thread::scope(|s| {
-        s.spawn(|| durable_txn::block_on(Archiver::open(path, group, config)))
-            .join()
-            .map_err(|_| durable_txn::Error::NoLongerAccessible)
-    })?;
-    let (db, archiver) = opened.map_err(|e| {
-        eprintln!("crash: archiver: {e}");
-        durable_txn::Error::NoLongerAccessible
-    })?;
-    let wal = db.wal_sync();
-    let storage = Storage::new(db);
-    storage.set_commit_sync(Some(std::sync::Arc::new(move || archiver.sync_then_capture(&wal))));
-    Ok(storage)
+/// The namespace in `dir`, as the product opens it: group commit (results wait for a pooled
+/// fsync, so a kill between a commit and its fsync must not lose a released batch) and, with
+/// `pitr`, each object's history archived locally.
+fn namespace(dir: &Path, pitr: bool) -> Result<Namespace, String> {
+    let archive = if pitr { Archive::Local } else { Archive::Off };
+    Namespace::open(dir, NamespaceOptions { archive, ..NamespaceOptions::default() })
+        .map_err(|e| e.to_string())
 }
 
 /// The child: writes batches on every object until it is killed.
@@ -71,17 +53,29 @@ fn child(dir: &Path, pitr: bool) -> ExitCode {
             }
         };
     rt.block_on(async {
+        let ns = match namespace(dir, pitr) {
+            Ok(ns) => ns,
+            Err(e) => {
+                eprintln!("crash child: {e}");
+                return;
+            }
+        };
         let mut tasks = Vec::new();
         for o in 0..OBJECTS {
-            let path = object_path(dir, o);
-            let start = match next_batch(&path) {
+            let start = match next_batch(&ns, &object_name(o)) {
                 Ok(n) => n,
                 Err(e) => {
                     eprintln!("crash child: {e}");
                     return;
                 }
             };
-            let object: Object<Plain> = Object::spawn(move || open_object(&path, pitr), |_| Plain);
+            let object = match ns.object(&object_name(o), |_| Plain) {
+                Ok(object) => object,
+                Err(e) => {
+                    eprintln!("crash child: {e}");
+                    return;
+                }
+            };
             tasks.push(tokio::spawn(async move {
                 for batch in start.. {
                     let written = object
@@ -123,8 +117,8 @@ fn child(dir: &Path, pitr: bool) -> ExitCode {
 }
 
 /// The batch after the highest one stored.
-fn next_batch(path: &Path) -> Result<i64, String> {
-    let storage = Storage::open(path, Options::default()).map_err(|e| e.to_string())?;
+fn next_batch(ns: &Namespace, name: &str) -> Result<i64, String> {
+    let storage = ns.storage(name).map_err(|e| e.to_string())?;
     let keys: Vec<(String, i64)> =
         storage.list(&ListOptions::default()).wait().map_err(|e| e.to_string())?;
     Ok(keys.iter().map(|(_, b)| *b + 1).max().unwrap_or(0))
@@ -139,24 +133,24 @@ struct Found {
     restore_matches: Option<bool>,
 }
 
-/// With the archiver: checkpoints, then compares the database file with the image the
-/// archive rebuilds at the current bookmark.
-fn restore_matches(path: &Path) -> Result<bool, String> {
-    let config = ArchiveConfig::local_for(path).map_err(|e| e.to_string())?;
-    let (db, archiver) = durable_txn::block_on(Archiver::open(path, Options::default(), config))
-        .map_err(|e| e.to_string())?;
-    archiver.checkpoint().map_err(|e| e.to_string())?;
-    let bookmark = archiver.current_bookmark().map_err(|e| e.to_string())?;
-    let image = durable_txn::block_on(archiver.image_at(&bookmark)).map_err(|e| e.to_string())?;
+/// With the archiver: the image the archive rebuilds at the current bookmark, compared with
+/// the database file once the namespace closed the object (closing checkpoints the WAL into
+/// the file).
+fn restore_matches(dir: &Path, name: &str) -> Result<bool, String> {
+    let ns = namespace(dir, true)?;
+    let path = ns.path_of(name);
+    let storage = ns.storage(name).map_err(|e| e.to_string())?;
+    let bookmark = storage.current_bookmark().map_err(|e| e.to_string())?;
+    let image = storage.image_at(&bookmark).map_err(|e| e.to_string())?;
+    drop((storage, ns));
     let file = std::fs::read(path).map_err(|e| e.to_string())?;
-    drop(db);
-    drop(archiver);
     Ok(image == file)
 }
 
-fn inspect(path: &Path, pitr: bool) -> Result<Found, String> {
-    let restore_matches = if pitr { Some(restore_matches(path)?) } else { None };
-    let storage = Storage::open(path, Options::default()).map_err(|e| e.to_string())?;
+fn inspect(dir: &Path, name: &str, pitr: bool) -> Result<Found, String> {
+    let restore_matches = if pitr { Some(restore_matches(dir, name)?) } else { None };
+    let ns = namespace(dir, pitr)?;
+    let storage = ns.storage(name).map_err(|e| e.to_string())?;
     let mut kv = BTreeMap::new();
     let keys: Vec<(String, i64)> =
         storage.list(&ListOptions::default()).wait().map_err(|e| e.to_string())?;
@@ -283,7 +277,7 @@ fn parent(iterations: u64, dir: &Path, pitr: bool, seed: Option<u64>) -> ExitCod
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
         for (o, released) in released.iter().enumerate() {
-            let found = match inspect(&object_path(dir, o), pitr) {
+            let found = match inspect(dir, &object_name(o), pitr) {
                 Ok(f) => f,
                 Err(e) => {
                     eprintln!("crash: object {o} after iteration {iteration}: {e}");

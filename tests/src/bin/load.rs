@@ -3,6 +3,10 @@
 //! Every object counts its events in KV and logs them in SQL; clients send events to random
 //! objects for the given time. At the end every object's counter and log must equal the events
 //! acknowledged to it. Prints throughput and the process's peak resident memory.
+//!
+//! Objects run as users run them: `Namespace::object` on a namespace with the product's
+//! defaults (group commit, each object's history archived locally); `--no-group-commit`
+//! fsyncs inside every commit instead, `--no-archive` turns point-in-time recovery off.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool
 
 use std::process::ExitCode;
@@ -10,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use durable_sql::{Options, SqlValue};
-use durable_txn::{Actor, Object, Storage};
+use durable_storage::sql::{Durability, SqlValue};
+use durable_storage::{Actor, Archive, Namespace, NamespaceOptions, ObjectHandle};
 
 struct Counter;
 impl Actor for Counter {}
@@ -27,12 +31,16 @@ fn main() -> ExitCode {
     let mut objects = 1000usize;
     let mut seconds = 60u64;
     let mut clients = 64usize;
-    let mut group_commit = true;
+    let mut options = NamespaceOptions::default();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         if arg == "--no-group-commit" {
-            group_commit = false;
+            options.sql.durability = Durability::Full;
+            continue;
+        }
+        if arg == "--no-archive" {
+            options.archive = Archive::Off;
             continue;
         }
         let value = it.next().and_then(|v| v.parse::<u64>().ok());
@@ -42,7 +50,8 @@ fn main() -> ExitCode {
             ("--clients", Some(v)) => clients = v as usize,
             _ => {
                 eprintln!(
-                    "usage: load [--objects N] [--seconds S] [--clients C] [--no-group-commit]"
+                    "usage: load [--objects N] [--seconds S] [--clients C] [--no-group-commit] \
+                     [--no-archive]"
                 );
                 return ExitCode::from(2);
             }
@@ -63,19 +72,24 @@ fn main() -> ExitCode {
         }
     };
     let rss_before = status_kb("VmRSS:").unwrap_or(0);
+    let ns = match Namespace::open(dir.path(), options) {
+        Ok(ns) => ns,
+        Err(e) => {
+            eprintln!("load: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let outcome = rt.block_on(async move {
-        let handles: Vec<Object<Counter>> = (0..objects)
-            .map(|i| {
-                let path = dir.path().join(format!("object-{i}.sqlite"));
-                Object::spawn(
-                    move || match group_commit {
-                        true => Storage::open_group_commit(&path, Options::default()),
-                        false => Storage::open(&path, Options::default()),
-                    },
-                    |_| Counter,
-                )
-            })
-            .collect();
+        let mut handles: Vec<ObjectHandle<Counter>> = Vec::with_capacity(objects);
+        for i in 0..objects {
+            match ns.object(&format!("object-{i}"), |_| Counter) {
+                Ok(handle) => handles.push(handle),
+                Err(e) => {
+                    eprintln!("load: object-{i}: {e}");
+                    return None;
+                }
+            }
+        }
         let handles = Arc::new(handles);
         let acked: Arc<Vec<AtomicU64>> =
             Arc::new((0..objects).map(|_| AtomicU64::new(0)).collect());
@@ -142,9 +156,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        (total, failures, lost, rss_loaded)
+        Some((total, failures, lost, rss_loaded))
     });
-    let (total, failures, lost, rss_loaded) = outcome;
+    let Some((total, failures, lost, rss_loaded)) = outcome else { return ExitCode::FAILURE };
     let peak = status_kb("VmHWM:").unwrap_or(0);
     println!(
         "{objects} objects, {clients} clients, {seconds} s: {total} events ({:.0}/s), \

@@ -1,38 +1,75 @@
-//! A group-committing host: the database runs under `synchronous=NORMAL`, the host syncs the
-//! WAL and captures on its sync threads (`capture_on_commit: false`, `sync_then_capture`),
-//! several commits per capture. Every commit must still be its own point of history, and
-//! every bookmark must rebuild exactly.
+//! A group-committing database (`Durability::Group`): commits reach the WAL before the disk,
+//! the commit pipeline's sync threads fsync them, and the archiver captures what each sync
+//! made durable, several commits at a time. Every commit must still be its own point of
+//! history, nothing is captured before it is durable, and every bookmark must rebuild exactly.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use durable_pitr::Archiver;
-use durable_sql::{Options, SqlValue, Synchronous};
+use durable_sql::{Durability, Options, SqlValue};
 
 use super::support::{Env, image};
 
+/// Holds the pipeline's sync threads until `open` is called.
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    fn hook(&self) -> durable_sql::pipeline::SyncHook {
+        let gate = self.clone();
+        Arc::new(move || {
+            let (shut, cv) = &*gate.0;
+            let mut shut = shut.lock().unwrap();
+            while *shut {
+                shut = cv.wait(shut).unwrap();
+            }
+            Ok(())
+        })
+    }
+
+    fn set(&self, shut: bool) {
+        *self.0.0.lock().unwrap() = shut;
+        self.0.1.notify_all();
+    }
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 #[tokio::test]
-async fn captures_after_syncs_keep_every_commit_a_point_of_history() {
+async fn captures_follow_syncs_and_keep_every_commit_a_point_of_history() {
     let env = Env::new();
-    let mut config = env.config();
-    config.capture_on_commit = false;
-    let options = Options { synchronous: Synchronous::Normal, ..Options::default() };
-    let (db, archiver) = Archiver::open(&env.path, options, config).await.unwrap();
-    let wal = db.wal_sync();
+    let options = Options { durability: Durability::Group, ..Options::default() };
+    let (db, archiver) = Archiver::open(&env.path, options, env.config()).await.unwrap();
     let start = archiver.status().seq;
 
+    // While the sync threads are held, commits are made but not durable: not captured.
+    let gate = Gate::default();
+    gate.set(true);
+    db.set_sync_hook(Some(gate.hook()));
     db.exec("CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)", &[]).unwrap();
     db.commit().unwrap();
-    assert_eq!(archiver.status().seq, start, "captured inside the commit");
-    archiver.sync_then_capture(&wal).unwrap();
-    assert_eq!(archiver.status().seq, start + 1);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(archiver.status().seq, start, "captured before it was durable");
+    gate.set(false);
+    wait_for("the capture after the sync", || archiver.status().seq == start + 1);
+    db.set_sync_hook(None);
 
-    // 120 commits, one sync and capture per 10 (a pool sync covers several commits), with
-    // enough pages for the archiver to checkpoint (every 40 frames here) along the way.
+    // 120 commits with a sync every 10 (a sync covers several commits), with enough pages
+    // for the archiver to checkpoint (every 40 frames here) along the way.
     let mut points = Vec::new();
     for i in 0..120_i64 {
         let params = [SqlValue::Integer(i), SqlValue::Blob(vec![i as u8; 1500])];
         db.exec("INSERT INTO t VALUES (?, ?)", &params).unwrap();
         db.commit().unwrap();
         if i % 10 == 9 {
-            archiver.sync_then_capture(&wal).unwrap();
+            db.sync().unwrap();
             let bookmark = archiver.current_bookmark().unwrap();
             points.push((bookmark, image(&env.path)));
         }

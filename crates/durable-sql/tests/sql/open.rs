@@ -1,7 +1,7 @@
 //! Opening a database: the file and its WAL, the options applied to the connection
 //! (durability, locking, checkpoints), in-memory databases, and `checkpoint`.
 
-use durable_sql::{CheckpointMode, Database, Error, Options, Synchronous};
+use durable_sql::{CheckpointMode, Database, Durability, Error, Options};
 
 use crate::support::{NOT_AUTHORIZED, check, db, db_with, run};
 
@@ -18,13 +18,14 @@ fn pragma(db: &Database, name: &str) -> String {
 #[test]
 fn the_connection_is_configured_from_the_options() {
     let cases = [
-        (Synchronous::Full, "Integer(2)"),
-        (Synchronous::Normal, "Integer(1)"),
-        (Synchronous::Off, "Integer(0)"),
+        (Durability::Full, "Integer(2)"),
+        (Durability::Group, "Integer(1)"),
+        (Durability::Off, "Integer(0)"),
     ];
-    for (synchronous, expect) in cases {
-        let db = db_with(Options { synchronous, ..Options::default() });
-        assert_eq!(pragma(&db, "synchronous"), expect, "{synchronous:?}");
+    for (durability, expect) in cases {
+        let db = db_with(Options { durability, ..Options::default() });
+        assert_eq!(db.durability(), durability);
+        assert_eq!(pragma(&db, "synchronous"), expect, "{durability:?}");
         assert_eq!(pragma(&db, "journal_mode"), "Text(\"wal\")");
         assert_eq!(pragma(&db, "foreign_keys"), "Integer(1)");
         assert_eq!(pragma(&db, "wal_autocheckpoint"), "Integer(1000)");

@@ -3,9 +3,8 @@
 //! (spec sections 2.2, 5, 6.1, 7.1, items 62-69 and 87-91; oracle cases 06, 36, 37, 44).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex};
 
-use durable_sql::{Database, Error, Observer, params};
+use durable_sql::{Database, Error, params};
 
 use crate::support::{
     TRANSACTION_MESSAGE, TestDb, check, check_all, create_kv_table, db, error, kv_rows, query,
@@ -488,40 +487,6 @@ fn reset_deletes_everything_and_cancels_cursors() {
     db.commit().unwrap();
     let db = db.reopen();
     assert_eq!(ids(&db), "[[9]]");
-}
-
-#[derive(Default)]
-struct Events(Arc<Mutex<Vec<&'static str>>>);
-
-impl Observer for Events {
-    fn transaction_opened(&mut self) {
-        self.0.lock().unwrap().push("opened");
-    }
-    fn committed(&mut self) {
-        self.0.lock().unwrap().push("committed");
-    }
-    fn rolled_back(&mut self) {
-        self.0.lock().unwrap().push("rolled back");
-    }
-}
-
-#[test]
-fn the_observer_sees_the_implicit_transaction() {
-    let db = with_table();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    db.set_observer(Some(Box::new(Events(events.clone()))));
-    check(&db, "SELECT count(*) FROM t", "[[0]]");
-    insert(&db, 1).unwrap();
-    insert(&db, 2).unwrap();
-    db.commit().unwrap();
-    db.transaction_sync(|| insert(&db, 3)).unwrap();
-    db.rollback().unwrap();
-    insert(&db, 4).unwrap();
-    db.reset().unwrap();
-    assert_eq!(
-        *events.lock().unwrap(),
-        ["opened", "committed", "opened", "rolled back", "opened", "rolled back"]
-    );
 }
 
 fn autocommit(db: &Database) -> bool {

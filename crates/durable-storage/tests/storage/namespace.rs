@@ -189,8 +189,10 @@ fn objects_group_commit_by_default_with_and_without_the_archiver() {
             other => panic!("{archive:?}: expected a pending sync, got {other:?}"),
         }
         drop((s, ns));
-        // Off: each commit syncs inside COMMIT, and the turn ends durable.
-        let ns = dir.open(NamespaceOptions { archive, group_commit: false, ..Default::default() });
+        // Full durability: each commit syncs inside COMMIT, and the turn ends durable.
+        let mut options = NamespaceOptions { archive, ..Default::default() };
+        options.sql.durability = durable_storage::sql::Durability::Full;
+        let ns = dir.open(options);
         let s = ns.storage("room").unwrap();
         assert_eq!(now(s.get::<i64>("k")), Some(1));
         s.put("k", &2_i64);

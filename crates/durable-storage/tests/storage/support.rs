@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use durable_storage::sql::Synchronous;
+use durable_storage::sql::Durability;
 use durable_storage::{ManualClock, Namespace, NamespaceOptions};
 
 /// A fixed "now" for manual clocks (2027-01-15).
@@ -33,7 +33,7 @@ impl Dir {
 /// Options without fsync (tests need no power-loss safety), on `clock`.
 pub fn fast(clock: &Arc<ManualClock>) -> NamespaceOptions {
     let mut options = NamespaceOptions { clock: Arc::new(clock.clone()), ..Default::default() };
-    options.sql.synchronous = Synchronous::Off;
+    options.sql.durability = Durability::Off;
     options
 }
 

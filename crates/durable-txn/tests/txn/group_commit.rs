@@ -6,17 +6,22 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use durable_sql::Options;
+use durable_sql::{Durability, Options};
 use durable_txn::{Error, Object, PutOptions, Storage, TurnEnd};
 
 use crate::support::{Dir, Plain, count_commits};
+
+/// Group commit, as a namespace opens objects.
+fn group() -> Options {
+    Options { durability: Durability::Group, ..Options::default() }
+}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-/// A sync function the test controls: it blocks while the valve is shut, counts its runs,
-/// and fails while `fail` is set.
+/// A sync hook the test controls: it blocks while the valve is shut, counts its runs, and
+/// fails while `fail` is set.
 #[derive(Clone, Default)]
 struct Valve {
     shut: Arc<(Mutex<bool>, Condvar)>,
@@ -40,7 +45,7 @@ impl Valve {
         self.runs.load(Ordering::SeqCst)
     }
 
-    fn sync_fn(&self) -> durable_txn::SyncFn {
+    fn hook(&self) -> durable_sql::pipeline::SyncHook {
         let valve = self.clone();
         Arc::new(move || {
             let (lock, cv) = &*valve.shut;
@@ -57,24 +62,21 @@ impl Valve {
         })
     }
 
-    /// Storage over `dir` whose commits are made durable by this valve.
+    /// Group-committing storage over `path` whose syncs pass through this valve.
+    fn open_at(&self, path: &std::path::Path) -> durable_txn::Result<Storage> {
+        let storage = Storage::open(path, group())?;
+        storage.sql()?.set_sync_hook(Some(self.hook()));
+        Ok(storage)
+    }
+
     fn open(&self, dir: &Dir) -> Storage {
-        let storage = Storage::open_group_commit(dir.path(), Options::default()).unwrap();
-        storage.set_commit_sync(Some(self.sync_fn()));
-        storage
+        self.open_at(&dir.path()).unwrap()
     }
 
     fn object(&self, dir: &Dir) -> Object<Plain> {
         let valve = self.clone();
         let path = dir.path();
-        Object::spawn(
-            move || {
-                let storage = Storage::open_group_commit(&path, Options::default())?;
-                storage.set_commit_sync(Some(valve.sync_fn()));
-                Ok(storage)
-            },
-            |_| Plain,
-        )
+        Object::spawn(move || valve.open_at(&path), |_| Plain)
     }
 }
 
@@ -127,8 +129,7 @@ fn turns_that_commit_while_a_sync_runs_share_the_next_sync() {
         let counter = commits.clone();
         let object = Object::spawn(
             move || {
-                let storage = Storage::open_group_commit(&path, Options::default())?;
-                storage.set_commit_sync(Some(v.sync_fn()));
+                let storage = v.open_at(&path)?;
                 *counter.lock().unwrap() = Some(count_commits(&storage));
                 Ok(storage)
             },
@@ -287,10 +288,7 @@ fn many_objects_on_real_files_keep_every_released_write() {
             .iter()
             .map(|d| {
                 let path = d.path();
-                Object::spawn(
-                    move || Storage::open_group_commit(&path, Options::default()),
-                    |_| Plain,
-                )
+                Object::spawn(move || Storage::open(&path, group()), |_| Plain)
             })
             .collect();
         let mut calls = Vec::new();
@@ -320,7 +318,7 @@ fn many_objects_on_real_files_keep_every_released_write() {
 }
 
 #[test]
-fn a_panicking_sync_function_fails_the_results_without_wedging_the_object() {
+fn a_panicking_sync_fails_the_results_without_wedging_the_object() {
     let dir = Dir::new();
     let panic_once = Arc::new(AtomicBool::new(true));
     runtime().block_on(async {
@@ -328,11 +326,11 @@ fn a_panicking_sync_function_fails_the_results_without_wedging_the_object() {
         let flag = panic_once.clone();
         let object = Object::spawn(
             move || {
-                let storage = Storage::open_group_commit(&path, Options::default())?;
+                let storage = Storage::open(&path, group())?;
                 let flag = flag.clone();
-                storage.set_commit_sync(Some(Arc::new(move || {
+                storage.sql()?.set_sync_hook(Some(Arc::new(move || {
                     if flag.swap(false, Ordering::SeqCst) {
-                        panic!("injected: sync function panicked");
+                        panic!("injected: sync panicked");
                     }
                     Ok(())
                 })));
@@ -358,41 +356,4 @@ fn a_panicking_sync_function_fails_the_results_without_wedging_the_object() {
             assert_eq!(seen, Some(i));
         }
     });
-}
-
-#[test]
-fn replacing_the_sync_function_mid_turn_reports_the_old_ones_outcome() {
-    let dir = Dir::new();
-    // The old sync works: its commit is synced when it is replaced, nothing stays pending.
-    let good = Valve::default();
-    let storage = good.open(&dir);
-    storage.put("a", &1_i64);
-    storage.sync().wait().unwrap();
-    storage.put("b", &2_i64);
-    storage.end_turn().unwrap(); // commits "b"; the pool syncs it
-    storage.put("c", &3_i64);
-    let _ = storage.sql().unwrap().commit(); // a commit the storage does not know of: harmless
-    storage.set_commit_sync(Some(Valve::default().sync_fn()));
-    match storage.end_turn().unwrap() {
-        TurnEnd::Durable => {}
-        TurnEnd::Flushing { durable, .. } => durable.wait().unwrap(),
-        other => panic!("{other:?}"),
-    }
-    drop(storage);
-
-    // The old sync fails: the end of the turn reports it (it would otherwise hang or lie).
-    let bad = Valve::default();
-    bad.fail.store(true, Ordering::SeqCst);
-    let storage = bad.open(&dir);
-    storage.put("d", &4_i64);
-    storage.sql().unwrap(); // still usable
-    let before = bad.runs();
-    // Commit "d" without waiting, then swap the sync function.
-    let pending = storage.end_turn().unwrap();
-    storage.put("e", &5_i64);
-    storage.set_commit_sync(Some(Valve::default().sync_fn()));
-    assert!(bad.runs() > before, "the old sync function was not run before the swap");
-    if let TurnEnd::Flushing { durable, .. } = pending {
-        assert!(durable.wait().is_err(), "a failed sync reported as durable");
-    }
 }

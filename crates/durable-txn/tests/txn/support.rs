@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use durable_sql::{Observer, Options};
+use durable_sql::{CommitEvent, Options};
 use durable_txn::{Actor, Object, Storage};
 
 /// Storage in its own temporary folder.
@@ -32,19 +32,15 @@ impl Dir {
     }
 }
 
-/// Counts the commits of a database.
-pub struct Commits(pub Arc<AtomicUsize>);
-
-impl Observer for Commits {
-    fn committed(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// Installs a commit counter on `storage`'s database.
+/// Counts the commits of `storage`'s database (a subscriber of its commit pipeline).
 pub fn count_commits(storage: &Storage) -> Arc<AtomicUsize> {
     let count = Arc::new(AtomicUsize::new(0));
-    storage.sql().unwrap().set_observer(Some(Box::new(Commits(count.clone()))));
+    let counter = count.clone();
+    storage.sql().unwrap().subscribe(Arc::new(move |event: &CommitEvent<'_>| {
+        if let CommitEvent::Committed { .. } = event {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    }));
     count
 }
 

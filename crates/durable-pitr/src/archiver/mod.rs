@@ -1,0 +1,399 @@
+//! `Archiver`: attaches to one object's database, captures what its commit pipeline reports
+//! durable into the journal, names positions (bookmarks), restores on open, and runs the
+//! upload, compaction and retention steps.
+//!
+//! The work is split along its seams, one file each:
+//!
+//! | file | holds |
+//! |---|---|
+//! | `open.rs` | [`Archiver::open`]: the object's lock, journal recovery, adopting WAL commits, rebuilding a missing database, applying a pending restore, the history's identity |
+//! | `capture.rs` | capture (WAL frames → journal records), sealing, checkpoints, and the commit-pipeline subscriber that drives them |
+//! | `rebuild.rs` | rebuilding a database image at a position from snapshots and segments |
+//! | `history.rs` | bookmarks: resolving them, the bookmark for a time, restore requests, listing history |
+//! | `maintain.rs` | upload of sealed segments, snapshots and merges (compaction), retention |
+//!
+//! # Lock discipline
+//!
+//! Two locks matter: the database's (durable-sql's connection lock) and the archiver's own
+//! (`Inner`, one mutex).
+//!
+//! 1. The database lock is taken before the archiver's, never after: a capture that must not
+//!    let a commit slip in (before a checkpoint) runs inside [`Database::internal`] and locks
+//!    `Inner` there. Pipeline events delivered with the database locked (`Resetting`, `Reset`)
+//!    lock only `Inner`.
+//! 2. `Inner` is never held across an `.await`: async steps copy what they need (a
+//!    [`Sources`] value), unlock, do the object-store I/O, and lock again to record the outcome.
+//!    So maintenance never blocks captures, and nothing needs a `try_lock`.
+//! 3. Local file I/O (journal appends and fsyncs, the WAL read) happens under `Inner`.
+//! 4. A `Durable` event arrives on the pipeline's delivery thread (a sync thread under group
+//!    commit): it takes the database lock, then `Inner` (rule 1), and may checkpoint.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use durable_sql::{Database, SubscriptionId};
+
+use crate::archive::{Archive, Catalog};
+use crate::bookmark::HistoryKey;
+use crate::config::ArchiveConfig;
+use crate::error::{ArchiveError, Error, Result, corrupt, io_error};
+use crate::journal::Journal;
+use crate::record::Kind;
+use crate::wal::{self, WalPos};
+
+mod capture;
+mod history;
+mod maintain;
+mod open;
+mod rebuild;
+
+use rebuild::Sources;
+
+/// The files an archiver keeps next to the database `<db>`: the folder `<db>-pitr/`.
+#[derive(Debug, Clone)]
+struct Paths {
+    db: PathBuf,
+    wal: PathBuf,
+    shm: PathBuf,
+    dir: PathBuf,
+    pending: PathBuf,
+    image: PathBuf,
+    meta: PathBuf,
+}
+
+impl Paths {
+    fn new(db: &Path) -> Paths {
+        let mut dir = db.as_os_str().to_owned();
+        dir.push("-pitr");
+        let dir = PathBuf::from(dir);
+        Paths {
+            db: db.to_path_buf(),
+            wal: durable_sql::files::wal_path(db),
+            shm: durable_sql::files::shm_path(db),
+            pending: dir.join("restore.pending"),
+            image: dir.join("restore.img"),
+            meta: dir.join("meta"),
+            dir,
+        }
+    }
+}
+
+/// The newest position of history and where capture stands in the WAL.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    epoch: u32,
+    seq: u64,
+    ts: u64,
+    wal: WalPos,
+    /// Database size in bytes after the head commit.
+    db_bytes: u64,
+}
+
+struct Inner {
+    config: ArchiveConfig,
+    archive: Archive,
+    history: HistoryKey,
+    paths: Paths,
+    journal: Journal,
+    catalog: Catalog,
+    head: Head,
+    poisoned: Option<String>,
+    /// The WAL, kept open between captures.
+    wal_reader: wal::WalReader,
+    /// Held for the archiver's life: one archiver per object.
+    _lock: File,
+}
+
+/// The archiver of one object's database: capture, bookmarks, restore, upload, compaction,
+/// retention. See the crate documentation for how a host uses it.
+pub struct Archiver {
+    inner: Arc<Mutex<Inner>>,
+    db: Database,
+    /// The archiver's place in the database's commit pipeline.
+    subscription: SubscriptionId,
+}
+
+impl std::fmt::Debug for Archiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("Archiver")
+            .field("db", &inner.paths.db)
+            .field("epoch", &inner.head.epoch)
+            .field("seq", &inner.head.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Archiver {
+    fn drop(&mut self) {
+        // Commits made after this are adopted from the WAL by the next archiver to open.
+        self.db.unsubscribe(self.subscription);
+    }
+}
+
+/// What [`Archiver::status`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// The current epoch (restores so far).
+    pub epoch: u32,
+    /// The newest sequence number.
+    pub seq: u64,
+    /// Sealed segments not yet uploaded.
+    pub local_segments: usize,
+    /// Segments in the archive.
+    pub archived_segments: usize,
+    /// Snapshots in the archive.
+    pub snapshots: usize,
+    /// Bytes in the open journal segment.
+    pub open_segment_bytes: u64,
+}
+
+/// What a point of history is (see [`HistoryEntry::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PointKind {
+    /// The database when its history began.
+    Init,
+    /// A commit.
+    Commit,
+    /// A restore: the first point of a new epoch.
+    Restore,
+    /// The WAL was changed outside the archiver; the point holds a full image.
+    Discontinuity,
+    /// `deleteAll()`: the new, empty database.
+    Reset,
+}
+
+impl PointKind {
+    fn of(kind: Kind) -> PointKind {
+        match kind {
+            Kind::Init => PointKind::Init,
+            Kind::EpochStart => PointKind::Restore,
+            Kind::Discontinuity => PointKind::Discontinuity,
+            Kind::Reset => PointKind::Reset,
+            Kind::Commit | Kind::Mark => PointKind::Commit,
+        }
+    }
+
+    /// A lowercase name: `init`, `commit`, `restore`, `discontinuity` or `reset`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PointKind::Init => "init",
+            PointKind::Commit => "commit",
+            PointKind::Restore => "restore",
+            PointKind::Discontinuity => "discontinuity",
+            PointKind::Reset => "reset",
+        }
+    }
+}
+
+/// One retained point of an object's history, as [`Archiver::history`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HistoryEntry {
+    /// The epoch (restores before this point).
+    pub epoch: u32,
+    /// The sequence number (0 for the start of history; one more per point).
+    pub seq: u64,
+    /// The commit's time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// The bookmark naming the state right after this point.
+    pub bookmark: String,
+    /// The database's size in bytes after this point (pages times page size).
+    pub db_bytes: u64,
+    /// What the point is.
+    pub kind: PointKind,
+}
+
+fn now_ts(config: &ArchiveConfig) -> u64 {
+    config.clock.now_ms().max(0) as u64
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut out = [0u8; N];
+    getrandom::fill(&mut out).map_err(|e| {
+        Error::Archive(ArchiveError::Io {
+            action: "draw random bytes",
+            path: "getrandom".into(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })?;
+    Ok(out)
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, fsync of the folder.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = File::create(&tmp).map_err(io_error("create", &tmp))?;
+    f.write_all(bytes).map_err(io_error("write", &tmp))?;
+    f.sync_all().map_err(io_error("sync", &tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io_error("rename", &tmp))?;
+    crate::journal::sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error("remove", path)(e)),
+    }
+}
+
+/// Reads a database file whose WAL is empty: its page size and pages.
+fn read_db_file(path: &Path) -> Result<(u32, Vec<u8>)> {
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io_error("read", path)(e)),
+    };
+    if data.is_empty() {
+        return Ok((0, data));
+    }
+    let raw = data.get(16..18).map(|b| u16::from_be_bytes([b[0], b[1]]) as u32).unwrap_or(0);
+    let page_size = if raw == 1 { 65536 } else { raw };
+    if !(512..=65536).contains(&page_size)
+        || !page_size.is_power_of_two()
+        || data.len() % page_size as usize != 0
+    {
+        return Err(corrupt(path.display().to_string(), "not a database file"));
+    }
+    Ok((page_size, data))
+}
+
+fn full_image_pages(page_size: u32, data: &[u8]) -> BTreeMap<u32, Vec<u8>> {
+    if page_size == 0 {
+        return BTreeMap::new();
+    }
+    data.chunks(page_size as usize).enumerate().map(|(i, p)| (i as u32 + 1, p.to_vec())).collect()
+}
+
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    fn fail(&self, point: &'static str) -> Result<()> {
+        self.archive.fail(point)
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(why) => Err(Error::Archive(ArchiveError::Poisoned(why.clone()))),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the first failure of a step that leaves the archiver unable to go on: every
+    /// later call reports it.
+    fn poison<T>(&mut self, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result
+            && self.poisoned.is_none()
+        {
+            tracing::error!(error = %e, db = %self.paths.db.display(), "archiver stopped");
+            self.poisoned = Some(e.to_string());
+        }
+        result
+    }
+
+    fn sources(&self) -> Sources {
+        Sources {
+            archive: self.archive.clone(),
+            history: self.history,
+            catalog: self.catalog.clone(),
+            open_journal: self.journal.open_path().map(Path::to_path_buf),
+        }
+    }
+}
+
+impl Archiver {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
+    /// Where the archiver stands.
+    pub fn status(&self) -> Status {
+        let inner = self.lock();
+        Status {
+            epoch: inner.head.epoch,
+            seq: inner.head.seq,
+            local_segments: inner.catalog.segments.iter().filter(|e| e.local.is_some()).count(),
+            archived_segments: inner.catalog.segments.iter().filter(|e| e.remote).count(),
+            snapshots: inner.catalog.snapshots.len(),
+            open_segment_bytes: inner.journal.open_len(),
+        }
+    }
+
+    /// Captures, checkpoints, seals and uploads: after this the archive holds the object's
+    /// whole history. Close (or drop) every handle of the database afterwards, then the lock
+    /// is released.
+    pub async fn close(self) -> Result<()> {
+        self.checkpoint()?;
+        self.seal()?;
+        self.upload().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_archivers_files_sit_beside_the_database() {
+        let p = Paths::new(Path::new("data/room.sqlite"));
+        assert_eq!(p.wal, Path::new("data/room.sqlite-wal"));
+        assert_eq!(p.shm, Path::new("data/room.sqlite-shm"));
+        assert_eq!(p.dir, Path::new("data/room.sqlite-pitr"));
+        assert_eq!(p.pending, Path::new("data/room.sqlite-pitr/restore.pending"));
+        assert_eq!(p.meta, Path::new("data/room.sqlite-pitr/meta"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.sqlite");
+        assert_eq!(read_db_file(&path).unwrap(), (0, Vec::new()), "missing: empty");
+        std::fs::write(&path, vec![0u8; 1000]).unwrap();
+        assert!(read_db_file(&path).unwrap_err().to_string().contains("not a database file"));
+        let mut page = vec![0u8; 4096];
+        page[16..18].copy_from_slice(&4096u16.to_be_bytes());
+        std::fs::write(&path, [page.clone(), page.clone()].concat()).unwrap();
+        assert_eq!(read_db_file(&path).unwrap().0, 4096);
+        // 65536 is written as 1.
+        let mut big = vec![0u8; 65536];
+        big[16..18].copy_from_slice(&1u16.to_be_bytes());
+        std::fs::write(&path, &big).unwrap();
+        assert_eq!(read_db_file(&path).unwrap().0, 65536);
+        // A size that is not a whole number of pages.
+        std::fs::write(&path, [page.clone(), vec![0u8; 10]].concat()).unwrap();
+        assert!(read_db_file(&path).is_err());
+    }
+
+    #[test]
+    fn a_full_image_numbers_its_pages_from_one() {
+        let pages = full_image_pages(4, b"aaaabbbbcccc");
+        assert_eq!(pages.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(pages[&2], b"bbbb");
+        assert!(full_image_pages(0, b"").is_empty());
+    }
+
+    #[test]
+    fn atomic_writes_leave_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1);
+        remove_if_exists(&path).unwrap();
+        remove_if_exists(&path).unwrap();
+    }
+}
