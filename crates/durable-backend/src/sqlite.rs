@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use durable_kv::table::{CREATE, DELETE, GET, PUT, TextBytes};
+use durable_kv::table::{self, CREATE, DELETE, GET, PUT};
 use durable_sql::rusqlite;
 use durable_sql::{Database, Internal, Options};
 
@@ -87,20 +87,8 @@ fn read_range(
     if range.end.as_deref().is_some_and(|end| end <= range.start.as_slice()) {
         return Ok(Vec::new());
     }
-    let sql = format!(
-        "SELECT key, value FROM _cf_KV WHERE key >= ?1{} ORDER BY key{} LIMIT ?3",
-        if range.end.is_some() { " AND key < ?2" } else { "" },
-        if range.reverse { " DESC" } else { "" },
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let limit = range.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-    let map = |row: &rusqlite::Row<'_>| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?));
-    let start = TextBytes(&range.start);
-    let rows = match range.end.as_deref() {
-        Some(end) => stmt.query_map((start, TextBytes(end), limit), map)?,
-        None => stmt.query_map((start, rusqlite::types::Null, limit), map)?,
-    };
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let end = range.end.as_deref();
+    Ok(table::read_range(conn, &range.start, true, end, range.reverse, range.limit)?)
 }
 
 #[async_trait]

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use durable_sql::rusqlite;
 use durable_sql::{Database, Internal};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -11,7 +10,7 @@ use serde::de::DeserializeOwned;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::list::{KeyRange, ListOptions};
-use crate::table::{CREATE, DELETE, GET, PUT, TextBytes};
+use crate::table::{self, CREATE, DELETE, GET, PUT};
 
 /// Limits a KV API enforces on its own, above what SQLite bounds.
 ///
@@ -331,25 +330,7 @@ fn read_range(
         (Some(a), true) => (&range.start, Some(a), true),
         (None, _) => (&range.start, range.end.as_deref(), true),
     };
-    // The limit is a parameter (-1: none), so the shapes of this query are few and stay in
-    // the connection's statement cache beside the point queries.
-    let sql = format!(
-        "SELECT key, value FROM _cf_KV WHERE key {} ?1{} ORDER BY key{} LIMIT ?3",
-        if low_inclusive { ">=" } else { ">" },
-        if high.is_some() { " AND key < ?2" } else { "" },
-        if range.reverse { " DESC" } else { "" },
-    );
-    let limit = limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-    // Keys are only ever written from Rust strings, so they read back as valid UTF-8.
-    let map = |row: &rusqlite::Row<'_>| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?));
-    let rows = i.connection().prepare_cached(&sql).and_then(|mut stmt| match high {
-        Some(h) => stmt
-            .query_map((TextBytes(low), TextBytes(h), limit), map)
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>()),
-        None => stmt
-            .query_map((TextBytes(low), rusqlite::types::Null, limit), map)
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>()),
-    });
+    let rows = table::read_range(i.connection(), low, low_inclusive, high, range.reverse, limit);
     unless_table_missing(rows.map_err(durable_sql::Error::from), Vec::new())
 }
 

@@ -67,8 +67,17 @@ fn write_opts(o: PutOptions) -> WriteOptions {
     WriteOptions { allow_unconfirmed: o.allow_unconfirmed, no_cache: o.no_cache }
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+/// A stored value, decoded (the KV-backed engine and its transactions).
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(codec::decode(bytes)?)
+}
+
+/// A key-ordered entry of the backend or an overlay: its key (always written from a Rust
+/// string) and its decoded value.
+pub(crate) fn decode_entry<T: DeserializeOwned>(
+    (key, value): (Vec<u8>, Vec<u8>),
+) -> Result<(String, T)> {
+    Ok((String::from_utf8(key).unwrap_or_default(), decode(&value)?))
 }
 
 impl KvEngine {
@@ -157,10 +166,7 @@ impl KvEngine {
                     found.insert(key.into_bytes(), bytes);
                 }
             }
-            found
-                .into_iter()
-                .map(|(k, v)| Ok((String::from_utf8(k).unwrap_or_default(), decode(&v)?)))
-                .collect()
+            found.into_iter().map(decode_entry).collect()
         })
     }
 

@@ -39,6 +39,7 @@ mod legacy;
 mod op;
 mod runtime;
 mod storage;
+mod target;
 mod transaction;
 mod turn;
 

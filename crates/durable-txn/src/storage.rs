@@ -16,6 +16,7 @@ use crate::durability::Durable;
 use crate::error::{Error, Result};
 use crate::legacy::{KvEngine, map_op};
 use crate::op::Op;
+use crate::target::Target;
 use crate::transaction::{self, Transaction, TxnShared};
 
 /// Options of a read (`get`, `list`, `get_alarm`).
@@ -215,6 +216,31 @@ impl Storage {
         }
     }
 
+    /// Where a KV or alarm call goes now (see [`Target`]), without checking the handle.
+    fn route(&self) -> Target<'_> {
+        match &self.inner.engine {
+            Engine::Sqlite { db, kv, .. } => Target::Sqlite { db, kv },
+            Engine::Kv(engine) => match Transaction::active_kv(self) {
+                Some(txn) => Target::KvTransaction(txn),
+                None => Target::Kv(engine),
+            },
+        }
+    }
+
+    /// Where a KV or alarm call goes, once the handle is known to be usable.
+    fn target(&self) -> Result<Target<'_>> {
+        self.check_usable()?;
+        Ok(self.route())
+    }
+
+    /// Runs a call that returns an [`Op`] on its target (a refused handle answers at once).
+    fn with_target<T>(&self, call: impl FnOnce(Target<'_>) -> Op<T>) -> Op<T> {
+        match self.target() {
+            Ok(target) => call(target),
+            Err(e) => Op::ready(Err(e)),
+        }
+    }
+
     /// The SQL API (`ctx.storage.sql`); on KV-backed storage the runtime's "not available"
     /// error.
     pub fn sql(&self) -> Result<&Database> {
@@ -249,16 +275,7 @@ impl Storage {
         key: &str,
         options: GetOptions,
     ) -> Op<Option<T>> {
-        if let Err(e) = self.check_usable() {
-            return Op::ready(Err(e));
-        }
-        match &self.inner.engine {
-            Engine::Sqlite { kv, .. } => Op::ready(kv.get(key).map_err(Error::from)),
-            Engine::Kv(engine) => match Transaction::active_kv(self) {
-                Some(txn) => txn.get_with(key, options),
-                None => engine.get(key, options),
-            },
-        }
+        self.with_target(|t| t.get(key, options))
     }
 
     /// The present keys among `keys` with their values, sorted by key; duplicates collapse.
@@ -275,16 +292,7 @@ impl Storage {
         keys: &[&str],
         options: GetOptions,
     ) -> Op<Vec<(String, T)>> {
-        if let Err(e) = self.check_usable() {
-            return Op::ready(Err(e));
-        }
-        match &self.inner.engine {
-            Engine::Sqlite { kv, .. } => Op::ready(kv.get_multiple(keys).map_err(Error::from)),
-            Engine::Kv(engine) => match Transaction::active_kv(self) {
-                Some(txn) => txn.get_multiple(keys),
-                None => engine.get_multiple(keys, options),
-            },
-        }
+        self.with_target(|t| t.get_multiple(keys, options))
     }
 
     /// Stores `value` under `key`. The write takes effect now; the returned [`Op`] only
@@ -300,13 +308,7 @@ impl Storage {
         value: &T,
         options: PutOptions,
     ) -> Op<()> {
-        Op::ready(self.check_usable().and_then(|()| match &self.inner.engine {
-            Engine::Sqlite { db, kv, .. } => Ok(write_as(db, options, || kv.put(key, value))?),
-            Engine::Kv(engine) => match Transaction::active_kv(self) {
-                Some(txn) => txn.put_with(key, value, options).wait(),
-                None => engine.put(key, value, options),
-            },
-        }))
+        Op::ready(self.target().and_then(|t| t.put(key, value, options)))
     }
 
     /// Stores every pair atomically: all or none.
@@ -320,15 +322,7 @@ impl Storage {
         entries: &[(&str, T)],
         options: PutOptions,
     ) -> Op<()> {
-        Op::ready(self.check_usable().and_then(|()| match &self.inner.engine {
-            Engine::Sqlite { db, kv, .. } => {
-                Ok(write_as(db, options, || kv.put_multiple(entries))?)
-            }
-            Engine::Kv(engine) => match Transaction::active_kv(self) {
-                Some(txn) => txn.put_multiple(entries).wait(),
-                None => engine.put_multiple(entries, options),
-            },
-        }))
+        Op::ready(self.target().and_then(|t| t.put_multiple(entries, options)))
     }
 
     /// Deletes `key`; true if it existed.
@@ -338,18 +332,7 @@ impl Storage {
 
     /// [`delete`](Storage::delete) with options.
     pub fn delete_with(&self, key: &str, options: PutOptions) -> Op<bool> {
-        if let Err(e) = self.check_usable() {
-            return Op::ready(Err(e));
-        }
-        match &self.inner.engine {
-            Engine::Sqlite { db, kv, .. } => {
-                Op::ready(write_as(db, options, || kv.delete(key)).map_err(Error::from))
-            }
-            Engine::Kv(engine) => match Transaction::active_kv(self) {
-                Some(txn) => txn.delete(key),
-                None => map_op(engine.delete(&[key], options), |n| Ok(n > 0)),
-            },
-        }
+        self.with_target(|t| t.delete(key, options))
     }
 
     /// Deletes every key of `keys`; the number that existed.
@@ -359,18 +342,7 @@ impl Storage {
 
     /// [`delete_multiple`](Storage::delete_multiple) with options.
     pub fn delete_multiple_with(&self, keys: &[&str], options: PutOptions) -> Op<usize> {
-        if let Err(e) = self.check_usable() {
-            return Op::ready(Err(e));
-        }
-        match &self.inner.engine {
-            Engine::Sqlite { db, kv, .. } => {
-                Op::ready(write_as(db, options, || kv.delete_multiple(keys)).map_err(Error::from))
-            }
-            Engine::Kv(engine) => match Transaction::active_kv(self) {
-                Some(txn) => txn.delete_multiple(keys),
-                None => engine.delete(keys, options),
-            },
-        }
+        self.with_target(|t| t.delete_multiple(keys, options))
     }
 
     /// The entries `options` selects, in the requested order.
@@ -387,21 +359,7 @@ impl Storage {
         options: &ListOptions,
         get: GetOptions,
     ) -> Op<Vec<(String, T)>> {
-        if let Err(e) = self.check_usable() {
-            return Op::ready(Err(e));
-        }
-        match &self.inner.engine {
-            Engine::Sqlite { kv, .. } => Op::ready(kv.list(options).map_err(Error::from)),
-            Engine::Kv(engine) => {
-                if let Err(e) = options.compile() {
-                    return Op::ready(Err(e.into()));
-                }
-                match Transaction::active_kv(self) {
-                    Some(txn) => txn.list(options),
-                    None => engine.list(options, get),
-                }
-            }
-        }
+        self.with_target(|t| t.list(options, get))
     }
 
     /// Deletes everything: every key, every SQL table, the object's whole database. Writes
@@ -453,15 +411,7 @@ impl Storage {
     }
 
     fn stored_alarm_op(&self) -> Op<Option<i64>> {
-        match &self.inner.engine {
-            Engine::Sqlite { db, .. } => {
-                Op::ready(alarm::read(db).map(|ns| ns.map(alarm::ns_to_ms)))
-            }
-            Engine::Kv(engine) => match Transaction::active_kv(self) {
-                Some(txn) => txn.get_alarm(),
-                None => engine.alarm(),
-            },
-        }
+        self.route().alarm()
     }
 
     /// Sets the alarm to `time_ms` (milliseconds since the epoch; a past time means now).
@@ -480,20 +430,7 @@ impl Storage {
             return Err(Error::AlarmTimeNotPositive);
         }
         let now = self.state().clock.now_ms();
-        let time_ms = time_ms.max(now);
-        match &self.inner.engine {
-            Engine::Sqlite { db, .. } => {
-                let ns = alarm::ms_to_ns(time_ms);
-                if alarm::read(db)? == Some(ns) {
-                    return Ok(());
-                }
-                write_as(db, options, || alarm::write(db, Some(ns)))
-            }
-            Engine::Kv(engine) => match Transaction::active_kv(self) {
-                Some(txn) => txn.set_alarm(time_ms).wait(),
-                None => engine.set_alarm(Some(time_ms), options),
-            },
-        }
+        self.route().set_alarm(Some(time_ms.max(now)), options)
     }
 
     /// Deletes the alarm.
@@ -507,19 +444,7 @@ impl Storage {
     }
 
     fn delete_alarm_now(&self, options: PutOptions) -> Result<()> {
-        self.check_usable()?;
-        match &self.inner.engine {
-            Engine::Sqlite { db, .. } => {
-                if alarm::read(db)?.is_none() {
-                    return Ok(());
-                }
-                write_as(db, options, || alarm::write(db, None))
-            }
-            Engine::Kv(engine) => match Transaction::active_kv(self) {
-                Some(txn) => txn.delete_alarm().wait(),
-                None => engine.set_alarm(None, options),
-            },
-        }
+        self.target()?.set_alarm(None, options)
     }
 
     /// Runs `f` inside a savepoint: `Ok` keeps its writes, `Err` rolls them back and is
@@ -737,10 +662,4 @@ impl Storage {
             Err(_) => Ok(None),
         }
     }
-}
-
-/// Runs a write on SQLite-backed storage, counted as unconfirmed (it does not hold the
-/// output gate) when `options.allow_unconfirmed` says so.
-fn write_as<T>(db: &Database, options: PutOptions, f: impl FnOnce() -> T) -> T {
-    if options.allow_unconfirmed { db.unconfirmed(f) } else { f() }
 }

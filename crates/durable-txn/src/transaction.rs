@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::legacy::{KvEngine, map_op};
+use crate::legacy::{KvEngine, decode, decode_entry, map_op};
 use crate::op::Op;
 use crate::storage::{Engine, GetOptions, PutOptions, Storage};
 use crate::turn;
@@ -182,9 +182,7 @@ impl Transaction {
                     all.insert(k.into_bytes(), v);
                 }
             }
-            all.into_iter()
-                .map(|(k, v)| Ok((String::from_utf8(k).unwrap_or_default(), decode(&v)?)))
-                .collect()
+            all.into_iter().map(decode_entry).collect()
         })
     }
 
@@ -301,9 +299,7 @@ impl Transaction {
             } else {
                 Box::new(all.into_iter())
             };
-            rows.take(limit)
-                .map(|(k, v)| Ok((String::from_utf8(k).unwrap_or_default(), decode(&v)?)))
-                .collect()
+            rows.take(limit).map(decode_entry).collect()
         })
     }
 
@@ -381,10 +377,6 @@ impl Transaction {
         self.usable("transaction()")?;
         run(&self.storage, f).await
     }
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    Ok(durable_kv::codec::decode(bytes)?)
 }
 
 fn rollback_savepoint(storage: &Storage, shared: &TxnShared) {
