@@ -14,7 +14,7 @@ pub enum Error {
         /// What the backend said.
         message: String,
     },
-    /// A fault injected by [`FaultyBackend`](crate::FaultyBackend).
+    /// A fault injected by `FaultyBackend` (the `testing` feature).
     #[error("injected fault: {message}")]
     Injected {
         /// The fault's description.

@@ -8,9 +8,9 @@
 //! - [`MemoryBackend`] keeps the map in memory (tests, ephemeral objects); [`SqliteBackend`]
 //!   keeps it in one durable SQLite file per object, in the same `_cf_KV` table as the SQLite
 //!   KV API.
-//! - [`FaultyBackend`] wraps any backend to inject errors, latency and crashes, and records
-//!   the calls that reach it.
-//! - [`testing::run_suite`] checks every point of the contract against any implementation.
+//! - Test doubles, with the `testing` feature: `FaultyBackend` wraps any backend to inject
+//!   errors, latency and crashes, and records the calls that reach it; `testing::run_suite`
+//!   checks every point of the contract against any implementation.
 //! - [`cache::WriteBehindCache`] is the runtime's write-behind, read-through cache: reads it
 //!   can answer need no I/O, writes land in it at once, and a flush sends everything pending
 //!   as one atomic batch. The turn layer above decides when to flush.
@@ -49,13 +49,16 @@
 mod backend;
 pub mod cache;
 mod error;
+#[cfg(feature = "testing")]
 mod faulty;
 mod memory;
 mod sqlite;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use backend::{KeyRange, KvBackend, WriteBatch, range_contains};
 pub use error::{Error, Result};
+#[cfg(feature = "testing")]
 pub use faulty::{Call, Delay, FaultyBackend, Op};
 pub use memory::MemoryBackend;
 pub use sqlite::SqliteBackend;

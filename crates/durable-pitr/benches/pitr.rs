@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use divan::Bencher;
 use divan::counter::{BytesCount, ItemsCount};
-use durable_pitr::{ArchiveConfig, Archiver, FakeClock};
+use durable_pitr::{ArchiveConfig, Archiver};
+use durable_sql::testing::ManualClock;
 use durable_sql::{Database, Options};
 
 fn main() {
@@ -18,7 +19,9 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn config(path: &std::path::Path) -> ArchiveConfig {
-    ArchiveConfig::local_for(path).unwrap().with_clock(Arc::new(FakeClock::new(1_700_000_000_000)))
+    ArchiveConfig::local_for(path)
+        .unwrap()
+        .with_clock(Arc::new(ManualClock::new(1_700_000_000_000)))
 }
 
 /// Commits of `rows` 100-byte inserts each, with or without the archiver.

@@ -1,8 +1,6 @@
-//! The clock that stamps commits and bounds the recovery window: the system's, or a fake one
-//! that tests move by hand (31 days in a millisecond).
+//! The clock that stamps commits and bounds the recovery window: the system's, or (with the
+//! `testing` feature) the workspace's manual one that tests move by hand.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A source of wall-clock time in milliseconds since the Unix epoch.
@@ -24,39 +22,12 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that only moves when told to. Clones share the same time.
-///
-/// ```
-/// use durable_pitr::{Clock, FakeClock};
-/// let clock = FakeClock::new(1_000);
-/// clock.advance_ms(500);
-/// assert_eq!(clock.now_ms(), 1_500);
-/// ```
-#[derive(Debug, Clone)]
-pub struct FakeClock {
-    now: Arc<AtomicI64>,
-}
-
-impl FakeClock {
-    /// A clock showing `now_ms`.
-    pub fn new(now_ms: i64) -> FakeClock {
-        FakeClock { now: Arc::new(AtomicI64::new(now_ms)) }
-    }
-
-    /// Sets the time (it may go backwards: commit stamps never do).
-    pub fn set_ms(&self, now_ms: i64) {
-        self.now.store(now_ms, Ordering::SeqCst);
-    }
-
-    /// Moves the time forward by `ms`.
-    pub fn advance_ms(&self, ms: i64) {
-        self.now.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for FakeClock {
+/// The workspace's manual clock (`durable_sql::testing::ManualClock`, with the `testing`
+/// feature) stamps commits too: tests cover 31 days of history in milliseconds.
+#[cfg(feature = "testing")]
+impl Clock for durable_sql::testing::ManualClock {
     fn now_ms(&self) -> i64 {
-        self.now.load(Ordering::SeqCst)
+        durable_sql::testing::ManualClock::now_ms(self)
     }
 }
 

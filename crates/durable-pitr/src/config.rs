@@ -15,6 +15,7 @@ use crate::error::{ArchiveError, Error, Result};
 /// A crash-test hook: called with the name of each step (for example `"capture.after_append"`);
 /// returning `true` makes that step fail with [`ArchiveError::Injected`], as if the process
 /// died there. The names are listed in `docs/storage-format.md` (PITR, "Failpoints").
+/// Installed with [`ArchiveConfig::with_failpoint`] (the `testing` feature).
 pub type Failpoint = Arc<dyn Fn(&'static str) -> bool + Send + Sync>;
 
 /// How one object's history is archived.
@@ -51,8 +52,8 @@ pub struct ArchiveConfig {
     pub grace: Duration,
     /// `bookmark_for_time` accepts times this far in the future, as "now" (1 s).
     pub future_skew: Duration,
-    /// Crash-test hook (none).
-    pub failpoint: Option<Failpoint>,
+    /// Crash-test hook (none; set with `with_failpoint`, the `testing` feature).
+    pub(crate) failpoint: Option<Failpoint>,
 }
 
 impl std::fmt::Debug for ArchiveConfig {
@@ -115,7 +116,8 @@ impl ArchiveConfig {
         self
     }
 
-    /// Installs a crash-test hook.
+    /// Installs a crash-test hook (a test double: the `testing` feature).
+    #[cfg(feature = "testing")]
     pub fn with_failpoint(mut self, failpoint: Failpoint) -> ArchiveConfig {
         self.failpoint = Some(failpoint);
         self

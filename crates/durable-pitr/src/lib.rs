@@ -16,7 +16,8 @@
 //! history that can be undone, and never deletes history.
 //!
 //! ```
-//! use durable_pitr::{ArchiveConfig, Archiver, FakeClock};
+//! use durable_pitr::{ArchiveConfig, Archiver};
+//! use durable_sql::testing::ManualClock;
 //! use durable_sql::{Options, params};
 //! use std::sync::Arc;
 //!
@@ -24,7 +25,7 @@
 //! rt.block_on(async {
 //!     let dir = tempfile::tempdir()?;
 //!     let path = dir.path().join("room.sqlite");
-//!     let clock = FakeClock::new(1_700_000_000_000);
+//!     let clock = ManualClock::new(1_700_000_000_000);
 //!     let config = || ArchiveConfig::local_for(&path).map(|c| c.with_clock(Arc::new(clock.clone())));
 //!
 //!     let (db, archiver) = Archiver::open(&path, Options::default(), config()?).await?;
@@ -33,7 +34,7 @@
 //!     db.commit()?; // durable, so captured into the journal
 //!     let before = archiver.current_bookmark()?;
 //!
-//!     clock.advance_ms(1_000);
+//!     clock.advance(1_000);
 //!     db.exec("DELETE FROM t", &[])?;
 //!     db.commit()?;
 //!     let undo = archiver.on_next_session_restore_bookmark(&before)?;
@@ -70,8 +71,10 @@ mod wal;
 
 pub use archiver::{Archiver, HistoryEntry, PointKind, Status};
 pub use bookmark::{BOOKMARK_LEN, Bookmark};
-pub use clock::{Clock, FakeClock, SystemClock, system_time_ms};
-pub use config::{ArchiveConfig, Failpoint, local_store};
+pub use clock::{Clock, SystemClock, system_time_ms};
+#[cfg(feature = "testing")]
+pub use config::Failpoint;
+pub use config::{ArchiveConfig, local_store};
 pub use error::{ArchiveError, BookmarkError, Error, Result, TimeError};
 /// The object store crate, for building stores (`object_store::aws::AmazonS3Builder` with
 /// the `s3` feature).

@@ -1,5 +1,6 @@
-//! The files of one database (`<db>`, `<db>-wal`, `<db>-shm`, `<db>-journal`) and making a
-//! folder's entries durable: the one place that knows SQLite's file names.
+//! The files of one database (`<db>`, `<db>-wal`, `<db>-shm`, `<db>-journal`), making a
+//! folder's entries durable, and the lock files that keep a second writer out: the one place
+//! that knows SQLite's file names and how the project locks and syncs files.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,20 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Opens (creating it if needed) the lock file at `path` and takes an exclusive lock on it,
+/// held for as long as the returned file lives (the operating system lets go of it when the
+/// process dies, however it dies). `Ok(None)`: another process, or another handle in this
+/// one, holds the lock. Other failures (the folder is missing, no permission) are errors,
+/// never reported as "locked".
+pub fn try_lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +66,18 @@ mod tests {
         assert_eq!(wal_path(db), Path::new("data/room.sqlite-wal"));
         assert_eq!(shm_path(db), Path::new("data/room.sqlite-shm"));
         assert_eq!(all_paths(db)[3], Path::new("data/room.sqlite-journal"));
+    }
+
+    #[test]
+    fn a_lock_is_held_until_its_file_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("LOCK");
+        let held = try_lock(&path).unwrap().expect("free");
+        assert!(try_lock(&path).unwrap().is_none(), "held by the first handle");
+        drop(held);
+        assert!(try_lock(&path).unwrap().is_some(), "free again");
+        // A lock that cannot even be created is an error, not "locked".
+        assert!(try_lock(&dir.path().join("missing/LOCK")).is_err());
     }
 
     #[test]

@@ -57,6 +57,8 @@ mod options;
 pub mod pipeline;
 mod raw;
 mod sync_pool;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod value;
 
 pub use auth::{RESERVED_PREFIX, is_reserved};

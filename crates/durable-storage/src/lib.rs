@@ -85,9 +85,14 @@ pub use durable_txn as txn;
 pub use durable_kv::{Kv, ListOptions, Value};
 pub use durable_sql::{Cursor, Database, Row, SqlValue, params};
 pub use durable_txn::{
-    Actor, AlarmInfo, Clock, Context, GetOptions, HandlerError, ManualClock, Object, Op,
-    PutOptions, Storage, SystemClock, Transaction, TurnEnd,
+    Actor, AlarmInfo, Clock, Context, GetOptions, HandlerError, Object, Op, PutOptions, Storage,
+    SystemClock, Transaction, TurnEnd,
 };
+
+/// The workspace's manual clock, for tests (the `testing` feature): one clock drives alarms,
+/// commit stamps and the recovery window.
+#[cfg(feature = "testing")]
+pub use durable_sql::testing::ManualClock;
 
 pub use error::{Error, Result};
 pub use index::INDEX_FILE;

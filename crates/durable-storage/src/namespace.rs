@@ -414,19 +414,9 @@ impl Namespace {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Locked { path: lock_path });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
-        }
+        let lock = durable_sql::files::try_lock(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?
+            .ok_or_else(|| Error::Locked { path: lock_path.clone() })?;
         let index = Index::open(&dir, options.sql.durability)?;
         let shared = Arc::new(Shared {
             dir,

@@ -1,11 +1,8 @@
-//! Clocks: the system's, and a manual one that tests move by hand.
+//! Clocks: the system's, and (with the `testing` feature) the workspace's manual one that
+//! tests move by hand.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use tokio::sync::Notify;
 
 /// A future that completes at a time.
 pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -33,49 +30,15 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that only moves when told to: tests cover hours of alarms in milliseconds.
-#[derive(Debug, Default)]
-pub struct ManualClock {
-    now: AtomicI64,
-    moved: Notify,
-}
-
-impl ManualClock {
-    /// A clock standing at `now_ms`.
-    pub fn new(now_ms: i64) -> Arc<ManualClock> {
-        Arc::new(ManualClock { now: AtomicI64::new(now_ms), moved: Notify::new() })
-    }
-
-    /// Moves the clock forward by `ms`.
-    pub fn advance(&self, ms: i64) {
-        self.now.fetch_add(ms, Ordering::SeqCst);
-        self.moved.notify_waiters();
-    }
-
-    /// Sets the clock to `now_ms`.
-    pub fn set(&self, now_ms: i64) {
-        self.now.store(now_ms, Ordering::SeqCst);
-        self.moved.notify_waiters();
-    }
-}
-
-impl Clock for Arc<ManualClock> {
+/// The workspace's manual clock (`durable_sql::testing::ManualClock`, with the `testing`
+/// feature) drives alarms too: tests cover hours of alarms in milliseconds.
+#[cfg(feature = "testing")]
+impl Clock for durable_sql::testing::ManualClock {
     fn now_ms(&self) -> i64 {
-        self.now.load(Ordering::SeqCst)
+        durable_sql::testing::ManualClock::now_ms(self)
     }
 
     fn sleep_until(&self, at_ms: i64) -> Sleep {
-        let clock = self.clone();
-        Box::pin(async move {
-            loop {
-                let moved = clock.moved.notified();
-                tokio::pin!(moved);
-                moved.as_mut().enable();
-                if clock.now_ms() >= at_ms {
-                    return;
-                }
-                moved.await;
-            }
-        })
+        Box::pin(durable_sql::testing::ManualClock::sleep_until(self, at_ms))
     }
 }

@@ -44,7 +44,7 @@ mod transaction;
 mod turn;
 
 pub use block::block_on;
-pub use clock::{Clock, ManualClock, Sleep, SystemClock};
+pub use clock::{Clock, Sleep, SystemClock};
 pub use error::{Error, Result};
 pub use gate::{OutputGate, OutputLock};
 pub use op::Op;

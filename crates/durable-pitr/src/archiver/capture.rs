@@ -262,11 +262,13 @@ mod tests {
 
     use durable_sql::{Durability, Options};
 
-    use crate::{ArchiveConfig, Archiver, FakeClock};
+    use durable_sql::testing::ManualClock;
+
+    use crate::{ArchiveConfig, Archiver};
 
     fn open(
         dir: &std::path::Path,
-        clock: &FakeClock,
+        clock: &ManualClock,
         durability: Durability,
     ) -> (Database, Archiver) {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
@@ -281,7 +283,7 @@ mod tests {
     fn each_durable_commit_becomes_a_record_without_the_host_asking() {
         for durability in [Durability::Full, Durability::Group] {
             let dir = tempfile::tempdir().unwrap();
-            let clock = FakeClock::new(1_700_000_000_000);
+            let clock = ManualClock::new(1_700_000_000_000);
             let (db, archiver) = open(dir.path(), &clock, durability);
             let start = archiver.status().seq;
             db.exec("CREATE TABLE t(x)", &[]).unwrap();
@@ -302,13 +304,13 @@ mod tests {
     #[test]
     fn a_segment_is_sealed_when_old_enough() {
         let dir = tempfile::tempdir().unwrap();
-        let clock = FakeClock::new(1_700_000_000_000);
+        let clock = ManualClock::new(1_700_000_000_000);
         let (db, archiver) = open(dir.path(), &clock, Durability::Full);
         db.exec("CREATE TABLE t(x)", &[]).unwrap();
         db.commit().unwrap();
         assert!(!archiver.lock().seal_due(), "a fresh segment");
         let before = archiver.status().local_segments;
-        clock.advance_ms(10_000);
+        clock.advance(10_000);
         db.exec("INSERT INTO t VALUES (1)", &[]).unwrap();
         db.commit().unwrap();
         assert_eq!(archiver.status().local_segments, before + 1, "sealed at 10 s");
@@ -317,7 +319,7 @@ mod tests {
     #[test]
     fn a_wal_that_changes_behind_the_archiver_stops_it() {
         let dir = tempfile::tempdir().unwrap();
-        let clock = FakeClock::new(1_700_000_000_000);
+        let clock = ManualClock::new(1_700_000_000_000);
         let (db, archiver) = open(dir.path(), &clock, Durability::Full);
         db.exec("CREATE TABLE t(x)", &[]).unwrap();
         db.commit().unwrap();
@@ -335,7 +337,7 @@ mod tests {
     #[test]
     fn a_large_wal_is_checkpointed_after_capture() {
         let dir = tempfile::tempdir().unwrap();
-        let clock = FakeClock::new(1_700_000_000_000);
+        let clock = ManualClock::new(1_700_000_000_000);
         let (db, archiver) = open(dir.path(), &clock, Durability::Full);
         archiver.lock().config.checkpoint_frames = 4;
         db.exec("CREATE TABLE t(x)", &[]).unwrap();

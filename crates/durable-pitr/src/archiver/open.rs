@@ -2,7 +2,6 @@
 //! reached the WAL but not the journal, rebuilding a missing database from the archive,
 //! applying a pending restore atomically, and the history's identity (`meta`).
 
-use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -54,17 +53,11 @@ impl Archiver {
         options.auto_checkpoint = false;
         std::fs::create_dir_all(&paths.dir).map_err(io_error("create", &paths.dir))?;
         let lock_path = paths.dir.join("LOCK");
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_error("open", &lock_path))?;
-        if lock_file.try_lock().is_err() {
-            return Err(Error::Archive(ArchiveError::Locked {
-                path: lock_path.display().to_string(),
-            }));
-        }
+        let lock_file = durable_sql::files::try_lock(&lock_path)
+            .map_err(io_error("lock", &lock_path))?
+            .ok_or_else(|| {
+                Error::Archive(ArchiveError::Locked { path: lock_path.display().to_string() })
+            })?;
         let archive = Archive {
             store: config.store.clone(),
             prefix: config.prefix.clone(),
@@ -261,10 +254,10 @@ mod tests {
     use durable_sql::Options;
 
     use super::*;
-    use crate::FakeClock;
+    use durable_sql::testing::ManualClock;
 
     fn config(store: Arc<dyn object_store::ObjectStore>) -> ArchiveConfig {
-        ArchiveConfig::new(store, "o").with_clock(Arc::new(FakeClock::new(1_700_000_000_000)))
+        ArchiveConfig::new(store, "o").with_clock(Arc::new(ManualClock::new(1_700_000_000_000)))
     }
 
     fn block_on<T>(f: impl Future<Output = T>) -> T {

@@ -64,7 +64,7 @@ async fn bookmarks_older_than_the_window_are_refused() {
     db.exec("CREATE TABLE t(x)", &[]).unwrap();
     db.commit().unwrap();
     let old = archiver.current_bookmark().unwrap();
-    env.clock.advance_ms(30 * super::support::DAY + 1);
+    env.clock.advance(30 * super::support::DAY + 1);
     let err = archiver.on_next_session_restore_bookmark(&old).unwrap_err();
     assert_eq!(
         err.to_string(),

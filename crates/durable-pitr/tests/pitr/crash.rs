@@ -75,7 +75,7 @@ async fn every_running_step_survives_a_crash() {
             let mut committed = Vec::new();
             let mut issued: Vec<(String, Vec<u8>)> = Vec::new();
             'work: for i in 0..120i64 {
-                env.clock.advance_ms(90_000);
+                env.clock.advance(90_000);
                 db.exec(
                     "INSERT INTO t VALUES (?, randomblob(?))",
                     &[i.into(), (100 + i * 37 % 3000).into()],
@@ -161,7 +161,7 @@ async fn every_restore_step_survives_a_crash_and_restores_once() {
         db.exec("CREATE TABLE t(x INTEGER PRIMARY KEY, pad BLOB)", &[]).unwrap();
         let mut states = Vec::new();
         for i in 0..30i64 {
-            env.clock.advance_ms(1_000);
+            env.clock.advance(1_000);
             db.exec("INSERT INTO t VALUES (?, randomblob(2000))", &[i.into()]).unwrap();
             db.commit().unwrap();
             states.push((archiver.current_bookmark().unwrap(), image(&env.path)));

@@ -21,7 +21,7 @@ fn commits(
 ) -> Vec<(String, Vec<u8>)> {
     let mut states = Vec::new();
     for _ in 0..n {
-        env.clock.advance_ms(1_500);
+        env.clock.advance(1_500);
         step(db, rng);
         archiver.capture().unwrap();
         states.push((archiver.current_bookmark().unwrap(), image(&env.path)));
@@ -74,7 +74,7 @@ async fn a_full_archive_fails_uploads_but_commits_stay_local_until_it_heals() {
     drop(db);
     // From the archive alone, on another machine.
     let moved = Env::with_store(store.clone());
-    moved.clock.set_ms(env.clock_now());
+    moved.clock.set(env.clock_now());
     let (_db, archiver) = moved.open().await;
     assert_eq!(image(&moved.path), last.1);
     assert_eq!(archiver.current_bookmark().unwrap(), last.0);

@@ -18,7 +18,7 @@ async fn history_lists_journal_and_archive_newest_first_and_pages() {
     db.commit().unwrap();
     archiver.capture().unwrap();
     for i in 0..12 {
-        env.clock.advance_ms(1_000);
+        env.clock.advance(1_000);
         db.exec("INSERT INTO t VALUES (randomblob(?))", &params![3000 + i]).unwrap();
         db.commit().unwrap();
         archiver.capture().unwrap();
@@ -28,7 +28,7 @@ async fn history_lists_journal_and_archive_newest_first_and_pages() {
             archiver.upload().await.unwrap();
         }
     }
-    env.clock.advance_ms(1_000);
+    env.clock.advance(1_000);
     db.exec("INSERT INTO t VALUES (1)", &[]).unwrap();
     db.commit().unwrap();
     assert!(archiver.status().archived_segments > 0, "{:?}", archiver.status());

@@ -14,7 +14,7 @@ async fn history(env: &Env, seed: u64, commits: usize) -> Vec<(String, Vec<u8>)>
     let mut rng = Rng::new(seed);
     let mut states = vec![(archiver.current_bookmark().unwrap(), image(&env.path))];
     for i in 0..commits {
-        env.clock.advance_ms(rng.below(3000) as i64);
+        env.clock.advance(rng.below(3000) as i64);
         step(&db, &mut rng);
         archiver.capture().unwrap();
         let b = archiver.current_bookmark().unwrap();
@@ -102,7 +102,7 @@ async fn an_empty_data_directory_opens_from_the_archive_alone() {
     let states = history(&env, 3, 80).await;
     // Another machine: same archive, nothing local.
     let other = super::support::Env::with_store(env.store.clone());
-    other.clock.set_ms(super::support::T0 + 10 * 60_000 * 1000);
+    other.clock.set(super::support::T0 + 10 * 60_000 * 1000);
     let (db, archiver) = other.open().await;
     assert_eq!(image(&other.path), states.last().unwrap().1);
     assert_eq!(archiver.current_bookmark().unwrap(), states.last().unwrap().0);

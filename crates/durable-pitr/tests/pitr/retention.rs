@@ -21,7 +21,7 @@ async fn thirty_one_days() {
     // Every 2 fake hours: a few commits, then the maintenance steps.
     for hour in (0..31 * 24).step_by(2) {
         for k in 0..3i64 {
-            env.clock.advance_ms(40 * 60_000);
+            env.clock.advance(40 * 60_000);
             db.exec(
                 "INSERT OR REPLACE INTO t VALUES (?, randomblob(1500))",
                 &[((hour * 3 + k) % 200).into()],
@@ -102,7 +102,7 @@ async fn a_pending_restore_pins_its_target() {
     db.commit().unwrap();
     let mut target = None;
     for day in 0..34 {
-        env.clock.advance_ms(DAY);
+        env.clock.advance(DAY);
         db.exec("INSERT INTO t VALUES (?, randomblob(3000))", &[(day as i64).into()]).unwrap();
         db.commit().unwrap();
         if day == 5 {

@@ -24,7 +24,7 @@ async fn suite(store: Arc<dyn ObjectStore>) {
     let mut rng = Rng::new(21);
     let mut states = Vec::new();
     for i in 0..60 {
-        env.clock.advance_ms(1_500);
+        env.clock.advance(1_500);
         step(&db, &mut rng);
         archiver.capture().unwrap();
         states.push((archiver.current_bookmark().unwrap(), image(&env.path)));
@@ -59,7 +59,7 @@ async fn suite(store: Arc<dyn ObjectStore>) {
     drop(db);
     // Another machine with an empty data directory opens it from the archive alone.
     let moved = Env::with_store(store);
-    moved.clock.set_ms(env.clock_now());
+    moved.clock.set(env.clock_now());
     let (_db, archiver) = moved.open().await;
     assert_eq!(image(&moved.path), latest.1);
     assert_eq!(archiver.current_bookmark().unwrap(), latest.0);

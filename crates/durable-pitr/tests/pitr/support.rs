@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use durable_pitr::object_store::ObjectStore;
 use durable_pitr::object_store::memory::InMemory;
-use durable_pitr::{ArchiveConfig, Archiver, FakeClock};
+use durable_pitr::{ArchiveConfig, Archiver};
 use durable_sql::rusqlite::{Connection, OpenFlags};
+use durable_sql::testing::ManualClock;
 use durable_sql::{Database, Options, SqlValue};
 
 /// 2023-11-14, a fixed start for fake clocks.
@@ -19,7 +20,7 @@ pub const DAY: i64 = 86_400_000;
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub path: PathBuf,
-    pub clock: FakeClock,
+    pub clock: ManualClock,
     pub store: Arc<dyn ObjectStore>,
 }
 
@@ -31,7 +32,7 @@ impl Env {
     pub fn with_store(store: Arc<dyn ObjectStore>) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("object.sqlite");
-        Env { dir, path, clock: FakeClock::new(T0), store }
+        Env { dir, path, clock: ManualClock::new(T0), store }
     }
 
     pub fn config(&self) -> ArchiveConfig {

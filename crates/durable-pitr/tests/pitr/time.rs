@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use durable_pitr::{Clock, Error, TimeError};
+use durable_pitr::{Error, TimeError};
 
 use super::support::{DAY, Env, T0};
 
@@ -25,7 +25,7 @@ async fn check(moves: Vec<(i64, bool)>, probes: Vec<u32>) {
     model.push((0, T0 as u64)); // INIT
     model.push((seq0, ts0));
     for (i, (advance, commit)) in moves.iter().enumerate() {
-        env.clock.advance_ms(*advance);
+        env.clock.advance(*advance);
         if *commit {
             db.exec("INSERT INTO t VALUES (?)", &[(i as i64).into()]).unwrap();
             db.commit().unwrap();
@@ -60,7 +60,7 @@ async fn check(moves: Vec<(i64, bool)>, probes: Vec<u32>) {
         assert!(w[0].1 <= w[1].1);
     }
     // Stable after more commits (which get later times).
-    env.clock.advance_ms(10);
+    env.clock.advance(10);
     db.exec("INSERT INTO t VALUES (0)", &[]).unwrap();
     db.commit().unwrap();
     archiver.upload().await.unwrap();
@@ -88,7 +88,7 @@ async fn window_edges() {
     let (db, archiver) = env.open().await;
     db.exec("CREATE TABLE t(x)", &[]).unwrap();
     db.commit().unwrap();
-    env.clock.advance_ms(40 * DAY);
+    env.clock.advance(40 * DAY);
     let now = env.clock.now_ms();
     let (seq, _) = fields(&archiver.bookmark_for_time(now - 30 * DAY).await.unwrap());
     assert_eq!(seq, 1, "exactly 30 days back is inside the window");
@@ -111,9 +111,9 @@ async fn window_edges() {
 #[tokio::test]
 async fn a_time_before_the_first_commit_is_the_empty_start() {
     let env = Env::new();
-    env.clock.set_ms(T0);
+    env.clock.set(T0);
     let (db, archiver) = env.open().await;
-    env.clock.advance_ms(5_000);
+    env.clock.advance(5_000);
     db.exec("CREATE TABLE t(x)", &[]).unwrap();
     db.commit().unwrap();
     let b = archiver.bookmark_for_time(T0 - 60_000).await.unwrap();

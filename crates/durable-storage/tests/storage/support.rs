@@ -31,7 +31,7 @@ impl Dir {
 }
 
 /// Options without fsync (tests need no power-loss safety), on `clock`.
-pub fn fast(clock: &Arc<ManualClock>) -> NamespaceOptions {
+pub fn fast(clock: &ManualClock) -> NamespaceOptions {
     let mut options = NamespaceOptions { clock: Arc::new(clock.clone()), ..Default::default() };
     options.sql.durability = Durability::Off;
     options

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use durable_txn::{Actor, AlarmInfo, Context, HandlerError, ManualClock, Object, Storage};
+use durable_sql::testing::ManualClock;
+use durable_txn::{Actor, AlarmInfo, Context, HandlerError, Object, Storage};
 use tokio::sync::mpsc;
 
 use crate::support::Dir;
@@ -22,7 +23,7 @@ struct Seen {
 
 struct Alarmed {
     seen: mpsc::UnboundedSender<Seen>,
-    clock: Arc<ManualClock>,
+    clock: ManualClock,
     /// Fail the first N attempts.
     failures: u32,
     /// Set a new alarm this far ahead from the handler, once.
@@ -35,7 +36,6 @@ impl Actor for Alarmed {
         ctx: Context<Self>,
         info: AlarmInfo,
     ) -> Result<(), HandlerError> {
-        use durable_txn::Clock;
         let alarm_inside = ctx.storage().get_alarm().await?;
         let now = self.clock.now_ms();
         let _ = self.seen.send(Seen { info, alarm_inside, now });
@@ -55,10 +55,10 @@ impl Actor for Alarmed {
 struct Setup {
     object: Object<Alarmed>,
     seen: mpsc::UnboundedReceiver<Seen>,
-    clock: Arc<ManualClock>,
+    clock: ManualClock,
 }
 
-fn spawn(dir: &Dir, clock: &Arc<ManualClock>, failures: u32, rearm: Option<i64>) -> Setup {
+fn spawn(dir: &Dir, clock: &ManualClock, failures: u32, rearm: Option<i64>) -> Setup {
     let (tx, rx) = mpsc::unbounded_channel();
     let path = dir.path();
     let c = clock.clone();

@@ -121,7 +121,7 @@ fn alarms_are_transactional_and_validated() {
     assert_eq!(storage.get_alarm().now().ok().unwrap().unwrap(), None);
     // A past time means now (the storage's clock).
     const NOW: i64 = 1_700_000_000_123;
-    storage.set_clock(std::sync::Arc::new(durable_txn::ManualClock::new(NOW)));
+    storage.set_clock(std::sync::Arc::new(durable_sql::testing::ManualClock::new(NOW)));
     storage.set_alarm(1).now().ok().unwrap().unwrap();
     let stored = storage.get_alarm().now().ok().unwrap().unwrap().unwrap();
     assert_eq!(stored, NOW, "clamped to now");
