@@ -449,4 +449,30 @@ mod tests {
             assert!(decode_record(&bytes[..cut]).is_none());
         }
     }
+
+    #[test]
+    fn checksums_written_are_pinned() {
+        // The checksum fields of files written by earlier builds: whatever computes CRC-32C,
+        // these bytes must not change, or existing journals and archives stop reading.
+        let mut h = Header::new(Kind::Commit, 2, 9, 1234);
+        h.page_size = 512;
+        h.db_pages = 3;
+        let page: Vec<u8> = (0..512u32).map(|i| (i * 31 + 7) as u8).collect();
+        let bytes = encode_record(&h, &BTreeMap::from([(1, page), (3, vec![3u8; 512])]));
+        assert_eq!(bytes[88..96], [198, 40, 17, 131, 52, 173, 15, 18], "payload CRC, header CRC");
+        let history = HistoryKey { id: [1; 16], key: [2; 16] };
+        let meta = encode_meta(&history, 1_700_000_000_000);
+        assert_eq!(meta[meta.len() - 4..], [141, 40, 71, 237], "meta CRC");
+        // 64 KiB: long enough for the multi-block paths of hardware CRC implementations.
+        let image: Vec<u8> =
+            (0..65_536u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let snapshot =
+            SnapshotHeader { page_size: 512, epoch: 1, db_pages: 128, seq: 5, ts_ms: 99 };
+        let snap = encode_snapshot(&snapshot, &history, &image);
+        assert_eq!(
+            snap[SNAPSHOT_HEADER - 8..SNAPSHOT_HEADER],
+            [159, 70, 197, 154, 120, 136, 70, 206],
+            "image CRC, header CRC"
+        );
+    }
 }
