@@ -10,7 +10,7 @@ use serde_json::{Value as Json, json};
 use crate::Env;
 use crate::error::{Error, Result};
 use crate::out::Out;
-use crate::values::{hex, json_to_value, parse_lenient, value_to_json};
+use crate::values::{json_to_value, parse_lenient, value_to_json};
 
 /// A KV call.
 #[derive(Subcommand, Debug)]
@@ -93,7 +93,7 @@ fn get_json(storage: &Storage, key: &str) -> Result<Option<Json>> {
         Ok(v) => Ok(v.as_ref().map(value_to_json)),
         Err(e) if is_decode_error(&e) => {
             let raw = storage.kv()?.get_raw(key)?;
-            Ok(raw.map(|bytes| json!({ "$raw": hex(&bytes) })))
+            Ok(raw.map(|bytes| json!({ "$raw": hex::encode(&bytes) })))
         }
         Err(e) => Err(e.into()),
     }

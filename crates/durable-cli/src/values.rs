@@ -24,25 +24,16 @@ pub fn parse_lenient(text: &str) -> Json {
     serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.to_owned()))
 }
 
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
+/// The bytes of a `$bytes` tag's hex digits (either case).
 fn unhex(text: &str) -> Result<Vec<u8>> {
-    let digits = text.as_bytes();
-    if !digits.len().is_multiple_of(2) {
-        return Err(Error::msg(format!("$bytes: odd number of hex digits in {text:?}")));
-    }
-    digits
-        .chunks(2)
-        .map(|pair| {
-            std::str::from_utf8(pair)
-                .ok()
-                .and_then(|s| u8::from_str_radix(s, 16).ok())
-                .ok_or_else(|| Error::msg(format!("$bytes: {text:?} is not hex")))
+    hex::decode(text).map_err(|e| {
+        Error::msg(match e {
+            hex::FromHexError::OddLength => {
+                format!("$bytes: odd number of hex digits in {text:?}")
+            }
+            _ => format!("$bytes: {text:?} is not hex"),
         })
-        .collect()
+    })
 }
 
 fn tag(name: &str, value: Json) -> Json {
@@ -90,7 +81,7 @@ pub fn value_to_json(value: &Value) -> Json {
         Value::Integer(i) => Json::Number((*i).into()),
         Value::Float(f) => float(*f),
         Value::String(s) => Json::String(s.clone()),
-        Value::Bytes(b) => tag("$bytes", hex(b).into()),
+        Value::Bytes(b) => tag("$bytes", hex::encode(b).into()),
         Value::Array(items) => Json::Array(items.iter().map(value_to_json).collect()),
         Value::Object(entries) => {
             let map: Map<String, Json> =
@@ -170,7 +161,7 @@ pub fn sql_to_json(value: &SqlValue) -> Json {
         SqlValue::Integer(i) => Json::Number((*i).into()),
         SqlValue::Real(f) => float(*f),
         SqlValue::Text(s) => Json::String(s.clone()),
-        SqlValue::Blob(b) => tag("$bytes", hex(b).into()),
+        SqlValue::Blob(b) => tag("$bytes", hex::encode(b).into()),
     }
 }
 
@@ -181,7 +172,7 @@ pub fn sql_to_cell(value: &SqlValue) -> String {
         SqlValue::Integer(i) => i.to_string(),
         SqlValue::Real(f) => format!("{f:?}"),
         SqlValue::Text(s) => s.clone(),
-        SqlValue::Blob(b) => format!("x'{}'", hex(b)),
+        SqlValue::Blob(b) => format!("x'{}'", hex::encode(b)),
     }
 }
 

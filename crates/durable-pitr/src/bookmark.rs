@@ -41,12 +41,8 @@ pub(crate) struct HistoryKey {
 
 impl std::fmt::Debug for HistoryKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HistoryKey").field("id", &hex(&self.id)).finish_non_exhaustive()
+        f.debug_struct("HistoryKey").field("id", &hex::encode(self.id)).finish_non_exhaustive()
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl HistoryKey {

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use crate::bookmark::HistoryKey;
-use crate::codec::{Reader, crc32c};
+use crc32c::crc32c;
+
+use crate::codec::Reader;
 use crate::error::{Result, corrupt};
 use crate::wal::WalPos;
 
@@ -448,5 +450,67 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(decode_record(&bytes[..cut]).is_none());
         }
+    }
+
+    #[test]
+    fn crc32c_is_the_castagnoli_crc() {
+        // The CRC catalogue's check value and RFC 3720's (iSCSI) vectors.
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c::crc32c_append(crc32c(b"1234"), b"56789"), 0xE306_9283);
+        assert_eq!(crc32c(b""), 0);
+        assert_eq!(crc32c(&[0; 32]), 0x8A91_36AA);
+        assert_eq!(crc32c(&[0xff; 32]), 0x62A8_AB43);
+        assert_eq!(crc32c(&(0..32).collect::<Vec<u8>>()), 0x46DD_794E);
+        assert_eq!(crc32c(&(0..32).rev().collect::<Vec<u8>>()), 0x113F_DB5C);
+        // The bit-at-a-time definition, at every start and at lengths around the edges of
+        // word-at-a-time and multi-block paths.
+        let bitwise = |data: &[u8]| {
+            let mut c = !0u32;
+            for &b in data {
+                c ^= u32::from(b);
+                for _ in 0..8 {
+                    c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+                }
+            }
+            !c
+        };
+        let data: Vec<u8> =
+            (0..30_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for start in 0..17 {
+            for len in [0, 1, 7, 8, 9, 63, 64, 65, 255, 256, 769, 4096, 24_577, 29_983 - start] {
+                let d = &data[start..start + len];
+                assert_eq!(crc32c(d), bitwise(d), "start {start} len {len}");
+            }
+        }
+        for n in 0..100 {
+            let whole = crc32c(&data[..100]);
+            assert_eq!(crc32c::crc32c_append(crc32c(&data[..n]), &data[n..100]), whole);
+        }
+    }
+
+    #[test]
+    fn checksums_written_are_pinned() {
+        // The checksum fields of files written by earlier builds: whatever computes CRC-32C,
+        // these bytes must not change, or existing journals and archives stop reading.
+        let mut h = Header::new(Kind::Commit, 2, 9, 1234);
+        h.page_size = 512;
+        h.db_pages = 3;
+        let page: Vec<u8> = (0..512u32).map(|i| (i * 31 + 7) as u8).collect();
+        let bytes = encode_record(&h, &BTreeMap::from([(1, page), (3, vec![3u8; 512])]));
+        assert_eq!(bytes[88..96], [198, 40, 17, 131, 52, 173, 15, 18], "payload CRC, header CRC");
+        let history = HistoryKey { id: [1; 16], key: [2; 16] };
+        let meta = encode_meta(&history, 1_700_000_000_000);
+        assert_eq!(meta[meta.len() - 4..], [141, 40, 71, 237], "meta CRC");
+        // 64 KiB: long enough for the multi-block paths of hardware CRC implementations.
+        let image: Vec<u8> =
+            (0..65_536u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let snapshot =
+            SnapshotHeader { page_size: 512, epoch: 1, db_pages: 128, seq: 5, ts_ms: 99 };
+        let snap = encode_snapshot(&snapshot, &history, &image);
+        assert_eq!(
+            snap[SNAPSHOT_HEADER - 8..SNAPSHOT_HEADER],
+            [159, 70, 197, 154, 120, 136, 70, 206],
+            "image CRC, header CRC"
+        );
     }
 }

@@ -45,8 +45,6 @@ fn kept(b: u8) -> bool {
     b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 /// The stem of `name`'s database file.
 pub(crate) fn stem(name: &str) -> Stem {
     if name.is_empty() {
@@ -55,13 +53,7 @@ pub(crate) fn stem(name: &str) -> Stem {
     let escaped_len: usize = name.bytes().map(|b| if kept(b) { 1 } else { 3 }).sum();
     if escaped_len > MAX_ESCAPED {
         let digest = Sha256::digest(name.as_bytes());
-        let mut out = String::with_capacity(66);
-        out.push_str("_h");
-        for b in digest {
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 15)] as char);
-        }
-        return Stem::Digest(out);
+        return Stem::Digest(format!("_h{}", hex::encode(digest)));
     }
     let mut out = String::with_capacity(escaped_len);
     for b in name.bytes() {
@@ -69,8 +61,7 @@ pub(crate) fn stem(name: &str) -> Stem {
             out.push(b as char);
         } else {
             out.push('_');
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 15)] as char);
+            out.push_str(&hex::encode([b]));
         }
     }
     Stem::Escaped(out)
@@ -85,22 +76,16 @@ pub(crate) enum Decoded {
     Digest,
 }
 
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
-    }
-}
-
 /// Decodes a stem written by [`stem`]; `None` for anything [`stem`] never writes (the
 /// namespace's own files, foreign files).
 pub(crate) fn decode(stem_text: &str) -> Option<Decoded> {
     if stem_text == "_" {
         return Some(Decoded::Name(String::new()));
     }
-    if let Some(hex) = stem_text.strip_prefix("_h") {
-        let ok = hex.len() == 64 && hex.bytes().all(|b| hex_value(b).is_some());
+    if let Some(digits) = stem_text.strip_prefix("_h") {
+        // Only the canonical form is ours: 32 bytes in lowercase hex (`hex` reads either case).
+        let mut digest = [0u8; 32];
+        let ok = hex::decode_to_slice(digits, &mut digest).is_ok() && hex::encode(digest) == digits;
         return ok.then_some(Decoded::Digest);
     }
     let bytes = stem_text.as_bytes();
@@ -112,9 +97,10 @@ pub(crate) fn decode(stem_text: &str) -> Option<Decoded> {
             out.push(b);
             i += 1;
         } else if b == b'_' && i + 2 < bytes.len() {
-            let hi = hex_value(bytes[i + 1])?;
-            let lo = hex_value(bytes[i + 2])?;
-            out.push(hi << 4 | lo);
+            // Either case decodes here; the canonical check below refuses uppercase.
+            let mut byte = [0u8];
+            hex::decode_to_slice(&bytes[i + 1..i + 3], &mut byte).ok()?;
+            out.push(byte[0]);
             i += 3;
         } else {
             return None;

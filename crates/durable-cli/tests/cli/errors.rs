@@ -30,6 +30,20 @@ fn bad_input_is_one_line_and_a_failure() {
 }
 
 #[test]
+fn malformed_hex_bytes_say_what_is_wrong() {
+    let data = Data::new();
+    let put = |value: &str| data.fails(&["kv", "put", "o", "k", value]);
+    assert!(put(r#"{"$bytes": "abc"}"#).contains(r#"$bytes: odd number of hex digits in "abc""#));
+    for digits in ["zz", "+f", "é", "0 "] {
+        let line = put(&format!(r#"{{"$bytes": "{digits}"}}"#));
+        assert!(line.contains(&format!("$bytes: {digits:?} is not hex")), "{line}");
+    }
+    // Either case is read; bytes are always written in lowercase.
+    data.ok(&["kv", "put", "o", "k", r#"{"$bytes": "0AfF"}"#]);
+    assert_eq!(data.ok(&["kv", "get", "o", "k"]), "{\"$bytes\":\"0aff\"}\n");
+}
+
+#[test]
 fn a_locked_namespace_is_refused() {
     let data = Data::new();
     data.ok(&["kv", "put", "o", "k", "1"]);

@@ -2,13 +2,9 @@
 
 use std::sync::atomic::Ordering;
 
-use durable_txn::{Error, Storage, Transaction};
+use durable_txn::{Error, Storage, Transaction, block_on};
 
 use crate::support::{Dir, count_commits, read_i64};
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
-}
 
 #[test]
 fn earlier_writes_commit_first_and_the_closure_commits_on_ok() {
