@@ -3,6 +3,7 @@
 //! `durable-conformance [--cases DIR] [--skips FILE]` checks every case of DIR and prints a
 //! diff per failing case, then `N passed, N failed, N skipped`; `--stdio` reads one script per
 //! line and writes one result line, like the oracle's `run.mjs --stdio`.
+#![forbid(unsafe_code)]
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;

@@ -16,6 +16,7 @@
 //!   `docs/performance.md` on the project and on raw rusqlite; a table on stdout, JSON in
 //!   `target/bench.json`.
 //! - `cargo xtask tidy`: only the layering and tidy checks.
+#![forbid(unsafe_code)]
 
 mod tidy;
 

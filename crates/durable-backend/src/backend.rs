@@ -63,7 +63,7 @@ impl WriteBatch {
 ///
 /// # Contract
 ///
-/// Every implementation keeps these promises; [`testing::run_suite`](crate::testing::run_suite)
+/// Every implementation keeps these promises; `testing::run_suite` (the `testing` feature)
 /// checks them.
 ///
 /// - **Order.** Keys compare by their UTF-8 bytes (`"Z" < "z" < "é" < "\u{FFFF}" < "😀"`,

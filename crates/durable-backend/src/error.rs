@@ -20,7 +20,7 @@ pub enum Error {
         /// The fault's description.
         message: String,
     },
-    /// [`FaultyBackend`](crate::FaultyBackend) "crashed": nothing reaches the inner backend
+    /// `FaultyBackend` "crashed": nothing reaches the inner backend
     /// any more.
     #[error("storage backend crashed (injected after {batches} write batches)")]
     Crashed {

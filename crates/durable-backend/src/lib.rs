@@ -45,6 +45,7 @@
 //! a failure does to the object belong to the turn layer (`durable-txn`).
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod backend;
 pub mod cache;

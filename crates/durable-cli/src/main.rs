@@ -7,7 +7,7 @@
 //!
 //! Every failure is one line on standard error and a non-zero exit status; results go to
 //! standard output, as text or, with `--json`, as one JSON document per result.
-
+#![forbid(unsafe_code)]
 // The command is the one crate that reports on standard output.
 #![allow(clippy::print_stdout)]
 #![deny(missing_docs)]

@@ -29,6 +29,7 @@
 //! the SQL layer's implicit transaction; the layer above decides when that commits.
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod codec;
 mod error;

@@ -57,6 +57,7 @@
 //! `Internal::checkpoint`.
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod archive;
 mod archiver;

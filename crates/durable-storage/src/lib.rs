@@ -10,7 +10,13 @@
 //! - [`Object`] (through [`Namespace::object`]) runs an object's code in turns, with the
 //!   output and input gates and alarm events.
 //!
-//! Each lower layer is re-exported as a module: [`sql`], [`kv`], [`backend`], [`txn`].
+//! - Point-in-time recovery: every SQLite-backed object of a namespace archives its history
+//!   (locally by default, [`Archive`]); [`StorageHandle`] has the bookmark calls
+//!   (`current_bookmark`, `bookmark_for_time`, `on_next_session_restore_bookmark`, `history`,
+//!   `image_at`).
+//!
+//! Each lower layer is re-exported as a module: [`sql`], [`kv`], [`backend`], [`txn`],
+//! [`pitr`].
 //!
 //! Without the object runtime, commit points are explicit (`sync`):
 //!
@@ -62,13 +68,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Point-in-time recovery (`durable-pitr`) is not wired into the facade yet.
+//! The facade is the only place the layers are wired: a namespace opens each database with
+//! its [durability](sql::Durability) (group commit by default) and, when archived, through
+//! the archiver, which follows the database's commit pipeline by itself (ARCHITECTURE.md,
+//! "The commit pipeline").
 //!
 //! Architecture Invariant: the facade adds naming, lifetime and scheduling of objects; every
 //! storage behaviour (turns, gates, alarms in the object's database) belongs to the layers
 //! below, which know nothing of namespaces.
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod error;
 mod index;

@@ -28,6 +28,7 @@
 //! SQL layer's implicit transaction and decides when it commits.
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod alarm;
 mod block;

@@ -1,7 +1,7 @@
 //! `cargo xtask bench [--quick] [--runs N] [--only a,c,...] [--json PATH]`: the project's
 //! workloads next to raw rusqlite doing the same work in the same run; prints a Markdown
 //! table and writes the same figures as JSON.
-
+#![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
 
 #[path = "../bench/mod.rs"]

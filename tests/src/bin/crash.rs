@@ -12,6 +12,7 @@
 //! `N iterations, N batches checked, N lost, N torn`. The kill points come from a seed, printed
 //! first (`--seed N` replays them); a child that stops releasing batches for 60 s fails the run.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};

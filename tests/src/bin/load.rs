@@ -8,6 +8,7 @@
 //! defaults (group commit, each object's history archived locally); `--no-group-commit`
 //! fsyncs inside every commit instead, `--no-archive` turns point-in-time recovery off.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 use std::sync::Arc;
