@@ -1,4 +1,8 @@
-//! durable-kv's integration tests: the KV APIs, list options against a model, the codec.
+//! durable-kv's integration tests: the KV APIs, list options against a model, the codec
+//! (format 1's pinned byte vectors in `kv/format1.rs`).
+
+#[path = "kv/format1.rs"]
+mod format1;
 
 use std::collections::{BTreeMap, BTreeSet};
 
