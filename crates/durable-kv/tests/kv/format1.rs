@@ -1,5 +1,6 @@
-//! Format 1's bytes, pinned: vectors written by the format-1 encoder (bincode 2's serde
-//! encoding), kept as literals, so that a later format keeps reading them.
+//! Format 1 stays readable: byte vectors written by the format-1 encoder (bincode 2's serde
+//! encoding, before format 2 existed), kept as literals, decode to what was written; and a
+//! value read from format 1 and written again is stored in format 2.
 
 use std::collections::BTreeMap;
 
@@ -103,12 +104,14 @@ const VALUE_NESTED: &[u8] = &[
     0x00, 0x00, 0x00, 0x00,
 ];
 
-/// `bytes` (format 1) decode to `want`, and `want` encodes as `bytes`.
+/// `bytes` (format 1) decode to `want`, and `want` written today is format 2 and reads back.
 #[track_caller]
 fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(bytes: &[u8], want: T) {
-    assert_eq!(bytes[0], 1);
+    assert_eq!(bytes[0], codec::FORMAT_1);
     assert_eq!(codec::decode::<T>(bytes).unwrap(), want);
-    assert_eq!(codec::encode(&want).unwrap(), bytes);
+    let again = codec::encode(&want).unwrap();
+    assert_eq!(again[0], codec::FORMAT_VERSION);
+    assert_eq!(codec::decode::<T>(&again).unwrap(), want);
 }
 
 #[test]
@@ -154,18 +157,18 @@ fn format_1_values_decode_as_value_exactly() {
 
 #[test]
 fn format_1_keeps_its_checks() {
-    // Not self-describing: a struct cannot be read as `Value`, only as its type.
+    // Not self-describing: a format-1 struct cannot be read as `Value`, only as its type.
     assert!(matches!(codec::decode::<Value>(PROFILE), Err(Error::Decode { .. })));
     // Trailing bytes, truncation and a string claiming 2^60 bytes are typed errors.
     let mut trailing = VALUE_NULL.to_vec();
     trailing.push(0);
     assert!(matches!(codec::decode::<Value>(&trailing), Err(Error::Decode { .. })));
     assert!(matches!(codec::decode::<Profile>(&PROFILE[..40]), Err(Error::Decode { .. })));
-    let mut huge = vec![1, 5, 0, 0, 0];
+    let mut huge = vec![codec::FORMAT_1, 5, 0, 0, 0];
     huge.extend_from_slice(&(1u64 << 60).to_le_bytes());
     assert!(matches!(codec::decode::<Value>(&huge), Err(Error::Decode { .. })));
     // Format 1's `Value` depth limit still holds.
-    let mut deep = vec![1u8];
+    let mut deep = vec![codec::FORMAT_1];
     for _ in 0..=durable_kv::MAX_DEPTH {
         deep.extend_from_slice(&[7, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
     }
