@@ -1,8 +1,11 @@
 //! durable-kv's integration tests: the KV APIs, list options against a model, the codec
-//! (format 1's vectors in `kv/format1.rs`).
+//! (format 2's round trips and evolution in `kv/format2.rs`, format 1's vectors in
+//! `kv/format1.rs`).
 
 #[path = "kv/format1.rs"]
 mod format1;
+#[path = "kv/format2.rs"]
+mod format2;
 
 use std::collections::{BTreeMap, BTreeSet};
 
