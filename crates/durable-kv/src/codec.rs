@@ -195,6 +195,7 @@ impl serde::de::Error for CodecError {
 }
 
 /// The error for a value nested deeper than [`MAX_DEPTH`](crate::MAX_DEPTH).
+#[cold]
 fn too_deep() -> CodecError {
     CodecError(format!("values nest more than {} levels deep", crate::MAX_DEPTH))
 }

@@ -39,10 +39,12 @@ enum Int {
 }
 
 impl Int {
+    #[inline]
     fn from_i64(v: i64) -> Int {
         if v < 0 { Int::Neg(v) } else { Int::Pos(v as u64) }
     }
 
+    #[inline]
     fn from_i128(v: i128) -> Int {
         if let Ok(v) = i64::try_from(v) {
             Int::from_i64(v)
@@ -55,6 +57,7 @@ impl Int {
         }
     }
 
+    #[inline]
     fn from_u128(v: u128) -> Int {
         match u64::try_from(v) {
             Ok(v) => Int::Pos(v),
@@ -63,6 +66,7 @@ impl Int {
     }
 
     /// The value as `T`, if it fits.
+    #[inline]
     fn to<T>(self) -> Option<T>
     where
         T: TryFrom<i64> + TryFrom<u64> + TryFrom<i128> + TryFrom<u128>,
@@ -77,6 +81,7 @@ impl Int {
 
     /// Hands the value to `visitor` as `deserialize_any` does (as serde_json does: `u64` for
     /// non-negative values, `i64` for negative ones, 128 bits only beyond).
+    #[inline]
     fn visit<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self {
             Int::Neg(v) => visitor.visit_i64(v),
@@ -101,18 +106,22 @@ impl<'de> Decoder<'de> {
         }
     }
 
+    #[inline]
     fn at(&self) -> usize {
         self.len - self.input.len()
     }
 
+    #[cold]
     fn eof(&self) -> CodecError {
         CodecError(format!("the value ends early (at byte {})", self.at()))
     }
 
+    #[inline]
     fn peek(&self) -> Result<u8> {
         self.input.first().copied().ok_or_else(|| self.eof())
     }
 
+    #[inline]
     fn byte(&mut self) -> Result<u8> {
         let (&b, rest) = self.input.split_first().ok_or_else(|| self.eof())?;
         self.input = rest;
@@ -120,10 +129,12 @@ impl<'de> Decoder<'de> {
     }
 
     /// Drops the tag just peeked.
+    #[inline]
     fn bump(&mut self) {
         self.input = &self.input[1..];
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'de [u8]> {
         if n > self.input.len() {
             return Err(self.eof());
@@ -133,6 +144,7 @@ impl<'de> Decoder<'de> {
         Ok(head)
     }
 
+    #[inline]
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
         match self.input.split_first_chunk::<N>() {
             Some((head, rest)) => {
@@ -143,12 +155,14 @@ impl<'de> Decoder<'de> {
         }
     }
 
+    #[inline]
     fn u32(&mut self) -> Result<u32> {
         self.array().map(u32::from_le_bytes)
     }
 
     /// A length prefix followed by that many bytes, which must be there: a hostile length
     /// is refused before anything is allocated.
+    #[inline]
     fn prefixed(&mut self) -> Result<&'de [u8]> {
         let n = self.u32()? as usize;
         if n > self.input.len() {
@@ -161,6 +175,7 @@ impl<'de> Decoder<'de> {
         self.take(n)
     }
 
+    #[inline]
     fn str(&mut self) -> Result<&'de str> {
         let at = self.at();
         let bytes = self.prefixed()?;
@@ -170,6 +185,7 @@ impl<'de> Decoder<'de> {
 
     /// A count of `per`-value entries: each value takes at least one byte, so a count the
     /// rest of the input cannot hold is refused (and size hints stay honest).
+    #[inline]
     fn count(&mut self, per: usize) -> Result<usize> {
         let n = self.u32()? as usize;
         if n.saturating_mul(per) > self.input.len() {
@@ -182,6 +198,7 @@ impl<'de> Decoder<'de> {
         Ok(n)
     }
 
+    #[inline]
     fn open(&mut self) -> Result<()> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
@@ -190,8 +207,25 @@ impl<'de> Decoder<'de> {
         Ok(())
     }
 
+    #[inline]
     fn close(&mut self) {
         self.depth -= 1;
+    }
+
+    /// The integer next in the input, if the next tag is an integer's (`I8` read inline).
+    #[inline]
+    fn next_int(&mut self) -> Result<Option<Int>> {
+        match *self.input {
+            [tag::I8, b, ..] => {
+                self.input = &self.input[2..];
+                Ok(Some(Int::from_i64((b as i8).into())))
+            }
+            [t, ..] if (tag::I16..=tag::U128).contains(&t) => {
+                self.bump();
+                self.int(t).map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The integer after an integer tag.
@@ -207,19 +241,23 @@ impl<'de> Decoder<'de> {
         })
     }
 
+    #[inline]
     fn f64(&mut self) -> Result<f64> {
         self.array().map(|b| f64::from_bits(u64::from_le_bytes(b)))
     }
 
+    #[inline]
     fn f32(&mut self) -> Result<f32> {
         self.array().map(|b| f32::from_bits(u32::from_le_bytes(b)))
     }
 
+    #[cold]
     fn unknown(&self, tag: u8) -> CodecError {
         CodecError(format!("unknown tag {tag:#04x} at byte {}", self.at() - 1))
     }
 
     /// The elements after a `SEQ` (or `SET`) tag.
+    #[inline]
     fn seq<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
         let left = self.count(1)?;
         self.open()?;
@@ -233,6 +271,7 @@ impl<'de> Decoder<'de> {
     }
 
     /// The entries after a `MAP` (or `ANY_MAP`) tag.
+    #[inline]
     fn map<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
         let left = self.count(2)?;
         self.open()?;
@@ -294,15 +333,12 @@ impl<'de> Decoder<'de> {
 macro_rules! int_method {
     ($method:ident, $visit:ident, $ty:ty) => {
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-            let tag = self.peek()?;
-            if !(tag::I8..=tag::U128).contains(&tag) {
-                return self.deserialize_any(visitor);
-            }
-            self.bump();
-            let n = self.int(tag)?;
-            match n.to::<$ty>() {
-                Some(v) => visitor.$visit(v),
-                None => n.visit(visitor),
+            match self.next_int()? {
+                Some(n) => match n.to::<$ty>() {
+                    Some(v) => visitor.$visit(v),
+                    None => n.visit(visitor),
+                },
+                None => self.deserialize_any(visitor),
             }
         }
     };

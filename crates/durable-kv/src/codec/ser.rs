@@ -30,6 +30,7 @@ impl Encoder {
 
     /// Enters one level (the inside of a `SOME`, `VARIANT`, `SEQ` or `MAP`); the decoder
     /// counts the same levels and refuses the same depths.
+    #[inline]
     fn open(&mut self) -> Result<()> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
@@ -38,11 +39,13 @@ impl Encoder {
         Ok(())
     }
 
+    #[inline]
     fn close(&mut self) {
         self.depth -= 1;
     }
 
     /// A length or count as the `u32` the format stores.
+    #[inline]
     fn u32(&mut self, n: usize) -> Result<()> {
         let n = u32::try_from(n)
             .map_err(|_| CodecError(format!("a length of {n} does not fit the format's u32")))?;
@@ -51,6 +54,7 @@ impl Encoder {
     }
 
     /// A tag, then a length and bytes (`STR`, `BYTES`, a variant's name).
+    #[inline]
     fn text(&mut self, tag: u8, bytes: &[u8]) -> Result<()> {
         self.out.push(tag);
         self.u32(bytes.len())?;
@@ -58,23 +62,26 @@ impl Encoder {
         Ok(())
     }
 
-    /// A signed integer in the narrowest tag that holds it.
+    /// A signed integer in the narrowest tag that holds it, as one fixed-size write.
+    #[inline]
     fn int(&mut self, v: i64) {
-        if let Ok(v) = i8::try_from(v) {
+        if v as i8 as i64 == v {
             self.out.extend_from_slice(&[tag::I8, v as u8]);
-        } else if let Ok(v) = i16::try_from(v) {
-            self.out.push(tag::I16);
-            self.out.extend_from_slice(&v.to_le_bytes());
-        } else if let Ok(v) = i32::try_from(v) {
-            self.out.push(tag::I32);
-            self.out.extend_from_slice(&v.to_le_bytes());
+        } else if v as i16 as i64 == v {
+            let [a, b] = (v as i16).to_le_bytes();
+            self.out.extend_from_slice(&[tag::I16, a, b]);
+        } else if v as i32 as i64 == v {
+            let [a, b, c, d] = (v as i32).to_le_bytes();
+            self.out.extend_from_slice(&[tag::I32, a, b, c, d]);
         } else {
-            self.out.push(tag::I64);
-            self.out.extend_from_slice(&v.to_le_bytes());
+            let mut buf = [tag::I64; 9];
+            buf[1..].copy_from_slice(&v.to_le_bytes());
+            self.out.extend_from_slice(&buf);
         }
     }
 
     /// A variant's tag and name; its payload follows.
+    #[inline]
     fn variant(&mut self, name: &str) -> Result<()> {
         self.text(tag::VARIANT, name.as_bytes())?;
         self.open()
@@ -82,6 +89,7 @@ impl Encoder {
 
     /// Opens a `SEQ` or `MAP` whose count is written when it ends. Counting here rather than
     /// trusting the length hint keeps `skip_serializing_if` and hand-written impls honest.
+    #[inline]
     fn begin(&mut self, tag: u8, variant_levels: usize) -> Result<Compound<'_>> {
         self.open()?;
         self.out.push(tag);
@@ -101,17 +109,20 @@ pub(super) struct Compound<'a> {
 }
 
 impl Compound<'_> {
+    #[inline]
     fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         self.count += 1;
         value.serialize(&mut *self.enc)
     }
 
+    #[inline]
     fn field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<()> {
         self.count += 1;
         self.enc.text(tag::STR, key.as_bytes())?;
         value.serialize(&mut *self.enc)
     }
 
+    #[inline]
     fn end(self) -> Result<()> {
         let count = u32::try_from(self.count).map_err(|_| {
             CodecError(format!("{} entries do not fit the format's u32", self.count))
