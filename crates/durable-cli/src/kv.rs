@@ -86,8 +86,9 @@ fn is_decode_error(e: &TxnError) -> bool {
     matches!(e, TxnError::Kv(KvError::Decode { .. } | KvError::UnknownFormat { .. }))
 }
 
-/// The value of `key` as JSON. A value stored by a typed program (not a `Value`) cannot be
-/// decoded without its type: its stored bytes come back as `{"$raw": "<hex>"}`.
+/// The value of `key` as JSON. Every format-2 value reads as a `Value`; a format-1 value
+/// stored by a typed program (not a `Value`) cannot be decoded without its type: its stored
+/// bytes come back as `{"$raw": "<hex>"}`.
 fn get_json(storage: &Storage, key: &str) -> Result<Option<Json>> {
     match storage.get::<Value>(key).wait() {
         Ok(v) => Ok(v.as_ref().map(value_to_json)),

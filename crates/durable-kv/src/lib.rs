@@ -3,9 +3,11 @@
 //! [`Kv`] stores string keys (ordered by their UTF-8 bytes) with values of any
 //! `Serialize` type in the runtime's table layout, `_cf_KV (key TEXT PRIMARY KEY, value BLOB)
 //! WITHOUT ROWID`, created on the first write and invisible to user SQL. Values go through
-//! [`codec`]: a format-version byte and bincode 2 with one fixed configuration. [`Value`]
-//! holds untyped data and round-trips exactly. [`ListOptions`] compiles the runtime's list
-//! options (prefix, start, start_after, end, limit, reverse) into one key range.
+//! [`codec`]: a format-version byte, then serde's data model in bincode's fixed-width
+//! primitives (format 2), self-describing, so any stored value also reads as [`Value`] (or
+//! `serde_json::Value`) and stored structs follow serde's evolution rules. [`Value`] holds
+//! untyped data and round-trips exactly. [`ListOptions`] compiles the runtime's list options
+//! (prefix, start, start_after, end, limit, reverse) into one key range.
 //!
 //! ```
 //! use durable_kv::{Kv, ListOptions, Value};
@@ -21,6 +23,13 @@
 //! let listed: Vec<(String, Value)> =
 //!     kv.list(&ListOptions { prefix: Some("user:".into()), ..Default::default() })?;
 //! assert_eq!(listed.len(), 1);
+//!
+//! // Typed values read as `Value` too: a struct is an object of its fields.
+//! #[derive(serde::Serialize)]
+//! struct Point { x: i32 }
+//! kv.put("point", &Point { x: 3 })?;
+//! let point = Value::Object(vec![("x".into(), Value::Integer(3))]);
+//! assert_eq!(kv.get::<Value>("point")?, Some(point));
 //! db.commit()?;
 //! Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
