@@ -194,6 +194,27 @@ impl serde::de::Error for CodecError {
     }
 }
 
+/// How many levels are open around the value being written or read: the encoder and the
+/// decoder count the same levels (the inside of a `SOME`, `VARIANT`, `SEQ` or `MAP`) and
+/// refuse the same depths.
+#[derive(Debug, Default)]
+struct Depth(usize);
+
+impl Depth {
+    /// Enters one level; refused past [`MAX_DEPTH`](crate::MAX_DEPTH).
+    #[inline]
+    fn enter(&mut self) -> Result<(), CodecError> {
+        self.0 += 1;
+        if self.0 > crate::MAX_DEPTH { Err(too_deep()) } else { Ok(()) }
+    }
+
+    /// Leaves the level entered last.
+    #[inline]
+    fn leave(&mut self) {
+        self.0 -= 1;
+    }
+}
+
 /// The error for a value nested deeper than [`MAX_DEPTH`](crate::MAX_DEPTH).
 #[cold]
 fn too_deep() -> CodecError {

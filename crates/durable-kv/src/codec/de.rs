@@ -11,8 +11,7 @@ use serde::de::{
     VariantAccess, Visitor,
 };
 
-use super::{CodecError, names, tag, too_deep};
-use crate::value::MAX_DEPTH;
+use super::{CodecError, Depth, names, tag};
 
 type Result<T> = std::result::Result<T, CodecError>;
 
@@ -22,7 +21,7 @@ pub(super) struct Decoder<'de> {
     /// The body's length, to say where an error is.
     len: usize,
     /// Levels open around the value being read (as [`super::ser::Encoder`] counts them).
-    depth: usize,
+    depth: Depth,
 }
 
 /// A stored integer, as the visitor that takes it without loss would want it.
@@ -94,7 +93,7 @@ impl Int {
 
 impl<'de> Decoder<'de> {
     pub(super) fn new(input: &'de [u8]) -> Self {
-        Decoder { input, len: input.len(), depth: 0 }
+        Decoder { input, len: input.len(), depth: Depth::default() }
     }
 
     /// Succeeds if the whole body was read.
@@ -200,16 +199,12 @@ impl<'de> Decoder<'de> {
 
     #[inline]
     fn open(&mut self) -> Result<()> {
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return Err(too_deep());
-        }
-        Ok(())
+        self.depth.enter()
     }
 
     #[inline]
     fn close(&mut self) {
-        self.depth -= 1;
+        self.depth.leave();
     }
 
     /// The integer next in the input, if the next tag is an integer's (`I8` read inline).

@@ -3,8 +3,7 @@
 
 use serde::ser::{self, Serialize};
 
-use super::{CodecError, names, tag, too_deep};
-use crate::value::MAX_DEPTH;
+use super::{CodecError, Depth, names, tag};
 
 type Result<T> = std::result::Result<T, CodecError>;
 
@@ -12,7 +11,7 @@ type Result<T> = std::result::Result<T, CodecError>;
 pub(super) struct Encoder {
     out: Vec<u8>,
     /// Levels open around the value being written (see [`Encoder::open`]).
-    depth: usize,
+    depth: Depth,
 }
 
 impl Encoder {
@@ -20,7 +19,7 @@ impl Encoder {
     pub(super) fn new(version: u8) -> Self {
         let mut out = Vec::with_capacity(32);
         out.push(version);
-        Encoder { out, depth: 0 }
+        Encoder { out, depth: Depth::default() }
     }
 
     /// The bytes written.
@@ -32,16 +31,12 @@ impl Encoder {
     /// counts the same levels and refuses the same depths.
     #[inline]
     fn open(&mut self) -> Result<()> {
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return Err(too_deep());
-        }
-        Ok(())
+        self.depth.enter()
     }
 
     #[inline]
     fn close(&mut self) {
-        self.depth -= 1;
+        self.depth.leave();
     }
 
     /// A length or count as the `u32` the format stores.
@@ -365,57 +360,30 @@ impl<'a> ser::Serializer for &'a mut Encoder {
     }
 }
 
-impl ser::SerializeSeq for Compound<'_> {
-    type Ok = ();
-    type Error = CodecError;
+/// The sequence-like compound traits: each call appends one element.
+macro_rules! elements {
+    ($($name:ident :: $method:ident),* $(,)?) => {$(
+        impl ser::$name for Compound<'_> {
+            type Ok = ();
+            type Error = CodecError;
 
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+                self.element(value)
+            }
 
-    fn end(self) -> Result<()> {
-        Compound::end(self)
-    }
+            fn end(self) -> Result<()> {
+                Compound::end(self)
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Compound<'_> {
-    type Ok = ();
-    type Error = CodecError;
-
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<()> {
-        Compound::end(self)
-    }
-}
-
-impl ser::SerializeTupleStruct for Compound<'_> {
-    type Ok = ();
-    type Error = CodecError;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<()> {
-        Compound::end(self)
-    }
-}
-
-impl ser::SerializeTupleVariant for Compound<'_> {
-    type Ok = ();
-    type Error = CodecError;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<()> {
-        Compound::end(self)
-    }
-}
+elements!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field,
+);
 
 impl ser::SerializeMap for Compound<'_> {
     type Ok = ();
