@@ -144,8 +144,9 @@ struct HandleInner {
     storage: Storage,
     name: String,
     /// The object's WAL archiver (SQLite-backed objects with an archive). It captures by
-    /// itself, as a subscriber of the database's commit pipeline.
-    archiver: Option<Archiver>,
+    /// itself, as a subscriber of the database's commit pipeline; the storage reaches it for
+    /// the bookmark calls through a weak reference (`ArchiveRecovery`).
+    archiver: Option<Arc<Archiver>>,
     _shared: Arc<Shared>,
 }
 
@@ -194,26 +195,17 @@ impl StorageHandle {
         }
     }
 
-    /// Commits and syncs what was written before a PITR call, when the object has an
-    /// archive (the call names or rebuilds durable history).
-    fn sync_for_pitr(&self) -> Result<()> {
-        if self.inner.archiver.is_some() {
-            self.inner.storage.sync().wait()?;
-        }
-        Ok(())
-    }
-
     /// A bookmark naming the object's current (durable) state: `getCurrentBookmark()`.
-    /// Anything written before the call is committed first.
+    /// Anything written before the call is committed first (as
+    /// [`Storage::current_bookmark`], which an object's code calls).
     pub fn current_bookmark(&self) -> Result<String> {
-        self.sync_for_pitr()?;
-        self.with_archiver(|a| a.current_bookmark())
+        Ok(self.inner.storage.current_bookmark().wait()?)
     }
 
     /// The bookmark of the latest commit at or before `time_ms` (milliseconds since the
     /// epoch, within the last 30 days): `getBookmarkForTime()`.
     pub fn bookmark_for_time(&self, time_ms: i64) -> Result<String> {
-        self.with_archiver(|a| off_runtime(a.bookmark_for_time(time_ms)))
+        Ok(self.inner.storage.bookmark_for_time(time_ms).wait()?)
     }
 
     /// Records durably that the next session of this object starts at `bookmark`, and
@@ -221,8 +213,16 @@ impl StorageHandle {
     /// restore happens when the object is next opened (after every handle is dropped, or
     /// after an abort).
     pub fn on_next_session_restore_bookmark(&self, bookmark: &str) -> Result<String> {
-        self.sync_for_pitr()?;
-        self.with_archiver(|a| a.on_next_session_restore_bookmark(bookmark))
+        Ok(self.inner.storage.on_next_session_restore_bookmark(bookmark).wait()?)
+    }
+
+    /// Commits and syncs what was written before a PITR call, when the object has an
+    /// archive (the call names or rebuilds durable history).
+    fn sync_for_pitr(&self) -> Result<()> {
+        if self.inner.archiver.is_some() {
+            self.inner.storage.sync().wait()?;
+        }
+        Ok(())
     }
 
     /// The retained points of the object's history, newest first: at most `limit`, only
@@ -247,7 +247,7 @@ impl StorageHandle {
     /// The archiver's state (epoch, newest commit, what is archived), when the object has
     /// an archive.
     pub fn archive_status(&self) -> Option<durable_pitr::Status> {
-        self.inner.archiver.as_ref().map(Archiver::status)
+        self.inner.archiver.as_ref().map(|a| a.status())
     }
 
     /// Uploads sealed history, merges old segments and applies retention now (hosts call
@@ -431,6 +431,20 @@ impl Namespace {
         })
     }
 
+    /// Closes the namespace: lets go of this handle and waits until every object of it has
+    /// closed (every [`StorageHandle`] and [`ObjectHandle`] dropped, every object runtime
+    /// done with its events) and the folder's lock is free, so that the namespace can be
+    /// opened again at once, here or by another process. Objects close as they do when
+    /// dropped: their last writes committed and synced, their history sealed. A handle kept
+    /// elsewhere keeps this waiting.
+    pub async fn close(self) {
+        let shared = Arc::downgrade(&self.inner.shared);
+        drop(self);
+        while shared.strong_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// The namespace's folder.
     pub fn dir(&self) -> &Path {
         &self.inner.shared.dir
@@ -593,8 +607,12 @@ impl Namespace {
                     Some(config) => {
                         let (db, a) =
                             off_runtime(Archiver::open(&path, options.sql.clone(), config))?;
+                        let a = Arc::new(a);
+                        let storage = Storage::new(db);
+                        let recovery = ArchiveRecovery(Arc::downgrade(&a));
+                        storage.set_recovery(Some(Arc::new(recovery)));
                         archiver = Some(a);
-                        Storage::new(db)
+                        storage
                     }
                 }
             }
@@ -741,6 +759,37 @@ fn alarm_listener(shared: &Arc<Shared>, name: &str, alive: Arc<()>) -> AlarmList
             Err(error) => tracing::warn!(%error, name, "alarm index not updated"),
         }
     })
+}
+
+/// The bookmark calls of an archived object's `Storage`, answered by its archiver (held
+/// weakly: the handle owns the archiver and closes it).
+struct ArchiveRecovery(Weak<Archiver>);
+
+impl ArchiveRecovery {
+    fn archiver(&self) -> durable_txn::Result<Arc<Archiver>> {
+        self.0.upgrade().ok_or(durable_txn::Error::NoLongerAccessible)
+    }
+}
+
+fn recovery_error(e: durable_pitr::Error) -> durable_txn::Error {
+    durable_txn::Error::Recovery(e.to_string())
+}
+
+impl durable_txn::Recovery for ArchiveRecovery {
+    fn current_bookmark(&self) -> durable_txn::Result<String> {
+        self.archiver()?.current_bookmark().map_err(recovery_error)
+    }
+
+    fn bookmark_for_time(&self, time_ms: i64) -> durable_txn::Op<String> {
+        durable_txn::Op::ready(
+            self.archiver()
+                .and_then(|a| off_runtime(a.bookmark_for_time(time_ms)).map_err(recovery_error)),
+        )
+    }
+
+    fn on_next_session_restore_bookmark(&self, bookmark: &str) -> durable_txn::Result<String> {
+        self.archiver()?.on_next_session_restore_bookmark(bookmark).map_err(recovery_error)
+    }
 }
 
 /// The runtime's opener can only report the turn layer's errors.

@@ -57,6 +57,10 @@ pub enum Error {
          change cannot be made after the class is already deployed to production."
     )]
     SyncKvNotAvailable,
+    /// Point-in-time recovery refused or failed (a malformed or foreign bookmark, a time
+    /// outside the window, an archive failure): the recovery provider's message.
+    #[error("{0}")]
+    Recovery(String),
     /// Point-in-time recovery on a backend that has none.
     #[error("This Durable Object's storage back-end does not implement point-in-time recovery.")]
     PitrNotAvailable,

@@ -38,6 +38,7 @@ mod error;
 mod gate;
 mod legacy;
 mod op;
+mod recovery;
 mod runtime;
 mod storage;
 mod target;
@@ -49,6 +50,7 @@ pub use clock::{Clock, Sleep, SystemClock};
 pub use error::{Error, Result};
 pub use gate::{OutputGate, OutputLock};
 pub use op::Op;
+pub use recovery::Recovery;
 pub use runtime::{
     ALARM_FIRST_RETRY_MS, ALARM_MAX_RETRIES, Actor, AlarmInfo, Context, HandlerError, Object,
     Opener,

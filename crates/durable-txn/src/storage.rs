@@ -16,6 +16,7 @@ use crate::durability::Durable;
 use crate::error::{Error, Result};
 use crate::legacy::{KvEngine, map_op};
 use crate::op::Op;
+use crate::recovery::Recovery;
 use crate::target::Target;
 use crate::transaction::{self, Transaction, TxnShared};
 
@@ -127,6 +128,8 @@ pub(crate) struct State {
     listener: Option<AlarmListener>,
     /// The committed alarm the listener last heard of (`None`: not told yet).
     told: Option<Option<i64>>,
+    /// The object's point-in-time recovery, when the host provides one.
+    recovery: Option<Arc<dyn Recovery>>,
     /// Commits made since the last end of turn that may still wait to be durable
     /// (SQLite-backed storage): the last one's sequence number, and whether any of them
     /// held a confirmed write.
@@ -146,6 +149,7 @@ impl Default for State {
             clock: Arc::new(SystemClock),
             listener: None,
             told: None,
+            recovery: None,
             unsynced: None,
         }
     }
@@ -606,6 +610,63 @@ impl Storage {
         if changed {
             listener(alarm);
         }
+    }
+
+    /// Installs the object's point-in-time recovery (`None` removes it): what the bookmark
+    /// calls answer with. Without one they answer with the runtime's "does not implement
+    /// point-in-time recovery" error, as KV-backed objects do.
+    pub fn set_recovery(&self, recovery: Option<Arc<dyn Recovery>>) {
+        self.state().recovery = recovery;
+    }
+
+    fn recovery(&self) -> Result<Arc<dyn Recovery>> {
+        self.check_usable()?;
+        match (&self.inner.engine, self.state().recovery.clone()) {
+            (Engine::Sqlite { .. }, Some(recovery)) => Ok(recovery),
+            _ => Err(Error::PitrNotAvailable),
+        }
+    }
+
+    /// Commits what was written before the call and makes it durable now, on this thread: a
+    /// bookmark names durable history.
+    fn commit_durably(&self) -> Result<()> {
+        self.commit_if_idle(true)?;
+        match self.sql()?.sync() {
+            Ok(()) => {
+                self.state().unsynced = None;
+                Ok(())
+            }
+            Err(e) => Err(Error::WriteFailed(e.to_string())),
+        }
+    }
+
+    /// A bookmark naming the object's current state (`getCurrentBookmark()`): what was
+    /// written before the call is committed first.
+    pub fn current_bookmark(&self) -> Op<String> {
+        Op::ready(self.recovery().and_then(|r| {
+            self.commit_durably()?;
+            r.current_bookmark()
+        }))
+    }
+
+    /// The bookmark of the latest commit at or before `time_ms` (milliseconds since the
+    /// epoch, within the last 30 days): `getBookmarkForTime()`.
+    pub fn bookmark_for_time(&self, time_ms: i64) -> Op<String> {
+        match self.recovery() {
+            Ok(r) => r.bookmark_for_time(time_ms),
+            Err(e) => Op::ready(Err(e)),
+        }
+    }
+
+    /// Records durably that the object's next session starts at `bookmark`, and returns the
+    /// bookmark that undoes the restore (`onNextSessionRestoreBookmark()`). What was written
+    /// before the call is committed first. The restore happens when the object next opens:
+    /// after `ctx.abort()`, or once it is closed.
+    pub fn on_next_session_restore_bookmark(&self, bookmark: &str) -> Op<String> {
+        Op::ready(self.recovery().and_then(|r| {
+            self.commit_durably()?;
+            r.on_next_session_restore_bookmark(bookmark)
+        }))
     }
 
     /// Installs `listener`, told the committed alarm now and after every commit that changes
