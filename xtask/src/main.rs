@@ -2,7 +2,7 @@
 //!
 //! - `cargo xtask ci`: formatting, clippy with `-D warnings`, every test (doc tests
 //!   included), the S3 archive tests (durable-pitr's `s3-tests` feature), the layering and tidy
-//!   checks, the conformance suite, a crash run, a load run, the examples, `cargo doc` without
+//!   checks, the conformance suite (with the slow cases of `tests/cases-slow`), a crash run, a load run, the examples, `cargo doc` without
 //!   warnings, and the benchmarks with `--quick`.
 //! - `cargo xtask conformance [--cases DIR]`: runs the op-script cases (default: the
 //!   vendored copy in `tests/cases`) and prints `N passed, N failed, N skipped` last.
@@ -58,6 +58,8 @@ fn ci() -> Result<(), String> {
     s3.arg("s3");
     run("S3 archive tests", s3)?;
     conformance(&[])?;
+    // Cases that wait out the runtime's real 30-second limits (about two minutes).
+    conformance(&["--cases".into(), root().join("tests/cases-slow").display().to_string()])?;
     crash(&["--iterations".into(), "3".into()])?;
     crash(&["--iterations".into(), "2".into(), "--pitr".into()])?;
     load(&["--objects".into(), "200".into(), "--seconds".into(), "3".into()])?;

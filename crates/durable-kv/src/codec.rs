@@ -34,6 +34,12 @@ pub const FORMAT_1: u8 = 1;
 /// The most bytes a decoder will believe a value holds or claims to hold (64 MiB).
 pub const DECODE_LIMIT: usize = 64 << 20;
 
+/// True when `encoded` is JavaScript's `undefined` ([`Value::Undefined`](crate::Value)): the
+/// async KV API refuses to store it, and skips it among the entries of a multi-key put.
+pub fn is_undefined(encoded: &[u8]) -> bool {
+    encoded == [FORMAT_VERSION, tag::UNDEFINED]
+}
+
 /// Encodes `value` as stored bytes (format 2).
 ///
 /// Values nested more than [`MAX_DEPTH`](crate::MAX_DEPTH) levels deep (see

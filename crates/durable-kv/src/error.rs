@@ -19,6 +19,14 @@ pub enum Error {
          one kv.list() iterator can exist at a time."
     )]
     ListInvalidated,
+    /// A sync `list()` iterator met a `delete_all()` that wiped the database under it: the
+    /// runtime's internal error (the iterator's query was canceled). `reference` names the
+    /// log line with the cause.
+    #[error("internal error; reference = {reference}")]
+    ListCanceled {
+        /// The reference of the log line that holds the cause.
+        reference: String,
+    },
     /// A key over the configured key-size limit (the legacy backend's 2 KiB).
     #[error("Keys cannot be larger than {limit} bytes. A key of size {size} was provided.")]
     KeyTooLarge {

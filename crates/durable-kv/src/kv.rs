@@ -49,14 +49,23 @@ impl KvLimits {
         }
     }
 
-    /// Checks one serialized value.
+    /// Checks one stored value, measured as the runtime measures it: the length of its V8
+    /// structured-clone serialization ([`Value::structured_clone_size`]), with the
+    /// runtime's 34 bytes of slack over the limit (so a 131,072-byte ASCII string, 131,078
+    /// bytes serialized, is accepted).
     pub fn check_value(&self, encoded: &[u8]) -> Result<()> {
-        match self.max_value_size {
-            Some(limit) if encoded.len() > limit => {
-                Err(Error::ValueTooLarge { size: encoded.len(), limit })
-            }
-            _ => Ok(()),
+        let Some(limit) = self.max_value_size else { return Ok(()) };
+        let allowed = limit + VALUE_SLACK;
+        // A value's serialized size is at most about twice its stored size: small ones need
+        // no measuring.
+        if encoded.len().saturating_mul(2).saturating_add(16) <= allowed {
+            return Ok(());
         }
+        let size = match codec::decode::<crate::Value>(encoded) {
+            Ok(value) => value.structured_clone_size(),
+            Err(_) => encoded.len(),
+        };
+        if size > allowed { Err(Error::ValueTooLarge { size, limit }) } else { Ok(()) }
     }
 
     /// Checks the number of keys in one call.
@@ -67,6 +76,10 @@ impl KvLimits {
         }
     }
 }
+
+/// Bytes a value's serialization may pass the value limit by: the runtime's slack for its
+/// serializer's framing.
+const VALUE_SLACK: usize = 34;
 
 const PUT_MULTIPLE_SAVEPOINT: &str = "_cf_put_multiple_savepoint";
 /// Rows a sync list iterator fetches at a time.
@@ -82,7 +95,25 @@ const LIST_BATCH: u64 = 256;
 pub struct Kv {
     db: Database,
     limits: KvLimits,
-    list_epoch: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+}
+
+/// What the clones of a `Kv` share: the live iterator's slot, and counters that tell an
+/// iterator the table changed under it.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Bumped by every `list`: only the newest sync iterator may go on.
+    list_epoch: AtomicU64,
+    /// Bumped by every write: a sync iterator reads again past its last key.
+    writes: AtomicU64,
+    /// Bumped by every `delete_all`: a sync iterator is canceled.
+    resets: AtomicU64,
+}
+
+impl Kv {
+    fn wrote(&self) {
+        self.shared.writes.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Kv {
@@ -93,7 +124,7 @@ impl Kv {
 
     /// KV over `db` enforcing `limits`.
     pub fn with_limits(db: Database, limits: KvLimits) -> Kv {
-        Kv { db, limits, list_epoch: Arc::new(AtomicU64::new(0)) }
+        Kv { db, limits, shared: Arc::default() }
     }
 
     /// The database underneath.
@@ -127,6 +158,7 @@ impl Kv {
 
     /// Stores already-encoded bytes under `key`.
     pub fn put_raw(&self, key: &str, encoded: &[u8]) -> Result<()> {
+        self.wrote();
         self.db.internal(|i| {
             i.begin_write()?;
             write_one(i, key.as_bytes(), encoded)
@@ -144,6 +176,7 @@ impl Kv {
     /// Deletes `key`; true if it existed.
     pub fn delete(&self, key: &str) -> Result<bool> {
         self.limits.check_key(key)?;
+        self.wrote();
         Ok(self.db.internal(|i| {
             i.begin_write()?;
             delete_one(i, key.as_bytes())
@@ -184,6 +217,7 @@ impl Kv {
 
     /// Stores already-encoded entries atomically.
     pub fn put_multiple_raw(&self, entries: &[(&str, Vec<u8>)]) -> Result<()> {
+        self.wrote();
         self.db.internal(|i| {
             i.begin_write()?;
             i.savepoint(PUT_MULTIPLE_SAVEPOINT)?;
@@ -207,6 +241,7 @@ impl Kv {
         for key in keys {
             self.limits.check_key(key)?;
         }
+        self.wrote();
         Ok(self.db.internal(|i| {
             i.begin_write()?;
             let mut count = 0;
@@ -222,26 +257,32 @@ impl Kv {
     /// Every entry the options select, read at once, in the requested order.
     pub fn list<T: DeserializeOwned>(&self, options: &ListOptions) -> Result<Vec<(String, T)>> {
         let Some(range) = options.compile()? else { return Ok(Vec::new()) };
-        self.list_epoch.fetch_add(1, Ordering::Relaxed);
+        self.shared.list_epoch.fetch_add(1, Ordering::Relaxed);
         let rows = self.db.internal(|i| read_range(i, &range, None, range.limit))?;
         rows.into_iter().map(|(k, bytes)| Ok((k, codec::decode(&bytes)?))).collect()
     }
 
     /// The entries the options select, as a lazy iterator (the sync API's `kv.list()`).
     ///
+    /// The iteration is live, as the runtime's (a SQLite statement): writes and deletes made
+    /// during it, ahead of the last key delivered, show in the rows that follow; a
+    /// `delete_all()` ends it with the runtime's internal error ([`Error::ListCanceled`]).
     /// Only one such iterator is live per object: starting another `list` makes this one
     /// fail with [`Error::ListInvalidated`]. An iterator over a provably empty range does not
     /// take the slot.
     pub fn list_iter<T: DeserializeOwned>(&self, options: &ListOptions) -> Result<ListIter<T>> {
         let range = options.compile()?;
         let epoch = match &range {
-            Some(_) => self.list_epoch.fetch_add(1, Ordering::Relaxed) + 1,
+            Some(_) => self.shared.list_epoch.fetch_add(1, Ordering::Relaxed) + 1,
             None => 0,
         };
         Ok(ListIter {
             kv: self.clone(),
             range,
             epoch,
+            writes: self.shared.writes.load(Ordering::Relaxed),
+            resets: self.shared.resets.load(Ordering::Relaxed),
+            finished: false,
             buffer: std::collections::VecDeque::new(),
             after: None,
             delivered: 0,
@@ -253,7 +294,8 @@ impl Kv {
     /// Deletes the whole database: every key, every SQL table, everything; uncommitted
     /// writes are discarded. The object starts over empty.
     pub fn delete_all(&self) -> Result<()> {
-        self.list_epoch.fetch_add(1, Ordering::Relaxed);
+        self.shared.resets.fetch_add(1, Ordering::Relaxed);
+        self.wrote();
         Ok(self.db.reset()?)
     }
 }
@@ -343,7 +385,26 @@ pub struct ListIter<T> {
     after: Option<Vec<u8>>,
     delivered: u64,
     exhausted: bool,
+    /// The write count the buffer was read at: any write since invalidates it.
+    writes: u64,
+    /// The `delete_all` count at the start: a wipe since ends the iteration.
+    resets: u64,
+    /// `None` was returned (or an error that ends it): nothing more, whatever is written.
+    finished: bool,
     _t: std::marker::PhantomData<fn() -> T>,
+}
+
+/// A reference for an internal error's log line: the runtime's form, a short random-looking
+/// lowercase id.
+fn error_reference() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:016x}", h.finish())
 }
 
 impl<T: DeserializeOwned> Iterator for ListIter<T> {
@@ -351,17 +412,40 @@ impl<T: DeserializeOwned> Iterator for ListIter<T> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let range = self.range.as_ref()?;
-        if self.exhausted && self.buffer.is_empty() {
+        if self.finished {
             return None;
         }
-        if self.kv.list_epoch.load(Ordering::Relaxed) != self.epoch {
+        // A canceled iteration fails every step from then on, as the runtime's does.
+        if self.kv.shared.resets.load(Ordering::Relaxed) != self.resets {
+            let reference = error_reference();
+            // The runtime logs the cause under the reference it shows.
+            tracing::warn!(
+                %reference,
+                "kv.list() iterator canceled: reset() (delete_all) was called on the database"
+            );
+            return Some(Err(Error::ListCanceled { reference }));
+        }
+        if self.kv.shared.list_epoch.load(Ordering::Relaxed) != self.epoch {
             return Some(Err(Error::ListInvalidated));
+        }
+        // Written since the buffer was read: read again past the last key delivered, so
+        // writes ahead show and deletes ahead vanish.
+        let writes = self.kv.shared.writes.load(Ordering::Relaxed);
+        if writes != self.writes {
+            self.writes = writes;
+            self.buffer.clear();
+            self.exhausted = false;
+        }
+        if self.exhausted && self.buffer.is_empty() {
+            self.finished = true;
+            return None;
         }
         if self.buffer.is_empty() {
             let remaining = range.limit.map(|l| l - self.delivered);
             let want = remaining.map_or(LIST_BATCH, |r| r.min(LIST_BATCH));
             if want == 0 {
                 self.exhausted = true;
+                self.finished = true;
                 return None;
             }
             let batch =

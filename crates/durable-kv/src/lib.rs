@@ -40,6 +40,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod clone_size;
 pub mod codec;
 mod error;
 mod kv;

@@ -4,9 +4,12 @@
 use durable_sql::rusqlite::types::{ToSqlOutput, ValueRef};
 use durable_sql::rusqlite::{self, ToSql};
 
-/// Creates the table (the runtime's layout: BINARY-collated TEXT keys, BLOB values).
-pub const CREATE: &str =
-    "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID";
+/// Creates the table (the runtime's layout: BINARY-collated TEXT keys, BLOB values), with
+/// the runtime's text byte for byte, as `sqlite_master` shows it to user SQL.
+pub const CREATE: &str = "CREATE TABLE IF NOT EXISTS _cf_KV (
+        key TEXT PRIMARY KEY,
+        value BLOB
+      ) WITHOUT ROWID";
 /// Reads one value.
 pub const GET: &str = "SELECT value FROM _cf_KV WHERE key = ?";
 /// Stores one value (insert or replace).

@@ -95,8 +95,8 @@ pub use durable_txn as txn;
 pub use durable_kv::{Kv, ListOptions, Value};
 pub use durable_sql::{Cursor, Database, Row, SqlValue, params};
 pub use durable_txn::{
-    Actor, AlarmInfo, Clock, Context, GetOptions, HandlerError, Object, Op, PutOptions, Storage,
-    SystemClock, Transaction, TurnEnd,
+    Actor, AlarmInfo, Clock, Compatibility, Context, GetOptions, HandlerError, Object,
+    ObjectOptions, Op, PutOptions, Recovery, Storage, SystemClock, Transaction, TurnEnd,
 };
 
 /// The workspace's manual clock, for tests (the `testing` feature): one clock drives alarms,

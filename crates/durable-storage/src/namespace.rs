@@ -23,7 +23,9 @@ use durable_backend::SqliteBackend;
 use durable_backend::cache::CacheOptions;
 use durable_pitr::{ArchiveConfig, Archiver};
 use durable_sql::{Database, Durability, Options};
-use durable_txn::{Actor, AlarmListener, Clock, Object, Storage, SystemClock};
+use durable_txn::{
+    Actor, AlarmListener, Clock, Compatibility, Object, ObjectOptions, Storage, SystemClock,
+};
 use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
@@ -94,6 +96,13 @@ pub struct NamespaceOptions {
     pub clock: Arc<dyn Clock>,
     /// Point-in-time recovery of SQLite-backed objects.
     pub archive: Archive,
+    /// How long a critical section of an object's code (`block_concurrency_while`, an
+    /// async `transaction`) may hold its input gate before the object is reset (30 s, as
+    /// the runtime).
+    pub critical_section_timeout: Duration,
+    /// The runtime's behaviours of which compatibility date the objects follow (today's
+    /// runtime default: `delete_all()` deletes the alarm too).
+    pub compatibility: Compatibility,
 }
 
 impl Default for NamespaceOptions {
@@ -109,6 +118,8 @@ impl Default for NamespaceOptions {
             keep_open: 0,
             clock: Arc::new(SystemClock),
             archive: Archive::default(),
+            critical_section_timeout: Duration::from_secs(30),
+            compatibility: Compatibility::default(),
         }
     }
 }
@@ -121,6 +132,8 @@ impl std::fmt::Debug for NamespaceOptions {
             .field("cache", &self.cache)
             .field("keep_open", &self.keep_open)
             .field("archive", &self.archive)
+            .field("critical_section_timeout", &self.critical_section_timeout)
+            .field("compatibility", &self.compatibility)
             .finish_non_exhaustive()
     }
 }
@@ -625,6 +638,7 @@ impl Namespace {
         shared.opened.fetch_add(1, Ordering::SeqCst);
         tracing::debug!(name, path = %path.display(), "object opened");
         storage.set_clock(options.clock.clone());
+        storage.set_compatibility(options.compatibility);
         let alive = Arc::new(());
         let storage_alive = Arc::downgrade(&alive);
         storage.set_alarm_listener(Some(alarm_listener(shared, name, alive)));
@@ -690,7 +704,9 @@ impl Namespace {
             *slot = Some(handle);
             Ok(storage)
         };
-        let object = Object::spawn(open, make);
+        let options = ObjectOptions::default()
+            .critical_section_timeout(self.inner.shared.options.critical_section_timeout);
+        let object = Object::spawn_with(open, make, options);
         let inner = Arc::new(ObjectInner { object, name: name.to_string() });
         let any: Arc<dyn Any + Send + Sync> = inner.clone();
         registry.sweep();

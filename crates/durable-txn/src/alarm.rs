@@ -7,8 +7,10 @@ use rusqlite::OptionalExtension;
 use crate::error::Result;
 use durable_sql::rusqlite;
 
-const CREATE: &str =
-    "CREATE TABLE IF NOT EXISTS _cf_METADATA (key INTEGER PRIMARY KEY, value BLOB)";
+const CREATE: &str = "CREATE TABLE IF NOT EXISTS _cf_METADATA (
+        key INTEGER PRIMARY KEY,
+        value BLOB
+      )";
 const READ: &str = "SELECT value FROM _cf_METADATA WHERE key = 1";
 const WRITE: &str = "INSERT INTO _cf_METADATA (key, value) VALUES (1, ?1) \
                      ON CONFLICT (key) DO UPDATE SET value = excluded.value";

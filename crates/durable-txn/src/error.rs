@@ -70,11 +70,19 @@ pub enum Error {
     /// The object's code called `abort(reason)`: what its callers see.
     #[error("{0}")]
     Aborted(String),
+    /// A critical section (`block_concurrency_while`, a transaction's closure) ran past the
+    /// object's limit (30 s by default, as the runtime): the object was reset. The runtime
+    /// marks this error `overloaded`; see [`Error::is_overloaded`].
+    #[error("{}", crate::runtime::CRITICAL_SECTION_TIMEOUT_MESSAGE)]
+    CriticalSectionTimedOut,
     /// A write could not be made durable; the object was reset.
     #[error(
         "Internal error in Durable Object storage write caused object to be reset; reference = {0}"
     )]
     WriteFailed(String),
+    /// The async `put()` of JavaScript's `undefined` (the sync KV API stores it).
+    #[error("put() called with undefined value.")]
+    PutUndefined,
     /// `set_alarm` with a time at or before zero.
     #[error("setAlarm() cannot be called with an alarm time <= 0")]
     AlarmTimeNotPositive,
@@ -87,13 +95,27 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the runtime marks this error `overloaded`: the object was too busy, and a
+    /// caller may retry later (the object starts fresh).
+    pub fn is_overloaded(&self) -> bool {
+        matches!(self, Error::CriticalSectionTimedOut)
+    }
+
+    /// Whether this error means the object was reset (the runtime's `durableObjectReset`):
+    /// its in-memory state is gone and the next event runs on a fresh instance. A failed
+    /// write ([`Error::WriteFailed`]) also resets the object, but the runtime does not mark
+    /// its error so.
+    pub fn resets_object(&self) -> bool {
+        matches!(self, Error::Aborted(_) | Error::CriticalSectionTimedOut)
+    }
+
     /// The JavaScript error class the runtime throws for this error.
     pub fn js_name(&self) -> &'static str {
         match self {
             Error::Sql(e) => e.js_name(),
             Error::Kv(e) => e.js_name(),
             Error::Backend(e) => e.js_name(),
-            Error::AlarmTimeNotPositive => "TypeError",
+            Error::AlarmTimeNotPositive | Error::PutUndefined => "TypeError",
             _ => "Error",
         }
     }

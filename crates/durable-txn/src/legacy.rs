@@ -43,6 +43,31 @@ fn is_reserved(key: &str) -> bool {
     key.len() > USER_KEY_LIMIT
 }
 
+/// Starts backend I/O now rather than when its `Op` is first polled: calls do their work when
+/// they are made, so a read nobody awaits yet is neither lost nor holding back the flushes
+/// that wait for earlier reads. `lock` (the input gate) is held until the caller has the
+/// result, or drops the `Op`. Outside a tokio runtime the I/O runs when the `Op` is awaited.
+fn start_io<T: Send + 'static>(
+    io: impl Future<Output = Result<T>> + Send + 'static,
+    lock: Option<turn::InputLock>,
+) -> Op<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            let task = handle.spawn(io);
+            Op::io(async move {
+                let result = task.await.unwrap_or(Err(Error::NoLongerAccessible));
+                drop(lock);
+                result
+            })
+        }
+        Err(_) => Op::io(async move {
+            let result = io.await;
+            drop(lock);
+            result
+        }),
+    }
+}
+
 /// Flush bookkeeping: flushes are numbered in the order they are taken.
 #[derive(Default)]
 struct Flushes {
@@ -127,11 +152,7 @@ impl KvEngine {
             Ok(Lookup::Pending(pending)) => {
                 let lock = if options.allow_concurrency { None } else { turn::input_lock() };
                 let backend = self.backend.clone();
-                Op::io(async move {
-                    let values = pending.fetch(&*backend).await?;
-                    drop(lock);
-                    Ok(values)
-                })
+                start_io(async move { Ok(pending.fetch(&*backend).await?) }, lock)
             }
         }
     }
@@ -178,6 +199,9 @@ impl KvEngine {
     ) -> Result<()> {
         self.check_keys([key])?;
         let bytes = codec::encode(value)?;
+        if codec::is_undefined(&bytes) {
+            return Err(Error::PutUndefined);
+        }
         self.cache.put(key, bytes, write_opts(options))?;
         Ok(())
     }
@@ -190,7 +214,11 @@ impl KvEngine {
         self.check_keys(entries.iter().map(|(k, _)| *k))?;
         let mut encoded = Vec::with_capacity(entries.len());
         for (key, value) in entries {
-            encoded.push((key.to_string(), codec::encode(value)?));
+            let bytes = codec::encode(value)?;
+            // `undefined` values are skipped, as the runtime skips them.
+            if !codec::is_undefined(&bytes) {
+                encoded.push((key.to_string(), bytes));
+            }
         }
         self.cache.put_multiple(encoded, write_opts(options))?;
         Ok(())
@@ -205,13 +233,8 @@ impl KvEngine {
             Err(e) => Op::ready(Err(e.into())),
             Ok(Deleted::Known(n)) => Op::ready(Ok(n)),
             Ok(Deleted::Pending(pending)) => {
-                let lock = turn::input_lock();
                 let backend = self.backend.clone();
-                Op::io(async move {
-                    let n = pending.fetch(&*backend).await?;
-                    drop(lock);
-                    Ok(n)
-                })
+                start_io(async move { Ok(pending.fetch(&*backend).await?) }, turn::input_lock())
             }
         }
     }
@@ -226,16 +249,29 @@ impl KvEngine {
         })
     }
 
-    /// Checks `key` against the user's limits and encodes `value`.
+    /// Checks `key` against the user's limits and encodes `value`; `None` for `undefined`
+    /// (refused by a single put, skipped by a multi-key one).
+    pub(crate) fn encode_entry<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<Option<Vec<u8>>> {
+        self.check_keys([key])?;
+        let bytes = codec::encode(value)?;
+        if codec::is_undefined(&bytes) {
+            return Ok(None);
+        }
+        self.user_limits.check_value(&bytes)?;
+        Ok(Some(bytes))
+    }
+
+    /// Checks `key` against the user's limits and encodes `value` (not `undefined`).
     pub(crate) fn encode_checked<T: Serialize + ?Sized>(
         &self,
         key: &str,
         value: &T,
     ) -> Result<Vec<u8>> {
-        self.check_keys([key])?;
-        let bytes = codec::encode(value)?;
-        self.user_limits.check_value(&bytes)?;
-        Ok(bytes)
+        self.encode_entry(key, value)?.ok_or(Error::PutUndefined)
     }
 
     /// The stored bytes of `keys`, in request order (checked against the user's limits).
@@ -309,27 +345,97 @@ impl KvEngine {
             Ok(ListLookup::Pending(pending)) => {
                 let lock = if options.allow_concurrency { None } else { turn::input_lock() };
                 let backend = self.backend.clone();
-                Op::io(async move {
-                    let rows = pending.fetch(&*backend).await?;
-                    drop(lock);
-                    finish(rows)
-                })
+                map_op(start_io(async move { Ok(pending.fetch(&*backend).await?) }, lock), finish)
             }
         }
     }
 
-    /// Deletes everything but the alarm, ordered with the writes around it.
-    pub(crate) fn delete_all(&self) -> Op<()> {
-        let alarm = self.read(vec![alarm_key()], GetOptions::default());
-        let cache = self.cache.clone();
-        let finish = move |alarm: Vec<Option<Vec<u8>>>| -> Result<()> {
-            cache.delete_all(WriteOptions::default())?;
-            if let Some(Some(bytes)) = alarm.into_iter().next() {
-                cache.put(&alarm_key(), bytes, WriteOptions::default())?;
+    /// Deletes everything, at once: the cache answers "absent" from now on, and the
+    /// `deleteAll` goes to the backend in a flush started now, ordered after the writes made
+    /// before it and before those made after it. Being in flight, it is kept even if the
+    /// object is aborted later in the turn. With `keep_alarm` the alarm survives as a write
+    /// made right after the `deleteAll` (an abort in the same turn loses it, as in the
+    /// runtime); without, it is deleted too (the `delete_all_deletes_alarm` behaviour).
+    ///
+    /// The returned `Op` is ready at once, as the runtime's promise resolves at once (so
+    /// awaiting it does not end the turn); a failure of the flush breaks the output gate
+    /// and resets the object, as any failed flush does.
+    pub(crate) fn delete_all(self: &Arc<Self>, keep_alarm: bool) -> Op<()> {
+        let alarm = if keep_alarm {
+            match self.cache.lookup(&[alarm_key()], ReadOptions::default()) {
+                Ok(Lookup::Ready(mut v)) => Some(v.pop().flatten()),
+                // Not known yet: read from the backend before the deleteAll goes out.
+                Ok(Lookup::Pending(_)) => None,
+                Err(e) => return Op::ready(Err(e.into())),
             }
-            Ok(())
+        } else {
+            Some(None)
         };
-        map_op(alarm, finish)
+        if let Err(e) = self.cache.delete_all(WriteOptions::default()) {
+            return Op::ready(Err(e.into()));
+        }
+        match alarm {
+            Some(known) => {
+                drop(self.flush_now());
+                if let Some(bytes) = known
+                    && let Err(e) = self.cache.put(&alarm_key(), bytes, WriteOptions::default())
+                {
+                    return Op::ready(Err(e.into()));
+                }
+            }
+            None => {
+                // The stored alarm, read before the deleteAll's flush runs, then kept.
+                let engine = self.clone();
+                drop(start_io(
+                    async move {
+                        let stored = engine.backend.get(&[alarm_key()]).await?.pop().flatten();
+                        let flushed = engine.flush_now();
+                        if let Some(bytes) = stored {
+                            engine.cache.put(&alarm_key(), bytes, WriteOptions::default())?;
+                        }
+                        flushed.await
+                    },
+                    None,
+                ));
+            }
+        }
+        Op::ready(Ok(()))
+    }
+
+    /// Sends what is pending to the backend now, in a flush that runs whether or not anyone
+    /// awaits the returned `Op` (a completed `transaction()` and a `deleteAll()` are kept
+    /// even if the object is aborted later in the turn). Later writes go in a later flush.
+    pub(crate) fn flush_now(self: &Arc<Self>) -> Op<()> {
+        let taken = {
+            let mut flushes = self.flushes();
+            if let Some(e) = &flushes.error {
+                return Op::ready(Err(e.clone()));
+            }
+            match self.cache.take_flush() {
+                Err(e) => return Op::ready(Err(e.into())),
+                Ok(Some(flush)) => {
+                    flushes.started += 1;
+                    Some((flush, flushes.started))
+                }
+                // Nothing pending, or a flush in flight: the pending writes go in the next.
+                Ok(None) => None,
+            }
+        };
+        let engine = self.clone();
+        match taken {
+            Some((flush, seq)) => start_io(
+                async move {
+                    let result = flush.run(&*engine.backend).await;
+                    engine.finish(seq, result.map(|_| ()).map_err(Error::from));
+                    engine.wait(seq).await
+                },
+                None,
+            ),
+            None => {
+                let sync = engine.sync();
+                start_io(sync, None)
+            }
+        }
     }
 
     /// The stored alarm in milliseconds.

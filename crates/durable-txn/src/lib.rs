@@ -52,9 +52,9 @@ pub use gate::{OutputGate, OutputLock};
 pub use op::Op;
 pub use recovery::Recovery;
 pub use runtime::{
-    ALARM_FIRST_RETRY_MS, ALARM_MAX_RETRIES, Actor, AlarmInfo, Context, HandlerError, Object,
-    Opener,
+    ALARM_FIRST_RETRY_MS, ALARM_MAX_RETRIES, Actor, AlarmInfo, CRITICAL_SECTION_TIMEOUT_MESSAGE,
+    Context, HandlerError, Object, ObjectOptions, Opener,
 };
-pub use storage::{AlarmListener, GetOptions, PutOptions, Storage, TurnEnd};
+pub use storage::{AlarmListener, Compatibility, GetOptions, PutOptions, Storage, TurnEnd};
 pub use transaction::Transaction;
 pub use turn::{InputLock, in_turn, input_lock};

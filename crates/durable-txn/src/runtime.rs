@@ -31,6 +31,35 @@ use crate::turn::{self, ExecShared};
 /// An error an object's handler returns.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The message of a critical section (`block_concurrency_while`, `transaction`) that held
+/// the input gate longer than the runtime allows: the object is reset.
+pub const CRITICAL_SECTION_TIMEOUT_MESSAGE: &str = "A call to blockConcurrencyWhile() in a Durable \
+     Object waited for too long. The call was canceled and the Durable Object was reset.";
+
+/// How an object runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ObjectOptions {
+    /// How long a critical section (`block_concurrency_while`, an async `transaction`) may
+    /// hold the input gate before the object is reset with
+    /// [`CRITICAL_SECTION_TIMEOUT_MESSAGE`] (30 s, as the runtime).
+    pub critical_section_timeout: std::time::Duration,
+}
+
+impl Default for ObjectOptions {
+    fn default() -> Self {
+        ObjectOptions { critical_section_timeout: std::time::Duration::from_secs(30) }
+    }
+}
+
+impl ObjectOptions {
+    /// Sets [`critical_section_timeout`](ObjectOptions::critical_section_timeout).
+    pub fn critical_section_timeout(mut self, timeout: std::time::Duration) -> ObjectOptions {
+        self.critical_section_timeout = timeout;
+        self
+    }
+}
+
 /// How many times a failing alarm handler is retried.
 pub const ALARM_MAX_RETRIES: u32 = 6;
 /// The delay before the first retry of a failed alarm; each later retry waits twice as long.
@@ -106,20 +135,71 @@ impl<A> Context<A> {
     }
 
     /// Runs `f` with the input gate held: no other event is delivered to the object until
-    /// it finishes, even across real I/O. If `f` fails, the object resets (its callers see
-    /// the error), as in the runtime.
+    /// it finishes, even across real I/O. What the turn wrote before the call is committed
+    /// first. If `f` fails, the object resets and the event fails with the error (the code
+    /// after the call never runs, as in the runtime); so does a section that holds the gate
+    /// longer than the object's
+    /// [`critical_section_timeout`](ObjectOptions::critical_section_timeout) (30 s), with
+    /// [`CRITICAL_SECTION_TIMEOUT_MESSAGE`]. The `Err` this returns is only the refusal to
+    /// start (nested too deeply, storage no longer accessible).
     pub async fn block_concurrency_while<T, E, Fut>(&self, f: Fut) -> Result<T, E>
     where
         Fut: Future<Output = Result<T, E>>,
         E: From<Error> + std::fmt::Display,
     {
         let lock = turn::critical_section()?;
-        let result = f.await;
+        self.storage.commit_before_critical_section()?;
+        let result = match within_critical_timeout::<_, E>(f).await {
+            Ok(result) => result,
+            Err(_timed_out) => return reset_pending().await,
+        };
         if let Err(e) = &result {
             turn::request_reset(Error::Aborted(e.to_string()));
+            return reset_pending().await;
         }
         drop(lock);
         result
+    }
+
+    /// Resolves once everything the object wrote before the call is durable: the running
+    /// turn ends (awaiting this ends it), its writes commit, and the output gate lets its
+    /// results through. Await it before a side effect that must not escape before those
+    /// writes are safe (an HTTP request, a message on a channel), as the runtime holds
+    /// outgoing messages. Calls to other objects ([`Object::call`] made inside an event)
+    /// wait for it by themselves. Fails when a commit failed (the object is being reset).
+    pub async fn output_gate(&self) -> Result<()> {
+        match turn::output_gate_waiter() {
+            Some(rx) => match rx.await {
+                Ok(None) => Ok(()),
+                Ok(Some(error)) => Err(error),
+                // The object was reset before the gate passed.
+                Err(_) => Err(Error::NoLongerAccessible),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+/// What code waits on once it has asked for its object's reset, inside a turn: nothing
+/// (the runtime resets the object after this poll and drops the event; outside the runtime
+/// there is no reset to wait for, and this never happens).
+pub(crate) async fn reset_pending<T>() -> T {
+    std::future::pending().await
+}
+
+/// Runs a critical section's future under the running object's timeout: on expiry the
+/// object resets and the section fails with [`CRITICAL_SECTION_TIMEOUT_MESSAGE`].
+pub(crate) async fn within_critical_timeout<T, E: From<Error>>(
+    f: impl Future<Output = T>,
+) -> Result<T, E> {
+    let Some(limit) = turn::critical_timeout() else { return Ok(f.await) };
+    match tokio::time::timeout(limit, f).await {
+        Ok(value) => Ok(value),
+        Err(_) => {
+            let error = Error::CriticalSectionTimedOut;
+            turn::request_reset(error.clone());
+            Err(E::from(error))
+        }
     }
 }
 
@@ -179,6 +259,18 @@ impl<A: Actor> Object<A> {
         open: impl Fn() -> Result<Storage> + Send + Sync + 'static,
         make: impl Fn(&Storage) -> A + Send + Sync + 'static,
     ) -> Object<A> {
+        Object::spawn_with(open, make, ObjectOptions::default())
+    }
+
+    /// [`spawn`](Object::spawn) with options.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn spawn_with(
+        open: impl Fn() -> Result<Storage> + Send + Sync + 'static,
+        make: impl Fn(&Storage) -> A + Send + Sync + 'static,
+        options: ObjectOptions,
+    ) -> Object<A> {
         let (tx, rx) = mpsc::unbounded_channel();
         let driver = Driver {
             rx,
@@ -191,7 +283,9 @@ impl<A: Actor> Object<A> {
             next_id: 0,
             gate: OutputGate::new(),
             closed: false,
+            closing: None,
             alarm: AlarmState::default(),
+            options,
         };
         tokio::spawn(driver);
         Object { tx }
@@ -200,7 +294,17 @@ impl<A: Actor> Object<A> {
     /// Delivers an event: runs `f` as the object's code, in turns, and returns its result
     /// once every write it depends on is durable. Fails when the object was reset while the
     /// event was in flight (the result is then lost, as the runtime loses it).
-    pub async fn call<F, Fut, R>(&self, f: F) -> Result<R>
+    ///
+    /// The call is made when `call` is called, not when its future is first polled: the
+    /// event is queued at once (a call nobody awaits still runs, as a JavaScript `fetch`
+    /// does). Made from inside another object's event, it is an outgoing message: it is
+    /// delivered only once the caller's writes made before it are durable (the caller's
+    /// output gate), as the runtime holds outgoing requests; if the caller's commit fails or
+    /// it is reset first, the message is never delivered and the call fails.
+    pub fn call<F, Fut, R>(
+        &self,
+        f: F,
+    ) -> impl Future<Output = Result<R>> + Send + use<A, F, Fut, R>
     where
         F: FnOnce(Context<A>) -> Fut + Send + 'static,
         Fut: Future<Output = R> + Send + 'static,
@@ -224,8 +328,31 @@ impl<A: Actor> Object<A> {
                 let _ = tx.send(Err(e));
             }
         });
-        self.tx.send(Command::Call { start, fail }).map_err(|_| Error::RuntimeStopped)?;
-        rx.await.unwrap_or(Err(Error::RuntimeStopped))
+        match turn::output_gate_waiter() {
+            // A plain call: the event is queued now.
+            None => send(&self.tx, start, fail),
+            // An outgoing message: queued once the caller's output gate lets it through.
+            Some(gate) => {
+                let object = self.tx.clone();
+                tokio::spawn(async move {
+                    match gate.await {
+                        Ok(None) => send(&object, start, fail),
+                        Ok(Some(error)) => fail(error),
+                        Err(_) => fail(Error::NoLongerAccessible),
+                    }
+                });
+            }
+        }
+        async move { rx.await.unwrap_or(Err(Error::RuntimeStopped)) }
+    }
+}
+
+/// Queues an event; a stopped runtime fails it.
+fn send<A: Actor>(object: &mpsc::UnboundedSender<Command<A>>, start: Start<A>, fail: Fail) {
+    if let Err(mpsc::error::SendError(Command::Call { fail, .. })) =
+        object.send(Command::Call { start, fail })
+    {
+        fail(Error::RuntimeStopped);
     }
 }
 
@@ -285,7 +412,10 @@ struct Driver<A: Actor> {
     next_id: u64,
     gate: OutputGate,
     closed: bool,
+    /// The last commits becoming durable, once the runtime is closing.
+    closing: Option<crate::op::Op<()>>,
     alarm: AlarmState,
+    options: ObjectOptions,
 }
 
 /// Turns polled before the driver yields to other tasks.
@@ -296,8 +426,9 @@ impl<A: Actor> Driver<A> {
         if self.instance.is_none() {
             let storage = (self.open)()?;
             let actor = Arc::new((self.make)(&storage));
-            self.instance =
-                Some(Instance { storage, actor, exec: Arc::new(ExecShared::default()) });
+            let exec = Arc::new(ExecShared::default());
+            exec.lock().critical_timeout = Some(self.options.critical_section_timeout);
+            self.instance = Some(Instance { storage, actor, exec });
             self.alarm = AlarmState::default();
             self.refresh_alarm();
         }
@@ -500,13 +631,26 @@ impl<A: Actor> Driver<A> {
             }
         }
         self.refresh_alarm();
+        // Code that waits for the output gate (outgoing calls, `Context::output_gate`) is
+        // let through exactly as results are.
+        let waiters = std::mem::take(&mut exec.lock().gate_waiters);
+        for waiter in waiters {
+            self.release(Box::new(move |broken| {
+                let _ = waiter.send(broken);
+            }));
+        }
         if let Some(deliver) = outcome {
-            if self.gate.is_idle() {
-                deliver(self.gate.broken());
-            } else {
-                let wait = self.gate.wait();
-                tokio::spawn(async move { deliver(wait.await.err()) });
-            }
+            self.release(deliver);
+        }
+    }
+
+    /// Hands `deliver` what the output gate says once every commit made so far is durable.
+    fn release(&self, deliver: Deliver) {
+        if self.gate.is_idle() {
+            deliver(self.gate.broken());
+        } else {
+            let wait = self.gate.wait();
+            tokio::spawn(async move { deliver(wait.await.err()) });
         }
     }
 
@@ -583,11 +727,28 @@ impl<A: Actor> Future for Driver<A> {
             }
         }
         if this.closed && this.events.is_empty() {
-            if let Some(instance) = this.instance.take()
-                && let Err(error) = instance.storage.end_turn()
+            // The last commit, then every commit made durable, awaited here rather than in
+            // the storage's drop: a flush in flight may need this very thread to finish.
+            if this.closing.is_none()
+                && let Some(instance) = &this.instance
             {
-                tracing::warn!(%error, "final commit failed");
+                let storage = instance.storage.clone();
+                let last = storage.end_turn();
+                this.closing = Some(crate::op::Op::io(async move {
+                    if let TurnEnd::Flushing { durable, .. } = last? {
+                        durable.await?;
+                    }
+                    storage.sync().await
+                }));
             }
+            if let Some(closing) = this.closing.as_mut() {
+                match Pin::new(closing).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(error)) => tracing::warn!(%error, "final commit failed"),
+                    Poll::Ready(Ok(())) => {}
+                }
+            }
+            this.instance = None;
             return Poll::Ready(());
         }
         Poll::Pending

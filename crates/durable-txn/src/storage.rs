@@ -40,6 +40,35 @@ pub struct PutOptions {
     pub no_cache: bool,
 }
 
+/// Behaviours the runtime changed at a compatibility date, and which ones a storage follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Compatibility {
+    /// `delete_all()` deletes the alarm too: the runtime's `delete_all_deletes_alarm`
+    /// compatibility flag, on by default from compatibility date 2026-02-24 (and so the
+    /// default here). Off, the alarm survives `delete_all()`, as for earlier dates.
+    pub delete_all_deletes_alarm: bool,
+}
+
+impl Default for Compatibility {
+    fn default() -> Self {
+        Compatibility { delete_all_deletes_alarm: true }
+    }
+}
+
+impl Compatibility {
+    /// The behaviours of the runtime at compatibility date `year-month-day`.
+    pub fn for_date(year: u16, month: u8, day: u8) -> Compatibility {
+        Compatibility { delete_all_deletes_alarm: (year, month, day) >= (2026, 2, 24) }
+    }
+
+    /// Sets [`delete_all_deletes_alarm`](Compatibility::delete_all_deletes_alarm).
+    pub fn delete_all_deletes_alarm(mut self, on: bool) -> Compatibility {
+        self.delete_all_deletes_alarm = on;
+        self
+    }
+}
+
 /// How the end of a turn went for storage.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -130,6 +159,11 @@ pub(crate) struct State {
     told: Option<Option<i64>>,
     /// The object's point-in-time recovery, when the host provides one.
     recovery: Option<Arc<dyn Recovery>>,
+    /// `delete_all()` deletes the alarm too ([`Compatibility`]).
+    pub(crate) delete_all_deletes_alarm: bool,
+    /// `sync()` calls made during the running turn: each is handed the turn's durability
+    /// once the turn ends and commits.
+    turn_syncs: Vec<tokio::sync::oneshot::Sender<Op<()>>>,
     /// Commits made since the last end of turn that may still wait to be durable
     /// (SQLite-backed storage): the last one's sequence number, and whether any of them
     /// held a confirmed write.
@@ -150,6 +184,8 @@ impl Default for State {
             listener: None,
             told: None,
             recovery: None,
+            delete_all_deletes_alarm: Compatibility::default().delete_all_deletes_alarm,
+            turn_syncs: Vec::new(),
             unsynced: None,
         }
     }
@@ -377,15 +413,19 @@ impl Storage {
             return Op::ready(Err(Error::DeleteAllInTransaction));
         }
         match &self.inner.engine {
-            Engine::Sqlite { db, kv, .. } => Op::ready(Self::delete_all_sqlite(db, kv)),
-            Engine::Kv(engine) => engine.delete_all(),
+            Engine::Sqlite { db, kv, .. } => {
+                let keep_alarm = !self.state().delete_all_deletes_alarm;
+                Op::ready(Self::delete_all_sqlite(db, kv, keep_alarm))
+            }
+            Engine::Kv(engine) => engine.delete_all(!self.state().delete_all_deletes_alarm),
         }
     }
 
-    fn delete_all_sqlite(db: &Database, kv: &Kv) -> Result<()> {
+    fn delete_all_sqlite(db: &Database, kv: &Kv, keep_alarm: bool) -> Result<()> {
         // The alarm as this turn sees it (an uncommitted `set_alarm` included) survives, as
-        // the runtime rewrites its cached alarm into the fresh database.
-        let alarm = alarm::read(db)?;
+        // the runtime rewrites its cached alarm into the fresh database (unless
+        // `delete_all_deletes_alarm`).
+        let alarm = if keep_alarm { alarm::read(db)? } else { None };
         db.rollback()?;
         kv.delete_all()?;
         if let Some(ns) = alarm {
@@ -490,11 +530,27 @@ impl Storage {
         transaction::run(self, f).await
     }
 
-    /// Resolves once everything written before the call is durable: outside an explicit
-    /// transaction this commits the open implicit transaction now.
+    /// Resolves once everything written before the call is durable.
+    ///
+    /// Under the object runtime `sync()` belongs to the turn, as in the runtime: it commits
+    /// nothing by itself; awaiting it ends the turn, whose commit it then waits for (so an
+    /// `abort()` later in the same turn still discards what was written before an
+    /// un-awaited `sync()`). Without the runtime it is the explicit commit point: outside an
+    /// explicit transaction it commits the open implicit transaction now.
     pub fn sync(&self) -> Op<()> {
         if let Err(e) = self.check_usable() {
             return Op::ready(Err(e));
+        }
+        if crate::turn::in_turn() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.state().turn_syncs.push(tx);
+            return Op::io(async move {
+                match rx.await {
+                    Ok(durable) => durable.await,
+                    // The object was reset before the turn ended.
+                    Err(_) => Err(Error::NoLongerAccessible),
+                }
+            });
         }
         match &self.inner.engine {
             Engine::Sqlite { db, .. } => {
@@ -528,6 +584,35 @@ impl Storage {
     ///
     /// A failed commit is returned; the transaction is rolled back.
     pub fn end_turn(&self) -> Result<TurnEnd> {
+        let end = self.end_turn_commit();
+        self.release_turn_syncs(&end);
+        end
+    }
+
+    /// Hands the `sync()` calls of the turn that just ended what they wait for: everything
+    /// committed so far becoming durable (or the commit's failure). Inside an explicit
+    /// transaction that is what was committed before it (its own writes commit when it
+    /// ends; waiting for them would wait for ever).
+    fn release_turn_syncs(&self, end: &Result<TurnEnd>) {
+        let waiters = std::mem::take(&mut self.state().turn_syncs);
+        for waiter in waiters {
+            let durable = match end {
+                Err(e) => Op::ready(Err(e.clone())),
+                Ok(_) => self.durable_so_far(),
+            };
+            let _ = waiter.send(durable);
+        }
+    }
+
+    /// Resolves once every commit (or flush) made so far is durable.
+    fn durable_so_far(&self) -> Op<()> {
+        match &self.inner.engine {
+            Engine::Sqlite { db, durable, .. } => durable.wait(db.commit_progress().committed),
+            Engine::Kv(engine) => engine.sync(),
+        }
+    }
+
+    fn end_turn_commit(&self) -> Result<TurnEnd> {
         // Inside an explicit transaction nothing commits; on SQLite, commits made before it
         // (the turn's earlier writes) may still wait for their sync, so it goes on.
         if !self.is_sqlite() && !self.state().txns.is_empty() {
@@ -612,6 +697,11 @@ impl Storage {
         }
     }
 
+    /// Follows the runtime's behaviours of a compatibility date ([`Compatibility`]).
+    pub fn set_compatibility(&self, compatibility: Compatibility) {
+        self.state().delete_all_deletes_alarm = compatibility.delete_all_deletes_alarm;
+    }
+
     /// Installs the object's point-in-time recovery (`None` removes it): what the bookmark
     /// calls answer with. Without one they answer with the runtime's "does not implement
     /// point-in-time recovery" error, as KV-backed objects do.
@@ -627,26 +717,75 @@ impl Storage {
         }
     }
 
+    /// A commit that failed inside a turn of the object runtime resets the object, wherever
+    /// the commit ran (the end of the turn, `transaction()`, a bookmark call): the event
+    /// fails with `error`, the code after the call never runs (this never resolves), and
+    /// the next event runs on a fresh instance. Without the runtime it is `error`.
+    pub(crate) async fn commit_failed(&self, error: Error) -> Error {
+        if crate::turn::request_reset(error.clone()) {
+            return crate::runtime::reset_pending().await;
+        }
+        error
+    }
+
+    /// Commits the turn's writes before a critical section (`block_concurrency_while`), as
+    /// the runtime does; the KV-backed engine hands them to a flush. A failed commit resets
+    /// the object.
+    pub(crate) fn commit_before_critical_section(&self) -> Result<()> {
+        match &self.inner.engine {
+            Engine::Sqlite { .. } => {
+                if let Err(e) = self.commit_if_idle(false) {
+                    crate::turn::request_reset(e.clone());
+                    return Err(e);
+                }
+                Ok(())
+            }
+            // The KV-backed engine sends them to the backend now.
+            Engine::Kv(engine) => {
+                if self.state().txns.is_empty() {
+                    drop(engine.flush_now());
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Commits what was written before the call and makes it durable now, on this thread: a
-    /// bookmark names durable history.
-    fn commit_durably(&self) -> Result<()> {
-        self.commit_if_idle(true)?;
-        match self.sql()?.sync() {
+    /// bookmark names durable history. `Err(None)`: the commit failed inside a turn and the
+    /// object is being reset (the call must never resolve).
+    fn commit_durably(&self) -> std::result::Result<(), Option<Error>> {
+        if let Err(e) = self.commit_if_idle(true) {
+            return Err(if crate::turn::request_reset(e.clone()) { None } else { Some(e) });
+        }
+        match self.sql().map_err(Some)?.sync() {
             Ok(()) => {
                 self.state().unsynced = None;
                 Ok(())
             }
-            Err(e) => Err(Error::WriteFailed(e.to_string())),
+            Err(e) => Err(Some(Error::WriteFailed(e.to_string()))),
+        }
+    }
+
+    /// A bookmark call: commits durably first, then asks the recovery provider.
+    fn with_durable_history<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Recovery) -> Result<T>,
+    ) -> Op<T> {
+        let recovery = match self.recovery() {
+            Ok(r) => r,
+            Err(e) => return Op::ready(Err(e)),
+        };
+        match self.commit_durably() {
+            Ok(()) => Op::ready(f(&*recovery)),
+            Err(Some(e)) => Op::ready(Err(e)),
+            Err(None) => Op::io(crate::runtime::reset_pending()),
         }
     }
 
     /// A bookmark naming the object's current state (`getCurrentBookmark()`): what was
     /// written before the call is committed first.
     pub fn current_bookmark(&self) -> Op<String> {
-        Op::ready(self.recovery().and_then(|r| {
-            self.commit_durably()?;
-            r.current_bookmark()
-        }))
+        self.with_durable_history(|r| r.current_bookmark())
     }
 
     /// The bookmark of the latest commit at or before `time_ms` (milliseconds since the
@@ -663,10 +802,7 @@ impl Storage {
     /// before the call is committed first. The restore happens when the object next opens:
     /// after `ctx.abort()`, or once it is closed.
     pub fn on_next_session_restore_bookmark(&self, bookmark: &str) -> Op<String> {
-        Op::ready(self.recovery().and_then(|r| {
-            self.commit_durably()?;
-            r.on_next_session_restore_bookmark(bookmark)
-        }))
+        self.with_durable_history(|r| r.on_next_session_restore_bookmark(bookmark))
     }
 
     /// Installs `listener`, told the committed alarm now and after every commit that changes

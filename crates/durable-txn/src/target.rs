@@ -3,7 +3,7 @@
 //! storage, that transaction's overlay. `Storage` resolves the target once per call; each
 //! operation is written here once, one arm per engine.
 
-use durable_kv::{Kv, ListOptions};
+use durable_kv::{Kv, ListOptions, codec};
 use durable_sql::Database;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -63,7 +63,14 @@ impl Target<'_> {
         options: PutOptions,
     ) -> Result<()> {
         match self {
-            Target::Sqlite { db, kv } => Ok(write_as(db, options, || kv.put(key, value))?),
+            Target::Sqlite { db, kv } => {
+                kv.limits().check_key(key)?;
+                let bytes = codec::encode(value)?;
+                if codec::is_undefined(&bytes) {
+                    return Err(Error::PutUndefined);
+                }
+                Ok(write_as(db, options, || kv.put_raw(key, &bytes))?)
+            }
             Target::Kv(engine) => engine.put(key, value, options),
             Target::KvTransaction(txn) => txn.put_with(key, value, options).wait(),
         }
@@ -75,7 +82,19 @@ impl Target<'_> {
         options: PutOptions,
     ) -> Result<()> {
         match self {
-            Target::Sqlite { db, kv } => Ok(write_as(db, options, || kv.put_multiple(entries))?),
+            Target::Sqlite { db, kv } => {
+                kv.limits().check_count(entries.len())?;
+                let mut encoded = Vec::with_capacity(entries.len());
+                for (key, value) in entries {
+                    kv.limits().check_key(key)?;
+                    let bytes = codec::encode(value)?;
+                    // `undefined` values are skipped, as the runtime skips them.
+                    if !codec::is_undefined(&bytes) {
+                        encoded.push((*key, bytes));
+                    }
+                }
+                Ok(write_as(db, options, || kv.put_multiple_raw(&encoded))?)
+            }
             Target::Kv(engine) => engine.put_multiple(entries, options),
             Target::KvTransaction(txn) => txn.put_multiple(entries).wait(),
         }

@@ -212,9 +212,12 @@ impl Transaction {
         let Some(engine) = self.kv_engine() else {
             return self.guarded("put()", |s| s.put_multiple(entries));
         };
+        // `undefined` values are skipped, as the runtime skips them.
         let encoded: Result<Vec<(String, Vec<u8>)>> = entries
             .iter()
-            .map(|(k, v)| Ok((k.to_string(), engine.encode_checked(k, v)?)))
+            .filter_map(|(k, v)| {
+                engine.encode_entry(k, v).map(|e| e.map(|bytes| (k.to_string(), bytes))).transpose()
+            })
             .collect();
         Op::ready(self.usable("put()").and(encoded).map(|encoded| {
             let mut overlay = self.shared.overlay();
@@ -431,8 +434,11 @@ where
     };
     if kv.is_none() {
         if depth == 0 {
-            // Writes made earlier in this turn commit on their own, before the transaction.
-            storage.commit_now().map_err(Error::from)?;
+            // Writes made earlier in this turn commit on their own, before the transaction;
+            // a failed commit resets the object, as at the end of a turn.
+            if let Err(e) = storage.commit_now() {
+                return Err(E::from(storage.commit_failed(e.into()).await));
+            }
         }
         let db = storage.sql()?.clone();
         db.internal(|i| {
@@ -449,12 +455,18 @@ where
     });
     storage.state().txns.push(shared.clone());
     let level = Level { storage: storage.clone(), shared: shared.clone() };
-    let outcome = f(Transaction { storage: storage.clone(), shared: shared.clone() }).await;
+    // The closure holds the input gate: it gets the critical section's time limit.
+    let closure = f(Transaction { storage: storage.clone(), shared: shared.clone() });
+    let outcome = match crate::runtime::within_critical_timeout::<_, Error>(closure).await {
+        Ok(outcome) => outcome,
+        // The object is being reset: nothing after the call runs.
+        Err(_timed_out) => return crate::runtime::reset_pending().await,
+    };
     let phase = shared.phase();
     shared.set(Phase::Finished);
     let result = match (outcome, phase) {
         (outcome, Phase::RolledBack) => outcome,
-        (Ok(value), _) => match commit_level(storage, &shared, kv.as_deref()) {
+        (Ok(value), _) => match commit_level(storage, &shared, kv.as_ref()) {
             Ok(()) => Ok(value),
             Err(e) => {
                 rollback_savepoint(storage, &shared);
@@ -471,16 +483,14 @@ where
         && kv.is_none()
         && let Err(e) = storage.commit_now()
     {
-        let error = Error::from(e);
-        turn::request_reset(error.clone());
-        return Err(E::from(error));
+        return Err(E::from(storage.commit_failed(Error::from(e)).await));
     }
     result
 }
 
 /// Keeps a finished level's writes: releases its savepoint (SQLite), or hands its overlay
 /// to its parent or, at the root, to the cache as one turn's writes (KV-backed).
-fn commit_level(storage: &Storage, shared: &TxnShared, kv: Option<&KvEngine>) -> Result<()> {
+fn commit_level(storage: &Storage, shared: &TxnShared, kv: Option<&Arc<KvEngine>>) -> Result<()> {
     match kv {
         None => Ok(storage.sql()?.internal(|i| i.release(&shared.savepoint()))?),
         Some(engine) => {
@@ -490,7 +500,9 @@ fn commit_level(storage: &Storage, shared: &TxnShared, kv: Option<&KvEngine>) ->
                     parent.overlay().extend(writes);
                     Ok(())
                 }
-                None => engine.apply(writes),
+                // The root's writes go to the backend now: a completed transaction is kept
+                // even if the object is aborted later in the turn.
+                None => engine.apply(writes).map(|()| drop(engine.flush_now())),
             }
         }
     }

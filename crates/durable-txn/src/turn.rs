@@ -32,8 +32,14 @@ pub(crate) struct ExecState {
     pub critical_depth: usize,
     /// The driver's waker.
     pub driver: Option<Waker>,
-    /// A reset the object's code asked for (abort, failed critical section).
+    /// A reset the object's code asked for (abort, failed critical section, failed commit).
     pub reset: Option<Error>,
+    /// Code waiting for the output gate to pass everything written before it (told once the
+    /// running turn has ended and its commit, with every earlier one, is durable).
+    pub gate_waiters: Vec<tokio::sync::oneshot::Sender<Option<Error>>>,
+    /// How long a critical section (`block_concurrency_while`, `transaction`) may hold the
+    /// input gate before the object is reset.
+    pub critical_timeout: Option<std::time::Duration>,
 }
 
 impl ExecShared {
@@ -150,6 +156,22 @@ pub fn input_lock() -> Option<InputLock> {
 /// refusing to nest deeper than the runtime allows.
 pub(crate) fn critical_section() -> Result<Option<InputLock>, Error> {
     InputLock::take(true)
+}
+
+/// A receiver told (`None`: passed; `Some`: the gate broke) once everything written before
+/// the call is durable: the running turn has ended, its writes committed, and every commit
+/// up to it is durable. `None` outside the object runtime.
+pub(crate) fn output_gate_waiter() -> Option<tokio::sync::oneshot::Receiver<Option<Error>>> {
+    let (shared, _) = CURRENT.with(|c| c.borrow().clone())?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    shared.lock().gate_waiters.push(tx);
+    Some(rx)
+}
+
+/// How long a critical section of the running object may hold the input gate.
+pub(crate) fn critical_timeout() -> Option<std::time::Duration> {
+    let (shared, _) = CURRENT.with(|c| c.borrow().clone())?;
+    shared.lock().critical_timeout
 }
 
 /// Asks the runtime to reset the object once the running turn ends: every event in flight

@@ -22,3 +22,5 @@ mod runtime;
 mod storage;
 #[path = "txn/transaction.rs"]
 mod transaction;
+#[path = "txn/turns.rs"]
+mod turns;

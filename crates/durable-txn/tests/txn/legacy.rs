@@ -7,7 +7,7 @@ use std::time::Duration;
 use durable_backend::cache::CacheOptions;
 use durable_backend::{FaultyBackend, KvBackend, MemoryBackend, Op as Call};
 use durable_kv::ListOptions;
-use durable_txn::{Error, Object, PutOptions, Storage, Transaction};
+use durable_txn::{Compatibility, Error, Object, PutOptions, Storage, Transaction};
 use tokio::sync::Semaphore;
 
 use crate::support::Plain;
@@ -250,11 +250,20 @@ fn transactions_keep_private_writes_until_they_commit() {
 }
 
 #[test]
-fn the_alarm_lives_beside_the_data_and_survives_delete_all() {
+fn the_alarm_lives_beside_the_data_and_delete_all_follows_the_compatibility_flag() {
     rt().block_on(async {
         let backend = faulty();
         {
             let s = storage(&backend);
+            s.set_alarm(4_000_000_000_000).await.unwrap();
+            s.put("x", &1i64);
+            s.delete_all().await.unwrap();
+            s.sync().await.unwrap();
+            assert_eq!(s.get_alarm().await.unwrap(), None, "delete_all_deletes_alarm is on");
+        }
+        {
+            let s = storage(&backend);
+            assert_eq!(s.get_alarm().await.unwrap(), None);
             s.put("x", &1i64);
             s.set_alarm(4_000_000_000_000).await.unwrap();
             s.sync().await.unwrap();
@@ -264,11 +273,12 @@ fn the_alarm_lives_beside_the_data_and_survives_delete_all() {
         let listed: Vec<(String, i64)> =
             s.list(&ListOptions { limit: Some(1), ..Default::default() }).await.unwrap();
         assert_eq!(listed, vec![("x".to_string(), 1)], "the alarm never shows in a list");
+        s.set_compatibility(Compatibility::for_date(2026, 1, 1));
         s.delete_all().await.unwrap();
         s.sync().await.unwrap();
         let s = storage(&backend);
         assert_eq!(s.get::<i64>("x").await.unwrap(), None);
-        assert_eq!(s.get_alarm().await.unwrap(), Some(4_000_000_000_000));
+        assert_eq!(s.get_alarm().await.unwrap(), Some(4_000_000_000_000), "flag off: kept");
     });
 }
 

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use durable_kv::ListOptions;
-use durable_txn::{Error, PutOptions, Storage};
+use durable_txn::{Compatibility, Error, PutOptions, Storage};
 
 use crate::support::{Dir, count_commits, read_i64};
 
@@ -81,9 +81,14 @@ fn transaction_sync_spans_sql_and_kv_and_rolls_back_both() {
 }
 
 #[test]
-fn delete_all_discards_uncommitted_writes_keeps_the_alarm_and_sql_tables_go() {
+fn delete_all_discards_uncommitted_writes_and_sql_tables_and_the_alarm_per_the_flag() {
     let dir = Dir::new();
     let storage = dir.open();
+    storage.set_alarm(4_000_000_000_000).now().ok().unwrap().unwrap();
+    storage.delete_all().now().ok().unwrap().unwrap();
+    assert_eq!(storage.get_alarm().now().ok().unwrap().unwrap(), None, "flag on by default");
+    // Before compatibility date 2026-02-24 the alarm survives delete_all().
+    storage.set_compatibility(Compatibility::for_date(2026, 1, 1));
     storage.sql().unwrap().exec("CREATE TABLE t (x)", &[]).unwrap();
     storage.put("a", &1i64);
     storage.set_alarm(4_000_000_000_000).now().ok().unwrap().unwrap();
