@@ -508,7 +508,7 @@ pub fn run(env: &mut Env, object: &str) -> Result<()> {
     storage.delete_all().wait()?;
     storage.sync().wait()?;
     s.step(
-        "deleteAll: start from an empty object (the alarm is kept)",
+        "deleteAll: start from an empty object (the alarm goes too, delete_all_deletes_alarm)",
         "storage.delete_all().await?; storage.sync().await?",
         "Ok(())",
     )?;

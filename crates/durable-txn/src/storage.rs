@@ -403,7 +403,8 @@ impl Storage {
     }
 
     /// Deletes everything: every key, every SQL table, the object's whole database. Writes
-    /// not yet committed are discarded first. The alarm is kept, as the runtime keeps it.
+    /// not yet committed are discarded first. The alarm is deleted too unless the storage
+    /// follows a compatibility date before 2026-02-24 ([`Compatibility`]), as in the runtime.
     /// Refused inside an async [`transaction`](Storage::transaction).
     pub fn delete_all(&self) -> Op<()> {
         if let Err(e) = self.check_usable() {
