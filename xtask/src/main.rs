@@ -1,9 +1,10 @@
 //! `cargo xtask`: the project's checks and chores in one entry point.
 //!
 //! - `cargo xtask ci`: formatting, clippy with `-D warnings`, every test (doc tests
-//!   included), the S3 archive tests (durable-pitr's `s3-tests` feature), the layering and tidy
-//!   checks, the conformance suite (with the slow cases of `tests/cases-slow`), a crash run, a load run, the examples, `cargo doc` without
-//!   warnings, and the benchmarks with `--quick`.
+//!   included), the S3 tests (the `s3-tests` features of durable-pitr, durable-storage and
+//!   durable-cli), the layering and tidy checks, the conformance suite (with the slow cases of
+//!   `tests/cases-slow`), a crash run, a load run, the examples, `cargo doc` without warnings,
+//!   and the benchmarks with `--quick`.
 //! - `cargo xtask conformance [--cases DIR]`: runs the op-script cases (default: the
 //!   vendored copy in `tests/cases`) and prints `N passed, N failed, N skipped` last.
 //! - `cargo xtask crash [--iterations N] [--pitr] [--seed N]`: kills a writing child process with
@@ -53,10 +54,13 @@ fn ci() -> Result<(), String> {
     // The archive over real HTTP with signed requests, against an S3-compatible server the
     // tests start on 127.0.0.1 (s3s-fs): behind a feature because the AWS client takes
     // minutes to build, so CI builds it here, once.
-    let mut s3 = cargo();
-    s3.args(["test", "--package", "durable-pitr", "--features", "s3-tests", "--test", "pitr"]);
-    s3.arg("s3");
-    run("S3 archive tests", s3)?;
+    for (package, test) in
+        [("durable-pitr", "pitr"), ("durable-storage", "storage"), ("durable-cli", "cli")]
+    {
+        let mut s3 = cargo();
+        s3.args(["test", "--package", package, "--features", "s3-tests", "--test", test, "s3"]);
+        run(&format!("S3 tests of {package}"), s3)?;
+    }
     conformance(&[])?;
     // Cases that wait out the runtime's real 30-second limits (about two minutes).
     conformance(&["--cases".into(), root().join("tests/cases-slow").display().to_string()])?;

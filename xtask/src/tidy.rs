@@ -24,6 +24,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["durable-sql", "durable-kv", "durable-backend", "durable-txn", "durable-pitr"],
     ),
     ("durable-cli", &["durable-storage"]),
+    // Test infrastructure: an S3 server for the tests, depending on no layer.
+    ("durable-s3-server", &[]),
     (
         "durable-conformance",
         &[
@@ -37,6 +39,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("xtask", &[]),
 ];
+
+/// Test infrastructure any crate may depend on, optionally (turned on only by a test feature
+/// such as `s3-tests`), without that being a layer edge.
+const TEST_INFRA: &[&str] = &["durable-s3-server"];
 
 /// The crates that know nothing of tokio (DESIGN.md): they do not depend on it in any
 /// table, and nothing they link (their normal dependencies, transitively) does.
@@ -96,7 +102,13 @@ pub fn dependency_problems(metadata: &Json) -> Vec<String> {
             };
             // A dev-dependency on itself only turns on the crate's own test features.
             let itself = dep_name == name && kind == " (dev)";
-            if internal.contains(&dep_name) && !allowed.contains(&dep_name) && !itself {
+            let test_infra =
+                TEST_INFRA.contains(&dep_name) && dep["optional"].as_bool() == Some(true);
+            if internal.contains(&dep_name)
+                && !allowed.contains(&dep_name)
+                && !itself
+                && !test_infra
+            {
                 problems
                     .push(format!("{name} depends on {dep_name}{kind}, a layer it may not use"));
             }

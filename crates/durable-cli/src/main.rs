@@ -21,14 +21,13 @@ mod shell;
 mod sql;
 mod time;
 mod tour;
-mod url;
 mod values;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use durable_storage::{Namespace, NamespaceOptions, StorageHandle};
+use durable_storage::{Archive, ArchiveStore, Namespace, NamespaceOptions, StorageHandle};
 
 use crate::error::{Error, Result};
 use crate::out::Out;
@@ -44,8 +43,9 @@ struct Cli {
     /// The data directory: one database file per object.
     #[arg(long, global = true, value_name = "DIR", default_value = "durable-data")]
     data: PathBuf,
-    /// Where history is archived: a folder path (default: `archive/` in the data directory)
-    /// or `s3://bucket/prefix` in builds with S3 support.
+    /// Where history is archived: a folder path (default: `archive/` in the data directory),
+    /// `file:///path`, or an object store URL: `s3://bucket/prefix` (builds with the `s3`
+    /// feature; settings from `AWS_*` variables), `gs://` (`gcs`), `az://` (`azure`).
     #[arg(long, global = true, value_name = "URL")]
     archive: Option<String>,
     /// Print results as JSON documents, one per line.
@@ -128,50 +128,20 @@ enum Command {
     },
 }
 
-/// Where the archive lives, from `--archive`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ArchiveLocation {
-    /// A local folder.
-    Local(PathBuf),
-    /// An S3 bucket and prefix (`s3://bucket/prefix`), credentials from the environment.
-    #[cfg(feature = "s3")]
-    S3(url::S3Location),
-}
-
-/// Checks `--archive` (default: `DATA/archive`).
-fn archive_location(data: &Path, url: Option<&str>) -> Result<ArchiveLocation> {
-    let Some(url) = url else { return Ok(ArchiveLocation::Local(data.join("archive"))) };
-    if let Some(location) = url::parse_s3(url) {
-        let location = location.map_err(Error::msg)?;
-        #[cfg(feature = "s3")]
-        return Ok(ArchiveLocation::S3(location));
-        #[cfg(not(feature = "s3"))]
-        return Err(Error::msg(format!(
-            "--archive {url} (bucket {:?}, prefix {:?}): this build of durable has no S3 \
-             support (build with `--features s3`); use a local folder",
-            location.bucket, location.prefix
-        )));
+/// The namespace's archive from `--archive` (default: `DATA/archive`, the namespace's own).
+fn archive_option(url: Option<&str>) -> Result<Archive> {
+    match url {
+        None => Ok(Archive::Local),
+        Some(url) => Ok(Archive::Store(ArchiveStore::from_url(url)?)),
     }
-    if let Some((scheme, _)) = url.split_once("://")
-        && scheme != "file"
-    {
-        return Err(Error::msg(format!(
-            "--archive {url}: unknown scheme {scheme:?} (give a folder or file:///path)"
-        )));
-    }
-    let path = url.strip_prefix("file://").unwrap_or(url);
-    if path.is_empty() {
-        return Err(Error::msg("--archive: empty path"));
-    }
-    Ok(ArchiveLocation::Local(PathBuf::from(path)))
 }
 
 /// What every command gets: the options and the output.
 pub struct Env {
     /// The data directory.
     pub data: PathBuf,
-    /// The archive's location.
-    pub archive: ArchiveLocation,
+    /// Where the namespace archives.
+    pub archive: Archive,
     /// Standard output.
     pub out: Out,
 }
@@ -179,10 +149,8 @@ pub struct Env {
 impl Env {
     /// Opens the namespace in the data directory (creating the directory).
     pub fn namespace(&self) -> Result<Namespace> {
-        let options = NamespaceOptions {
-            archive: pitr::archive_option(&self.data, &self.archive)?,
-            ..NamespaceOptions::default()
-        };
+        let options =
+            NamespaceOptions { archive: self.archive.clone(), ..NamespaceOptions::default() };
         Ok(Namespace::open(&self.data, options)?)
     }
 
@@ -196,7 +164,7 @@ impl Env {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let archive = archive_location(&cli.data, cli.archive.as_deref())?;
+    let archive = archive_option(cli.archive.as_deref())?;
     let mut env = Env { data: cli.data, archive, out: Out::new(cli.json) };
     match cli.command {
         Command::Objects => objects::run(&mut env)?,

@@ -1,18 +1,16 @@
 //! Point-in-time recovery on the command line: `bookmark`, `history`, `restore` and
 //! `archive`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Subcommand;
-use durable_storage::pitr::{ArchiveConfig, local_store};
-use durable_storage::{Archive, Namespace, StorageHandle};
+use durable_storage::{Namespace, StorageHandle};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use crate::Env;
 use crate::error::{Error, Result};
 use crate::time::{format_ms, now_ms, parse_time_ms};
-use crate::{ArchiveLocation, Env};
 
 /// An archive subcommand.
 #[derive(Subcommand, Debug)]
@@ -42,38 +40,6 @@ pub enum ArchiveCommand {
         /// Only this object.
         object: Option<String>,
     },
-}
-
-/// The namespace's archive setting for `--archive`.
-pub fn archive_option(env_data: &std::path::Path, location: &ArchiveLocation) -> Result<Archive> {
-    match location {
-        ArchiveLocation::Local(dir) if *dir == env_data.join("archive") => Ok(Archive::Local),
-        ArchiveLocation::Local(dir) => {
-            let dir = dir.clone();
-            Ok(Archive::Custom(Arc::new(move |db_path| {
-                Ok(ArchiveConfig::new(local_store(&dir)?, file_name(db_path)))
-            })))
-        }
-        #[cfg(feature = "s3")]
-        ArchiveLocation::S3(location) => {
-            use durable_storage::pitr::object_store::{ObjectStore, aws::AmazonS3Builder};
-            let store = AmazonS3Builder::from_env()
-                .with_bucket_name(&location.bucket)
-                .build()
-                .map_err(|e| Error::msg(format!("--archive s3://{}: {e}", location.bucket)))?;
-            let store: Arc<dyn ObjectStore> = Arc::new(store);
-            let location = location.clone();
-            Ok(Archive::Custom(Arc::new(move |db_path| {
-                let prefix = crate::url::object_prefix(&location, &file_name(db_path));
-                Ok(ArchiveConfig::new(store.clone(), prefix))
-            })))
-        }
-    }
-}
-
-/// The database file's name: an object's prefix in its archive.
-fn file_name(db_path: &std::path::Path) -> String {
-    db_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// A spinner on stderr while `f` runs (hidden when stderr is not a terminal).

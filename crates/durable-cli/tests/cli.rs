@@ -4,11 +4,6 @@
 #[path = "cli/support.rs"]
 mod support;
 
-// The `--archive` URL parser, compiled into the test binary to be tested directly.
-#[path = "../src/url.rs"]
-#[allow(dead_code)]
-mod url;
-
 #[path = "cli/archive_url.rs"]
 mod archive_url;
 #[path = "cli/errors.rs"]
@@ -21,6 +16,9 @@ mod kv;
 mod objects;
 #[path = "cli/pitr.rs"]
 mod pitr;
+#[cfg(feature = "s3-tests")]
+#[path = "cli/s3.rs"]
+mod s3;
 #[path = "cli/shell.rs"]
 mod shell;
 #[path = "cli/sql.rs"]

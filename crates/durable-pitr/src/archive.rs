@@ -292,15 +292,10 @@ impl Archive {
     }
 }
 
-/// Waits `delay` before a retry: on the tokio timer inside a runtime, else by sleeping the
-/// thread (the facade runs archiver work on a plain thread with a minimal executor, where
-/// the tokio timer would panic for want of a reactor).
+/// Waits `delay` before a retry, on the tokio timer: archive work runs inside a tokio
+/// runtime with its time driver (object stores such as S3's need one anyway).
 async fn backoff(delay: Duration) {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        tokio::time::sleep(delay).await;
-    } else {
-        std::thread::sleep(delay);
-    }
+    tokio::time::sleep(delay).await;
 }
 
 /// Reads a local file whole.

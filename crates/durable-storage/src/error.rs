@@ -58,6 +58,15 @@ pub enum Error {
         /// The object's name.
         name: String,
     },
+    /// An archive location (`--archive`, [`ArchiveStore::from_url`](crate::ArchiveStore::from_url))
+    /// that cannot be used.
+    #[error("archive {url}: {detail}")]
+    ArchiveUrl {
+        /// The location as given.
+        url: String,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// An object runtime was asked for outside a tokio runtime.
     #[error("object runtimes need a tokio runtime; none is running on this thread")]
     NoRuntime,

@@ -80,6 +80,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod archive;
 mod error;
 mod index;
 mod names;
@@ -104,10 +105,9 @@ pub use durable_txn::{
 #[cfg(feature = "testing")]
 pub use durable_sql::testing::ManualClock;
 
+pub use archive::{Archive, ArchiveStore, ConfigureArchive};
 pub use error::{Error, Result};
 pub use index::INDEX_FILE;
 pub use names::{MAX_ESCAPED, SUFFIX};
-pub use namespace::{
-    Archive, Backend, LOCK_FILE, Namespace, NamespaceOptions, ObjectHandle, StorageHandle,
-};
+pub use namespace::{Backend, LOCK_FILE, Namespace, NamespaceOptions, ObjectHandle, StorageHandle};
 pub use scheduler::AlarmScheduler;

@@ -21,13 +21,14 @@ use std::time::Duration;
 
 use durable_backend::SqliteBackend;
 use durable_backend::cache::CacheOptions;
-use durable_pitr::{ArchiveConfig, Archiver};
+use durable_pitr::Archiver;
 use durable_sql::{Database, Durability, Options};
 use durable_txn::{
     Actor, AlarmListener, Clock, Compatibility, Object, ObjectOptions, Storage, SystemClock,
 };
 use tokio::sync::Notify;
 
+use crate::archive::{Archive, ArchiveRuntime, ArchiveStore};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::names::{self, Decoded, Stem};
@@ -43,32 +44,6 @@ pub enum Backend {
     /// sync KV API and point-in-time recovery answer with the runtime's "not available"
     /// errors.
     Kv,
-}
-
-/// Where a SQLite-backed namespace archives its objects' history (point-in-time recovery).
-#[derive(Clone, Default)]
-pub enum Archive {
-    /// No archive: the bookmark calls answer with the runtime's "not implemented" error.
-    Off,
-    /// Each object's history in `archive/` inside the namespace's folder (the default).
-    #[default]
-    Local,
-    /// Each object's archive configuration built from its database path: another store
-    /// (S3-compatible, in memory), another window or clock.
-    Custom(ArchiveFor),
-}
-
-/// Builds an object's archive configuration from its database path.
-pub type ArchiveFor = Arc<dyn Fn(&Path) -> durable_pitr::Result<ArchiveConfig> + Send + Sync>;
-
-impl std::fmt::Debug for Archive {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Archive::Off => "Off",
-            Archive::Local => "Local",
-            Archive::Custom(_) => "Custom",
-        })
-    }
 }
 
 /// How a [`Namespace`] opens and keeps its objects.
@@ -149,6 +124,10 @@ pub(crate) struct Shared {
     /// Told whenever the index changes (the alarm scheduler waits on it).
     pub(crate) changed: Notify,
     opened: AtomicU64,
+    /// Where objects archive (resolved from `options.archive`; `None` when off or KV-backed).
+    archive: Option<ArchiveStore>,
+    /// The runtime archive I/O runs on (with an archive).
+    archive_rt: Option<ArchiveRuntime>,
     /// Held locked for the namespace's life.
     _lock: File,
 }
@@ -201,10 +180,14 @@ impl StorageHandle {
         &self.inner.storage
     }
 
-    fn with_archiver<T>(&self, f: impl FnOnce(&Archiver) -> durable_pitr::Result<T>) -> Result<T> {
-        match self.inner.archiver.as_ref() {
-            Some(archiver) => Ok(f(archiver)?),
-            None => Err(durable_txn::Error::PitrNotAvailable.into()),
+    /// Runs `f`'s archive work on the namespace's archive runtime.
+    fn with_archiver<'a, T: Send, F>(&'a self, f: impl FnOnce(&'a Archiver) -> F) -> Result<T>
+    where
+        F: Future<Output = durable_pitr::Result<T>> + Send,
+    {
+        match (self.inner.archiver.as_ref(), self.inner._shared.archive_rt.as_ref()) {
+            (Some(archiver), Some(rt)) => Ok(rt.block_on(f(archiver))?),
+            _ => Err(durable_txn::Error::PitrNotAvailable.into()),
         }
     }
 
@@ -248,13 +231,13 @@ impl StorageHandle {
         limit: usize,
     ) -> Result<Vec<durable_pitr::HistoryEntry>> {
         self.sync_for_pitr()?;
-        self.with_archiver(|a| off_runtime(a.history(before, limit)))
+        self.with_archiver(|a| a.history(before, limit))
     }
 
     /// The database image (the bytes of the database file) at `bookmark`, rebuilt from
     /// history without touching the object: to verify a point or copy a state elsewhere.
     pub fn image_at(&self, bookmark: &str) -> Result<Vec<u8>> {
-        self.with_archiver(|a| off_runtime(a.image_at(bookmark)))
+        self.with_archiver(|a| a.image_at(bookmark))
     }
 
     /// The archiver's state (epoch, newest commit, what is archived), when the object has
@@ -266,13 +249,11 @@ impl StorageHandle {
     /// Uploads sealed history, merges old segments and applies retention now (hosts call
     /// this from time to time; nothing runs in the background by itself).
     pub fn maintain_archive(&self) -> Result<()> {
-        self.with_archiver(|a| {
-            off_runtime(async {
-                a.upload().await?;
-                a.compact().await?;
-                a.retain().await?;
-                Ok(())
-            })
+        self.with_archiver(|a| async move {
+            a.upload().await?;
+            a.compact().await?;
+            a.retain().await?;
+            Ok(())
         })
     }
 }
@@ -431,12 +412,20 @@ impl Namespace {
             .map_err(|e| Error::io(&lock_path, e))?
             .ok_or_else(|| Error::Locked { path: lock_path.clone() })?;
         let index = Index::open(&dir, options.sql.durability)?;
+        let archive = match (&options.backend, &options.archive) {
+            (Backend::Kv, _) | (_, Archive::Off) => None,
+            (Backend::Sqlite, Archive::Local) => Some(ArchiveStore::folder(dir.join("archive"))?),
+            (Backend::Sqlite, Archive::Store(store)) => Some(store.clone()),
+        };
+        let archive_rt = archive.as_ref().map(|_| ArchiveRuntime::new()).transpose()?;
         let shared = Arc::new(Shared {
             dir,
             options,
             index,
             changed: Notify::new(),
             opened: AtomicU64::new(0),
+            archive,
+            archive_rt,
             _lock: lock,
         });
         Ok(Namespace {
@@ -608,21 +597,21 @@ impl Namespace {
         let mut archiver = None;
         let storage = match options.backend {
             Backend::Sqlite => {
-                let config = match &options.archive {
-                    Archive::Off => None,
-                    Archive::Local => Some(ArchiveConfig::local_for(&path)?),
-                    Archive::Custom(make) => Some(make(&path)?),
-                };
-                match config {
+                let archive = shared.archive.as_ref().zip(shared.archive_rt.as_ref());
+                match archive {
                     None => Storage::open(&path, options.sql.clone())?,
                     // The archiver subscribes to the database's commit pipeline: it captures
                     // what each sync made durable, on the sync threads.
-                    Some(config) => {
+                    Some((store, rt)) => {
+                        let config = store.config_for(&Namespace::file_name(name));
                         let (db, a) =
-                            off_runtime(Archiver::open(&path, options.sql.clone(), config))?;
+                            rt.block_on(Archiver::open(&path, options.sql.clone(), config))?;
                         let a = Arc::new(a);
                         let storage = Storage::new(db);
-                        let recovery = ArchiveRecovery(Arc::downgrade(&a));
+                        let recovery = ArchiveRecovery {
+                            archiver: Arc::downgrade(&a),
+                            rt: rt.handle().clone(),
+                        };
                         storage.set_recovery(Some(Arc::new(recovery)));
                         archiver = Some(a);
                         storage
@@ -743,24 +732,6 @@ impl Namespace {
     }
 }
 
-/// Runs the archiver's async work to completion on this thread, or, inside a tokio runtime,
-/// on a plain thread of its own: there the object store does its file I/O inline instead of
-/// through the runtime's blocking pool, which may be shutting down (a handle dropped while
-/// its runtime stops) or be what the calling worker is needed for.
-fn off_runtime<F>(future: F) -> F::Output
-where
-    F: Future + Send,
-    F::Output: Send,
-{
-    if tokio::runtime::Handle::try_current().is_err() {
-        return durable_txn::block_on(future);
-    }
-    std::thread::scope(|scope| match scope.spawn(|| durable_txn::block_on(future)).join() {
-        Ok(output) => output,
-        Err(panic) => std::panic::resume_unwind(panic),
-    })
-}
-
 /// The listener that keeps `name`'s row of the alarm index current. It holds `alive`, so
 /// the registry knows when every clone of the object's `Storage` is gone.
 fn alarm_listener(shared: &Arc<Shared>, name: &str, alive: Arc<()>) -> AlarmListener {
@@ -778,12 +749,15 @@ fn alarm_listener(shared: &Arc<Shared>, name: &str, alive: Arc<()>) -> AlarmList
 }
 
 /// The bookmark calls of an archived object's `Storage`, answered by its archiver (held
-/// weakly: the handle owns the archiver and closes it).
-struct ArchiveRecovery(Weak<Archiver>);
+/// weakly: the handle owns the archiver and closes it) on the namespace's archive runtime.
+struct ArchiveRecovery {
+    archiver: Weak<Archiver>,
+    rt: tokio::runtime::Handle,
+}
 
 impl ArchiveRecovery {
     fn archiver(&self) -> durable_txn::Result<Arc<Archiver>> {
-        self.0.upgrade().ok_or(durable_txn::Error::NoLongerAccessible)
+        self.archiver.upgrade().ok_or(durable_txn::Error::NoLongerAccessible)
     }
 }
 
@@ -797,10 +771,19 @@ impl durable_txn::Recovery for ArchiveRecovery {
     }
 
     fn bookmark_for_time(&self, time_ms: i64) -> durable_txn::Op<String> {
-        durable_txn::Op::ready(
-            self.archiver()
-                .and_then(|a| off_runtime(a.bookmark_for_time(time_ms)).map_err(recovery_error)),
-        )
+        let archiver = match self.archiver() {
+            Ok(a) => a,
+            Err(e) => return durable_txn::Op::ready(Err(e)),
+        };
+        // The rebuild may read the archive: on the archive runtime, awaited without blocking
+        // the caller's thread.
+        let task = self.rt.spawn(async move { archiver.bookmark_for_time(time_ms).await });
+        durable_txn::Op::io(async move {
+            match task.await {
+                Ok(result) => result.map_err(recovery_error),
+                Err(_) => Err(durable_txn::Error::NoLongerAccessible),
+            }
+        })
     }
 
     fn on_next_session_restore_bookmark(&self, bookmark: &str) -> durable_txn::Result<String> {

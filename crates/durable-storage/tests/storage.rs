@@ -22,3 +22,6 @@ mod names;
 mod namespace;
 #[path = "storage/pitr.rs"]
 mod pitr;
+#[cfg(feature = "s3-tests")]
+#[path = "storage/s3.rs"]
+mod s3;

@@ -1,38 +1,43 @@
-//! `--archive s3://bucket/prefix`: the parser picks bucket and prefix; builds without the `s3`
-//! feature refuse it in one line; nothing here touches the network.
+//! `--archive URL`: folders, `file://` and object store URLs through object_store's parsing;
+//! what a build cannot reach is refused in one line naming the URL. Nothing here touches the
+//! network.
 
 use crate::support::Data;
-use crate::url::{S3Location, object_prefix, parse_s3};
-
-fn location(bucket: &str, prefix: &str) -> S3Location {
-    S3Location { bucket: bucket.into(), prefix: prefix.into() }
-}
 
 #[test]
-fn s3_urls_give_bucket_and_prefix() {
-    assert_eq!(parse_s3("s3://bucket/prefix"), Some(Ok(location("bucket", "prefix"))));
-    assert_eq!(parse_s3("s3://b/a/b/c/"), Some(Ok(location("b", "a/b/c"))));
-    assert_eq!(parse_s3("s3://bucket"), Some(Ok(location("bucket", ""))));
-    assert_eq!(parse_s3("s3://bucket/"), Some(Ok(location("bucket", ""))));
-    assert!(matches!(parse_s3("s3:///prefix"), Some(Err(e)) if e.contains("no bucket")));
-    assert_eq!(parse_s3("/tmp/archive"), None);
-    assert_eq!(parse_s3("file:///tmp/archive"), None);
-    assert_eq!(object_prefix(&location("b", "p/q"), "o.sqlite"), "p/q/o.sqlite");
-    assert_eq!(object_prefix(&location("b", ""), "o.sqlite"), "o.sqlite");
-}
-
-#[test]
-fn an_s3_url_without_a_bucket_is_refused() {
+fn a_folder_and_a_file_url_are_the_same_archive() {
     let data = Data::new();
-    let err = data.fails(&["--archive", "s3:///prefix", "objects"]);
-    assert!(err.contains("no bucket"), "{err}");
+    let archive = data.root().join("elsewhere");
+    let folder = archive.to_str().unwrap();
+    data.ok(&["--archive", folder, "sql", "o", "CREATE TABLE t(x)"]);
+    assert!(archive.join("o.sqlite").join("meta").exists(), "history went to {folder}");
+    let url = format!("file://{folder}");
+    let status = data.json(&["--archive", &url, "archive", "status", "o"]);
+    assert!(status[0]["seq"].as_u64().unwrap() >= 1, "{status:?}");
+}
+
+#[test]
+fn unknown_schemes_and_bad_urls_are_refused_in_one_line() {
+    let data = Data::new();
+    let err = data.fails(&["--archive", "ftp://host/x", "objects"]);
+    assert!(err.contains("archive ftp://host/x: unknown scheme \"ftp\""), "{err}");
+    let err = data.fails(&["--archive", "", "objects"]);
+    assert!(err.contains("empty"), "{err}");
 }
 
 #[cfg(not(feature = "s3"))]
 #[test]
-fn builds_without_s3_name_the_url_and_refuse_it() {
+fn builds_without_s3_name_the_url_and_the_feature() {
     let data = Data::new();
     let err = data.fails(&["--archive", "s3://bucket/some/prefix", "objects"]);
-    assert!(err.contains("bucket \"bucket\", prefix \"some/prefix\""), "{err}");
-    assert!(err.contains("no S3 support"), "{err}");
+    assert!(err.contains("archive s3://bucket/some/prefix"), "{err}");
+    assert!(err.contains("no s3 support") && err.contains("`s3` feature"), "{err}");
+}
+
+#[cfg(not(feature = "gcs"))]
+#[test]
+fn builds_without_gcs_refuse_gs_urls() {
+    let data = Data::new();
+    let err = data.fails(&["--archive", "gs://bucket/p", "objects"]);
+    assert!(err.contains("no gs support") && err.contains("`gcs` feature"), "{err}");
 }

@@ -15,11 +15,20 @@ pub struct Run {
 /// A temporary data directory and the binary to run on it.
 pub struct Data {
     dir: tempfile::TempDir,
+    /// Environment variables every run gets.
+    env: Vec<(String, String)>,
 }
 
 impl Data {
     pub fn new() -> Data {
-        Data { dir: tempfile::tempdir().expect("temporary directory") }
+        Data { dir: tempfile::tempdir().expect("temporary directory"), env: Vec::new() }
+    }
+
+    /// Every run of this data directory gets `vars` in its environment.
+    #[cfg_attr(not(feature = "s3-tests"), allow(dead_code))]
+    pub fn with_env(mut self, vars: impl IntoIterator<Item = (impl Into<String>, String)>) -> Data {
+        self.env.extend(vars.into_iter().map(|(k, v)| (k.into(), v)));
+        self
     }
 
     /// The data directory (`--data`).
@@ -37,6 +46,7 @@ impl Data {
             .arg("--data")
             .arg(self.path())
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.root())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -114,8 +114,6 @@ mod s3 {
 
     use durable_pitr::object_store::ObjectStore;
     use durable_pitr::object_store::aws::AmazonS3Builder;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder as ConnBuilder;
 
     thread_local! {
         /// The port of the last server this thread started.
@@ -124,49 +122,33 @@ mod s3 {
 
     /// Starts s3s-fs on 127.0.0.1 (a random port) over a temporary folder with one bucket,
     /// with signed requests required; returns a client for it.
-    async fn server() -> (Arc<dyn ObjectStore>, tempfile::TempDir) {
+    async fn server() -> (Arc<dyn ObjectStore>, durable_s3_server::S3Server, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("archive")).unwrap();
-        let fs = s3s_fs::FileSystem::new(dir.path()).unwrap();
-        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-        builder.set_auth(s3s::auth::SimpleAuth::from_single("test-key", "test-secret"));
-        let service = builder.build();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        PORT.with(|p| p.set(addr.port()));
-        tokio::spawn(async move {
-            loop {
-                let Ok((socket, _)) = listener.accept().await else { continue };
-                let service = service.clone();
-                tokio::spawn(async move {
-                    let _ = ConnBuilder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(socket), service)
-                        .await;
-                });
-            }
-        });
+        let server = durable_s3_server::S3Server::start(dir.path()).await.unwrap();
+        server.create_bucket("archive").unwrap();
+        PORT.with(|p| p.set(server.addr().port()));
         let store = AmazonS3Builder::new()
-            .with_endpoint(format!("http://{addr}"))
+            .with_endpoint(server.endpoint())
             .with_allow_http(true)
             .with_bucket_name("archive")
             .with_region("us-east-1")
-            .with_access_key_id("test-key")
-            .with_secret_access_key("test-secret")
+            .with_access_key_id(durable_s3_server::ACCESS_KEY)
+            .with_secret_access_key(durable_s3_server::SECRET_KEY)
             .build()
             .unwrap();
-        (Arc::new(store), dir)
+        (Arc::new(store), server, dir)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn s3_store() {
-        let (store, _dir) = server().await;
+        let (store, _server, _dir) = server().await;
         super::suite(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn wrongly_signed_requests_are_refused() {
         use durable_pitr::object_store::ObjectStoreExt;
-        let (store, _dir) = server().await;
+        let (store, _server, _dir) = server().await;
         let key = durable_pitr::object_store::path::Path::from("probe");
         store.put(&key, b"x".to_vec().into()).await.unwrap();
         let port = PORT.with(|p| p.get());
@@ -175,7 +157,7 @@ mod s3 {
             .with_allow_http(true)
             .with_bucket_name("archive")
             .with_region("us-east-1")
-            .with_access_key_id("test-key")
+            .with_access_key_id(durable_s3_server::ACCESS_KEY)
             .with_secret_access_key("not-the-secret")
             .build()
             .unwrap();

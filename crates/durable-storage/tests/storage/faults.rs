@@ -2,16 +2,15 @@
 //! size limit (spec sqlite-storage section 5.2, critical errors), an archive target that is
 //! full or failing (a fault-injecting object store), and a failing legacy backend.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use durable_storage::backend::cache::CacheOptions;
 use durable_storage::backend::{FaultyBackend, MemoryBackend, Op as Call};
-use durable_storage::pitr::ArchiveConfig;
+
 use durable_storage::pitr::object_store::memory::InMemory;
-use durable_storage::{Actor, Archive, NamespaceOptions, Object, SqlValue, Storage};
+use durable_storage::{Actor, Archive, ArchiveStore, NamespaceOptions, Object, SqlValue, Storage};
 
 use crate::faulty_store::FaultyStore;
 use crate::support::{Dir, rt};
@@ -116,13 +115,10 @@ fn a_full_archived_database_fails_the_call_resets_the_object_and_keeps_what_was_
 
 /// An archive in `store`, one folder per object.
 fn archive_in(store: &Arc<FaultyStore>) -> Archive {
-    let store = store.clone();
-    Archive::Custom(Arc::new(move |path: &Path| {
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let mut config = ArchiveConfig::new(store.clone(), name);
-        config.segment_max_age = Duration::ZERO;
-        Ok(config)
-    }))
+    Archive::Store(
+        ArchiveStore::new(store.clone(), "")
+            .with_config(|config| config.segment_max_age = Duration::ZERO),
+    )
 }
 
 async fn add(object: &durable_storage::ObjectHandle<Counted>, n: i64) {

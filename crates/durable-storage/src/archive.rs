@@ -1,0 +1,224 @@
+//! Where a namespace archives its objects' history, and the runtime archive I/O runs on.
+//!
+//! ```text
+//!  --archive URL ──► ArchiveStore::from_url ──► object_store::parse_url_opts (s3://, gs://, az://,
+//!                                               memory://) or a local folder (file://, a path)
+//!  Namespace ──owns──► ArchiveRuntime: a small multi-threaded tokio runtime with I/O and time
+//!                      drivers; every archive future (open, uploads, rebuilds) runs there, so an
+//!                      object store that needs a reactor (the S3 client) always has one
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use durable_pitr::ArchiveConfig;
+use durable_pitr::object_store::ObjectStore;
+use durable_pitr::object_store::memory::InMemory;
+
+use crate::error::{Error, Result};
+
+/// Where a SQLite-backed namespace archives its objects' history (point-in-time recovery).
+#[derive(Clone, Default)]
+pub enum Archive {
+    /// No archive: the bookmark calls answer with the runtime's "not implemented" error.
+    Off,
+    /// Each object's history in `archive/` inside the namespace's folder (the default).
+    #[default]
+    Local,
+    /// Each object's history under a folder of its own in an object store (S3-compatible,
+    /// Google Cloud Storage, Azure, a local folder elsewhere, memory).
+    Store(ArchiveStore),
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Archive::Off => f.write_str("Off"),
+            Archive::Local => f.write_str("Local"),
+            Archive::Store(store) => write!(f, "Store({store:?})"),
+        }
+    }
+}
+
+/// Adjusts every object's [`ArchiveConfig`] (window, clock, segment limits, failpoints).
+pub type ConfigureArchive = Arc<dyn Fn(&mut ArchiveConfig) + Send + Sync>;
+
+/// An object store and a key prefix: object `name`'s history goes under
+/// `PREFIX/<its file name>/` (see [`Namespace::file_name`](crate::Namespace::file_name)).
+#[derive(Clone)]
+pub struct ArchiveStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    /// What to call the store in messages (its URL or folder).
+    location: String,
+    configure: Option<ConfigureArchive>,
+}
+
+impl std::fmt::Debug for ArchiveStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.location)
+    }
+}
+
+impl ArchiveStore {
+    /// Archives into `store` under `prefix` (empty for the store's root).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: impl Into<String>) -> ArchiveStore {
+        let prefix = prefix.into().trim_matches('/').to_owned();
+        let location = format!("{store}/{prefix}");
+        ArchiveStore { store, prefix, location, configure: None }
+    }
+
+    /// Archives into the local folder `dir` (created if missing).
+    pub fn folder(dir: impl AsRef<Path>) -> Result<ArchiveStore> {
+        let dir = dir.as_ref();
+        let mut store = ArchiveStore::new(durable_pitr::local_store(dir)?, "");
+        store.location = dir.display().to_string();
+        Ok(store)
+    }
+
+    /// Archives in memory (tests; lost with the process).
+    pub fn in_memory() -> ArchiveStore {
+        let mut store = ArchiveStore::new(Arc::new(InMemory::new()), "");
+        store.location = "memory://".into();
+        store
+    }
+
+    /// Parses an archive location: a folder path, `file:///path`, `memory://`, or an object
+    /// store URL through object_store's own parsing: `s3://bucket/prefix` (the `s3` feature),
+    /// `gs://bucket/prefix` (`gcs`), `az://container/prefix` (`azure`). The store's settings
+    /// come from the environment as object_store reads them (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`,
+    /// `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_NAME`, ...).
+    pub fn from_url(url: &str) -> Result<ArchiveStore> {
+        let bad = |detail: String| Error::ArchiveUrl { url: url.to_owned(), detail };
+        if url.is_empty() {
+            return Err(bad("empty".into()));
+        }
+        if !url.contains("://") {
+            return ArchiveStore::folder(url);
+        }
+        let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let feature = match parsed.scheme() {
+            "file" => {
+                let path: PathBuf =
+                    parsed.to_file_path().map_err(|()| bad("not a local path".into()))?;
+                return ArchiveStore::folder(path);
+            }
+            "memory" => return Ok(ArchiveStore::in_memory()),
+            "s3" | "s3a" => ("s3", cfg!(feature = "s3")),
+            "gs" => ("gcs", cfg!(feature = "gcs")),
+            "az" | "adl" | "azure" | "abfs" | "abfss" => ("azure", cfg!(feature = "azure")),
+            other => {
+                return Err(bad(format!(
+                    "unknown scheme {other:?} (give a folder, file:///path, s3://, gs:// or az://)"
+                )));
+            }
+        };
+        if !feature.1 {
+            return Err(bad(format!(
+                "this build has no {} support (build durable-storage with the `{}` feature)",
+                parsed.scheme(),
+                feature.0
+            )));
+        }
+        let (store, path) = durable_pitr::object_store::parse_url_opts(&parsed, std::env::vars())
+            .map_err(|e| bad(e.to_string()))?;
+        let mut out = ArchiveStore::new(Arc::from(store), path.as_ref());
+        out.location = url.to_owned();
+        Ok(out)
+    }
+
+    /// Adjusts every object's [`ArchiveConfig`] before it opens (a shorter window, another
+    /// clock, smaller segments; failpoints in tests).
+    pub fn with_config(
+        mut self,
+        configure: impl Fn(&mut ArchiveConfig) + Send + Sync + 'static,
+    ) -> Self {
+        self.configure = Some(Arc::new(configure));
+        self
+    }
+
+    /// The object store.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The key prefix inside the store (no slash at either end; empty for the root).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The key prefix of the object whose database file is `file_name`.
+    pub fn object_prefix(&self, file_name: &str) -> String {
+        if self.prefix.is_empty() {
+            file_name.to_owned()
+        } else {
+            format!("{}/{file_name}", self.prefix)
+        }
+    }
+
+    /// The archive configuration of the object whose database file is `file_name`.
+    pub fn config_for(&self, file_name: &str) -> ArchiveConfig {
+        let mut config = ArchiveConfig::new(self.store.clone(), self.object_prefix(file_name));
+        if let Some(configure) = &self.configure {
+            configure(&mut config);
+        }
+        config
+    }
+}
+
+/// The tokio runtime a namespace runs its archive I/O on: two worker threads with the I/O
+/// and time drivers, shut down in the background when the namespace goes (work left then,
+/// such as an upload, is picked up at the next open: sealed history waits in the journal).
+pub(crate) struct ArchiveRuntime {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl ArchiveRuntime {
+    pub(crate) fn new() -> Result<ArchiveRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("durable-archive")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("archive runtime", e))?;
+        Ok(ArchiveRuntime { runtime: Some(runtime) })
+    }
+
+    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime.as_ref().expect("the runtime lives until drop").handle()
+    }
+
+    /// Runs `future` with this runtime's drivers and blocks the calling thread until it
+    /// finishes. On a worker of a multi-threaded tokio runtime it first hands that worker's
+    /// other tasks to the runtime (`block_in_place`), so they go on meanwhile; on a
+    /// current-thread runtime (which cannot do that) it waits on a scoped thread.
+    pub(crate) fn block_on<F>(&self, future: F) -> F::Output
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let handle = self.handle();
+        match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Err(_) => handle.block_on(future),
+            Ok(RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| handle.block_on(future))
+            }
+            Ok(_) => {
+                std::thread::scope(|scope| match scope.spawn(|| handle.block_on(future)).join() {
+                    Ok(output) => output,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for ArchiveRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
