@@ -50,7 +50,7 @@ impl KvLimits {
     }
 
     /// Checks one stored value, measured as the runtime measures it: the length of its V8
-    /// structured-clone serialization ([`Value::structured_clone_size`]), with the
+    /// structured-clone serialization ([`crate::Value::structured_clone_size`]), with the
     /// runtime's 34 bytes of slack over the limit (so a 131,072-byte ASCII string, 131,078
     /// bytes serialized, is accepted).
     pub fn check_value(&self, encoded: &[u8]) -> Result<()> {

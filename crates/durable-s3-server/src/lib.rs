@@ -3,9 +3,9 @@
 //! [`SECRET_KEY`]. s3s-fs implements S3's conditional writes (`If-None-Match: *` answers 412),
 //! which the archive's single-writer leases rely on.
 //!
-//! Each sub-folder of the server's folder is a bucket: [`S3Server::create_bucket`] makes one.
+//! Each sub-folder of the server's folder is a bucket: `S3Server::create_bucket` makes one.
 //! The tests of durable-pitr, durable-storage and durable-cli start it in their own process
-//! ([`S3Server::start`]); the multi-node tests start the `durable-s3-server` binary, which
+//! (`S3Server::start`); the multi-node tests start the `durable-s3-server` binary, which
 //! prints `listening on 127.0.0.1:PORT` and serves until its standard input closes.
 //!
 //! Everything is behind the `server` feature, so the crate builds empty in ordinary test runs.
