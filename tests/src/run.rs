@@ -308,7 +308,9 @@ async fn run_class_events(script: &Json, class: Class, dir: &Path) -> Json {
         if request.as_str() == Some("restart") {
             // The whole namespace goes and comes back on the same folder.
             drop(object);
-            ns.close().await;
+            if let Err(e) = ns.close().await {
+                return fail(JsError::new("Error", e.to_string()));
+            }
             (ns, object) = match open(class, dir, name, &flags) {
                 Ok(opened) => opened,
                 Err(e) => return fail(e),
@@ -320,7 +322,9 @@ async fn run_class_events(script: &Json, class: Class, dir: &Path) -> Json {
         out.push(run_request(&object, class, ops).await);
     }
     drop(object);
-    ns.close().await;
+    if let Err(e) = ns.close().await {
+        return fail(JsError::new("Error", e.to_string()));
+    }
     json!({"class": class.name(), "requests": out})
 }
 

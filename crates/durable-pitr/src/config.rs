@@ -41,7 +41,8 @@ pub struct ArchiveConfig {
     /// Take a snapshot at least this often while there are writes (24 h), besides whenever
     /// the log since the last snapshot outgrows the database.
     pub snapshot_interval: Duration,
-    /// Merge segments older than this into larger ones (1 h).
+    /// Merge segments older than this into larger ones (10 min: continuous archiving uploads
+    /// a small segment about every half second while an object writes).
     pub merge_after: Duration,
     /// The largest merged segment (64 MiB).
     pub merge_max_bytes: u64,
@@ -80,7 +81,7 @@ impl ArchiveConfig {
             checkpoint_frames: 1000,
             attempts: 5,
             snapshot_interval: Duration::from_secs(24 * 3600),
-            merge_after: Duration::from_secs(3600),
+            merge_after: Duration::from_secs(600),
             merge_max_bytes: 64 << 20,
             merge_span: Duration::from_secs(24 * 3600),
             grace: Duration::from_secs(3600),

@@ -30,11 +30,22 @@ struct OpenSegment {
     index: Vec<Entry>,
 }
 
+/// A segment taken out of the journal for upload ([`Journal::rotate`]), not yet synced.
+#[derive(Debug)]
+struct Rotated {
+    path: PathBuf,
+    synced: bool,
+}
+
 /// The journal folder and its open segment.
 pub(crate) struct Journal {
     dir: PathBuf,
     history: HistoryKey,
     open: Option<OpenSegment>,
+    /// Segments rotated out for upload whose upload has not finished.
+    rotated: Vec<Rotated>,
+    /// A file was created or renamed since the folder was last synced.
+    dir_dirty: bool,
     failpoint: Option<Failpoint>,
 }
 
@@ -53,7 +64,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 
 impl Journal {
     pub(crate) fn new(dir: PathBuf, history: HistoryKey, failpoint: Option<Failpoint>) -> Journal {
-        Journal { dir, history, open: None, failpoint }
+        Journal { dir, history, open: None, rotated: Vec::new(), dir_dirty: false, failpoint }
     }
 
     fn fail(&self, point: &'static str) -> Result<()> {
@@ -85,8 +96,46 @@ impl Journal {
                 let _ = std::fs::remove_file(&path);
             }
         }
-        sealed.sort_by_key(|e| (e.name.first_seq, std::cmp::Reverse(e.name.last_seq)));
+        // Open segments in history order (their names start with epoch and first seq). More
+        // than one means a crash while segments rotated out for upload were in flight: the
+        // older ones are sealed (an upload of the same bytes that already happened counts as
+        // done). The first torn one ends the journal: it is cut there and every later file
+        // goes, since nothing was synced after it and its commits are still in the WAL.
         open_files.sort();
+        let mut current: Option<(OpenSegment, Option<Header>)> = None;
+        let mut files = open_files.into_iter().peekable();
+        while let Some(path) = files.next() {
+            let Some((segment, last, torn)) = self.read_open(&path)? else {
+                files.for_each(|later| {
+                    let _ = std::fs::remove_file(later);
+                });
+                break;
+            };
+            if torn || files.peek().is_none() {
+                for later in files.by_ref() {
+                    tracing::warn!(path = %later.display(), "dropping a journal segment after a torn one");
+                    std::fs::remove_file(&later).map_err(io_error("remove", &later))?;
+                }
+                current = Some((segment, last));
+                break;
+            }
+            match segment_name(&segment) {
+                Some(name) => {
+                    segment.file.sync_data().map_err(io_error("sync", &path))?;
+                    let target = self.dir.join(name.file_name());
+                    std::fs::rename(&path, &target).map_err(io_error("rename", &path))?;
+                    sealed.push(SegEntry {
+                        name,
+                        local: Some(target),
+                        remote: false,
+                        size: segment.len,
+                    });
+                }
+                None => std::fs::remove_file(&path).map_err(io_error("remove", &path))?,
+            }
+            sync_dir(&self.dir)?;
+        }
+        sealed.sort_by_key(|e| (e.name.first_seq, std::cmp::Reverse(e.name.last_seq)));
         let mut last = None;
         if let Some(e) = sealed.last()
             && let Some(path) = &e.local
@@ -96,55 +145,57 @@ impl Journal {
                 record::decode_segment(&bytes, &self.history, &path.display().to_string())?;
             last = records.last().map(|r| r.header);
         }
-        // At most one open segment exists; an older one would come from a crash between
-        // creating a new segment and sealing the previous, which the order of sealing forbids.
-        if open_files.len() > 1 {
-            return Err(crate::error::corrupt(
-                self.dir.display().to_string(),
-                format!("{} open journal segments", open_files.len()),
-            ));
-        }
-        if let Some(path) = open_files.pop() {
-            let bytes = std::fs::read(&path).map_err(io_error("read", &path))?;
-            let what = path.display().to_string();
-            if bytes.len() < record::SEGMENT_HEADER {
-                // Torn while being created: it holds nothing.
-                std::fs::remove_file(&path).map_err(io_error("remove", &path))?;
-            } else {
-                let mut at = record::check_segment_header(&bytes, &self.history, &what)?;
-                let mut index = Vec::new();
-                let mut epoch = None;
-                while let Some((rec, len)) = record::decode_record(&bytes[at..]) {
-                    if rec.header.kind.is_position() {
-                        index.push(Entry {
-                            epoch: rec.header.epoch,
-                            seq: rec.header.seq,
-                            ts: rec.header.ts_ms,
-                        });
-                        epoch = Some(rec.header.epoch);
-                    }
-                    last = Some(rec.header);
-                    at += len;
-                }
-                let file =
-                    OpenOptions::new().append(true).open(&path).map_err(io_error("open", &path))?;
-                if at < bytes.len() {
-                    tracing::warn!(path = %what, at, len = bytes.len(), "cutting a torn journal tail");
-                    file.set_len(at as u64).map_err(io_error("truncate", &path))?;
-                    file.sync_all().map_err(io_error("sync", &path))?;
-                }
-                let epoch = epoch.or(last.map(|h| h.epoch)).unwrap_or(0);
-                self.open = Some(OpenSegment {
-                    file,
-                    path,
-                    epoch,
-                    len: at as u64,
-                    synced_len: at as u64,
-                    index,
-                });
-            }
+        if let Some((segment, open_last)) = current {
+            last = open_last.or(last);
+            self.open = Some(segment);
         }
         Ok(Recovered { last, sealed })
+    }
+
+    /// Reads an open segment: the segment (its torn tail cut off), its last record, and
+    /// whether a tail was cut. `None` (the file removed) when it holds no whole header: it
+    /// was torn while being created, before anything in it was synced.
+    fn read_open(&self, path: &Path) -> Result<Option<(OpenSegment, Option<Header>, bool)>> {
+        let bytes = std::fs::read(path).map_err(io_error("read", path))?;
+        let what = path.display().to_string();
+        if record::segment_header_torn(&bytes) {
+            tracing::warn!(path = %what, "removing a journal segment torn while being created");
+            std::fs::remove_file(path).map_err(io_error("remove", path))?;
+            return Ok(None);
+        }
+        let mut at = record::check_segment_header(&bytes, &self.history, &what)?;
+        let mut index = Vec::new();
+        let mut epoch = None;
+        let mut last = None;
+        while let Some((rec, len)) = record::decode_record(&bytes[at..]) {
+            if rec.header.kind.is_position() {
+                index.push(Entry {
+                    epoch: rec.header.epoch,
+                    seq: rec.header.seq,
+                    ts: rec.header.ts_ms,
+                });
+                epoch = Some(rec.header.epoch);
+            }
+            last = Some(rec.header);
+            at += len;
+        }
+        let file = OpenOptions::new().append(true).open(path).map_err(io_error("open", path))?;
+        let torn = at < bytes.len();
+        if torn {
+            tracing::warn!(path = %what, at, len = bytes.len(), "cutting a torn journal tail");
+            file.set_len(at as u64).map_err(io_error("truncate", path))?;
+            file.sync_all().map_err(io_error("sync", path))?;
+        }
+        let epoch = epoch.or(last.map(|h| h.epoch)).unwrap_or(0);
+        let segment = OpenSegment {
+            file,
+            path: path.to_path_buf(),
+            epoch,
+            len: at as u64,
+            synced_len: at as u64,
+            index,
+        };
+        Ok(Some((segment, last, torn)))
     }
 
     /// Appends one encoded record. `mark` is written first when a new segment starts (the
@@ -184,15 +235,16 @@ impl Journal {
                 head.extend_from_slice(&mark);
             }
             file.write_all(&head).map_err(io_error("write", &path))?;
-            file.sync_all().map_err(io_error("sync", &path))?;
-            sync_dir(&self.dir)?;
+            // Not synced here: the next `sync` (before any checkpoint) makes the file and
+            // its folder entry durable, and until then every record in it is also in the WAL.
+            self.dir_dirty = true;
             let len = head.len() as u64;
             self.open = Some(OpenSegment {
                 file,
                 path,
                 epoch: header.epoch,
                 len,
-                synced_len: len,
+                synced_len: 0,
                 index: Vec::new(),
             });
         }
@@ -213,22 +265,67 @@ impl Journal {
         Ok(sealed)
     }
 
-    /// Makes everything appended durable. Under group commit the archiver syncs the WAL
-    /// first (`Inner::sync_journal`), so the journal never holds, durably, a commit the
-    /// database could still lose.
+    /// Makes everything appended durable (the open segment, segments rotated out for an
+    /// upload still running, the folder's entries). Under group commit the archiver syncs
+    /// the WAL first (`Inner::sync_journal`), so the journal never holds, durably, a commit
+    /// the database could still lose.
     pub(crate) fn sync(&mut self) -> Result<()> {
+        let open_due = self.open.as_ref().is_some_and(|o| o.synced_len < o.len);
+        let rotated_due = self.rotated.iter().any(|r| !r.synced);
+        if open_due || rotated_due {
+            self.fail("journal.before_sync")?;
+        }
         if let Some(open) = &mut self.open
             && open.synced_len < open.len
         {
-            if let Some(f) = &self.failpoint
-                && f("journal.before_sync")
-            {
-                return Err(Error::Archive(ArchiveError::Injected("journal.before_sync")));
-            }
             open.file.sync_data().map_err(io_error("sync", &open.path))?;
             open.synced_len = open.len;
         }
+        for r in self.rotated.iter_mut().filter(|r| !r.synced) {
+            File::open(&r.path).and_then(|f| f.sync_data()).map_err(io_error("sync", &r.path))?;
+            r.synced = true;
+        }
+        if self.dir_dirty {
+            sync_dir(&self.dir)?;
+            self.dir_dirty = false;
+        }
         Ok(())
+    }
+
+    /// Takes the open segment out of the journal for an upload, without syncing anything:
+    /// the next record starts a new segment. Its entry names the file (still `*.open`).
+    /// Returns `None` when the open segment holds no position.
+    pub(crate) fn rotate(&mut self) -> Option<SegEntry> {
+        let open = self.open.as_ref()?;
+        let name = segment_name(open)?;
+        let open = self.open.take()?;
+        self.rotated.push(Rotated { path: open.path.clone(), synced: open.synced_len >= open.len });
+        Some(SegEntry { name, local: Some(open.path), remote: false, size: open.len })
+    }
+
+    /// The upload of a rotated segment succeeded: its file goes (no sync needed: a file
+    /// that comes back after a crash holds history the archive has too).
+    pub(crate) fn rotated_uploaded(&mut self, entry: &SegEntry) -> Result<()> {
+        let Some(path) = &entry.local else { return Ok(()) };
+        self.rotated.retain(|r| &r.path != path);
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error("remove", path)(e)),
+        }
+    }
+
+    /// The upload of a rotated segment failed: it becomes a sealed segment (synced and
+    /// renamed), uploaded by a later attempt.
+    pub(crate) fn seal_rotated(&mut self, entry: &SegEntry) -> Result<SegEntry> {
+        let Some(path) = entry.local.clone() else { return Ok(entry.clone()) };
+        File::open(&path).and_then(|f| f.sync_data()).map_err(io_error("sync", &path))?;
+        self.fail("seal.before_rename")?;
+        let target = self.dir.join(entry.name.file_name());
+        std::fs::rename(&path, &target).map_err(io_error("rename", &path))?;
+        sync_dir(&self.dir)?;
+        self.rotated.retain(|r| r.path != path);
+        Ok(SegEntry { local: Some(target), ..entry.clone() })
     }
 
     /// The positions of the open segment.
@@ -249,16 +346,7 @@ impl Journal {
     /// Seals the open segment (if it holds positions): fsync, rename to its final name.
     pub(crate) fn seal(&mut self) -> Result<Option<SegEntry>> {
         let Some(open) = &self.open else { return Ok(None) };
-        let (Some(first), Some(last)) = (open.index.first(), open.index.last()) else {
-            return Ok(None);
-        };
-        let name = SegName {
-            epoch: open.epoch,
-            first_seq: first.seq,
-            last_seq: last.seq,
-            first_ts: first.ts,
-            last_ts: last.ts,
-        };
+        let Some(name) = segment_name(open) else { return Ok(None) };
         self.sync()?;
         self.fail("seal.before_rename")?;
         let open = self.open.take().ok_or_else(|| crate::error::missing("open segment"))?;
@@ -269,7 +357,100 @@ impl Journal {
     }
 }
 
+/// The name an open segment gets when sealed (`None` when it holds no position).
+fn segment_name(open: &OpenSegment) -> Option<SegName> {
+    let (first, last) = (open.index.first()?, open.index.last()?);
+    Some(SegName {
+        epoch: open.epoch,
+        first_seq: first.seq,
+        last_seq: last.seq,
+        first_ts: first.ts,
+        last_ts: last.ts,
+    })
+}
+
 /// Keeps `Kind` reachable for callers building marks.
 pub(crate) fn mark_header(epoch: u32, seq: u64, ts: u64) -> Header {
     Header::new(Kind::Mark, epoch, seq, ts)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn key() -> HistoryKey {
+        HistoryKey { id: [7; 16], key: [9; 16] }
+    }
+
+    fn commit(journal: &mut Journal, seq: u64) {
+        let mut h = Header::new(Kind::Commit, 0, seq, 1_000 + seq);
+        h.page_size = 512;
+        h.db_pages = 1;
+        let pages = BTreeMap::from([(1u32, vec![seq as u8; 512])]);
+        let mark =
+            record::encode_record(&mark_header(0, seq - 1, 1_000 + seq - 1), &BTreeMap::new());
+        journal.append(&h, &record::encode_record(&h, &pages), Some(mark)).unwrap();
+    }
+
+    fn seqs(dir: &Path) -> (Vec<(u64, u64)>, Vec<u64>, Option<u64>) {
+        let mut j = Journal::new(dir.to_path_buf(), key(), None);
+        let r = j.recover().unwrap();
+        let sealed = r.sealed.iter().map(|e| (e.name.first_seq, e.name.last_seq)).collect();
+        let open = j.index().iter().map(|e| e.seq).collect();
+        (sealed, open, r.last.map(|h| h.seq))
+    }
+
+    #[test]
+    fn segments_rotated_out_for_an_upload_that_never_finished_are_sealed_on_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::new(dir.path().to_path_buf(), key(), None);
+        j.recover().unwrap();
+        commit(&mut j, 1);
+        commit(&mut j, 2);
+        let first = j.rotate().unwrap();
+        assert_eq!((first.name.first_seq, first.name.last_seq), (1, 2));
+        commit(&mut j, 3);
+        let second = j.rotate().unwrap();
+        commit(&mut j, 4);
+        // The process dies with both uploads in flight: three open files.
+        drop(j);
+        let (sealed, open, last) = seqs(dir.path());
+        assert_eq!(sealed, [(1, 2), (3, 3)], "the rotated ones are sealed");
+        assert_eq!(open, [4], "the newest stays open");
+        assert_eq!(last, Some(4));
+        assert!(!first.local.unwrap().exists() && !second.local.unwrap().exists(), "renamed");
+    }
+
+    #[test]
+    fn a_torn_rotated_segment_ends_the_journal_and_later_files_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::new(dir.path().to_path_buf(), key(), None);
+        j.recover().unwrap();
+        commit(&mut j, 1);
+        commit(&mut j, 2);
+        let rotated = j.rotate().unwrap();
+        commit(&mut j, 3);
+        drop(j);
+        // A power loss tore the rotated file (never synced) inside its second record.
+        let path = rotated.local.unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 10).unwrap();
+        let (sealed, open, last) = seqs(dir.path());
+        assert_eq!(sealed, Vec::<(u64, u64)>::new());
+        assert_eq!(open, [1], "cut after the last whole record; seq 3's file is gone");
+        assert_eq!(last, Some(1), "capture resumes from the WAL after seq 1");
+        let files = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(files, 1);
+    }
+
+    #[test]
+    fn a_segment_torn_while_being_created_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(format!("{:08x}-{:016x}.open", 0, 5)), [0u8; 40]).unwrap();
+        let (sealed, open, last) = seqs(dir.path());
+        assert!(sealed.is_empty() && open.is_empty() && last.is_none());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 }

@@ -237,6 +237,14 @@ pub(crate) fn encode_segment_header(history: &HistoryKey) -> Vec<u8> {
 }
 
 /// Checks a segment file's header; returns the offset of its first record.
+/// True when `bytes` do not start with a whole segment header (short, no magic, a checksum
+/// that does not match): a file torn while being created, before anything was synced.
+pub(crate) fn segment_header_torn(bytes: &[u8]) -> bool {
+    bytes.len() < SEGMENT_HEADER
+        || bytes[..8] != SEGMENT_MAGIC
+        || bytes[28..32] != crc32c(&bytes[..28]).to_le_bytes()
+}
+
 pub(crate) fn check_segment_header(
     bytes: &[u8],
     history: &HistoryKey,

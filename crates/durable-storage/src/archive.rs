@@ -8,12 +8,15 @@
 //!                      object store that needs a reactor (the S3 client) always has one
 //! ```
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
-use durable_pitr::ArchiveConfig;
 use durable_pitr::object_store::ObjectStore;
 use durable_pitr::object_store::memory::InMemory;
+use durable_pitr::{ArchiveConfig, Archiver};
+use tokio::sync::{Semaphore, watch};
 
 use crate::error::{Error, Result};
 
@@ -219,6 +222,204 @@ impl Drop for ArchiveRuntime {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
+        }
+    }
+}
+
+/// How continuous archiving runs (from [`NamespaceOptions`](crate::NamespaceOptions)).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pace {
+    /// The most an object's newest history may wait before it is in the archive store.
+    pub lag: Duration,
+    /// How often an object that uploaded runs compaction and retention.
+    pub maintain_every: Duration,
+}
+
+/// A namespace's archiving: where to, the runtime it runs on, and the objects whose last
+/// history is still uploading after they closed.
+pub(crate) struct Archiving {
+    pub store: ArchiveStore,
+    pub rt: ArchiveRuntime,
+    pace: Pace,
+    /// At most this many uploads at once, across the namespace's objects.
+    permits: Arc<Semaphore>,
+    /// Objects closing: their final upload runs; `true` once it is over.
+    closing: Mutex<HashMap<String, watch::Receiver<bool>>>,
+    /// Objects whose history could not be uploaded when they closed, with the error. Shared
+    /// with [`Namespace::close`](crate::Namespace::close), which reports them.
+    pub left: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+/// Uploads running at once per namespace.
+const UPLOADS_AT_ONCE: usize = 64;
+
+impl Archiving {
+    pub(crate) fn new(store: ArchiveStore, pace: Pace) -> Result<Archiving> {
+        Ok(Archiving {
+            store,
+            rt: ArchiveRuntime::new()?,
+            pace,
+            permits: Arc::new(Semaphore::new(UPLOADS_AT_ONCE)),
+            closing: Mutex::new(HashMap::new()),
+            left: Arc::new(Mutex::new(BTreeMap::new())),
+        })
+    }
+
+    fn closing(&self) -> MutexGuard<'_, HashMap<String, watch::Receiver<bool>>> {
+        self.closing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the task that keeps `archiver`'s object archived: it uploads what the object
+    /// commits within the lag bound and runs compaction and retention now and then. It ends
+    /// when the archiver is dropped, or when [`close`](Archiving::close) stops it.
+    pub(crate) fn keep(&self, name: &str, archiver: &Arc<Archiver>) -> tokio::task::JoinHandle<()> {
+        let task = keep_archived(
+            name.to_owned(),
+            Arc::downgrade(archiver),
+            archiver.watch_head(),
+            self.pace,
+            self.permits.clone(),
+        );
+        self.rt.handle().spawn(task)
+    }
+
+    /// Stops the object's keeper, uploads the rest of its history in the background, then
+    /// drops its archiver (releasing the object's lock). `owner` (the namespace's shared
+    /// state) is kept alive until then, so the namespace's lock is held until its history is
+    /// out.
+    pub(crate) fn close(
+        &self,
+        name: &str,
+        archiver: Arc<Archiver>,
+        keeper: Option<tokio::task::JoinHandle<()>>,
+        owner: Box<dyn Send>,
+    ) {
+        let (done, rx) = watch::channel(false);
+        self.closing().insert(name.to_owned(), rx);
+        let name = name.to_owned();
+        let left = self.left.clone();
+        self.rt.handle().spawn(async move {
+            if let Some(keeper) = keeper {
+                keeper.abort();
+                let _ = keeper.await;
+            }
+            let outcome = archiver.flush().await;
+            {
+                let mut left = left.lock().unwrap_or_else(|p| p.into_inner());
+                match outcome {
+                    Ok(_) => {
+                        left.remove(&name);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, name, "history not uploaded at close; it waits in the journal");
+                        left.insert(name.clone(), error.to_string());
+                    }
+                }
+            }
+            // The object is released when its archiver goes: wait until nothing else (a
+            // bookmark call that just started) holds it.
+            for _ in 0..5_000 {
+                if Arc::strong_count(&archiver) == 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            drop(archiver);
+            // The namespace's state goes before `done`: whoever waits for it may rely on
+            // holding the last reference (and so on the lock being released with it).
+            drop(owner);
+            let _ = done.send(true);
+        });
+    }
+
+    /// Waits (at most `limit`) until `name`'s previous instance has finished closing (its
+    /// final upload).
+    pub(crate) fn wait_closed(&self, name: &str, limit: Duration) {
+        let Some(mut rx) = self.closing().get(name).cloned() else { return };
+        self.rt.block_on(async move {
+            let _ = tokio::time::timeout(limit, rx.wait_for(|done| *done)).await;
+        });
+        let mut closing = self.closing();
+        if closing.get(name).is_some_and(|rx| *rx.borrow()) {
+            closing.remove(name);
+        }
+    }
+
+    /// Waits, at most `limit`, until every closing object's final upload is over; the names
+    /// of those still running.
+    pub(crate) fn wait_all_closed(&self, limit: Duration) -> Vec<String> {
+        let receivers: Vec<(String, watch::Receiver<bool>)> =
+            self.closing().iter().map(|(n, rx)| (n.clone(), rx.clone())).collect();
+        if receivers.is_empty() {
+            return Vec::new();
+        }
+        let waits = receivers.iter().cloned().map(|(_, mut rx)| async move {
+            let _ = rx.wait_for(|done| *done).await;
+        });
+        let all = futures_util::future::join_all(waits);
+        let _ = self.rt.block_on(async move { tokio::time::timeout(limit, all).await });
+        receivers.into_iter().filter(|(_, rx)| !*rx.borrow()).map(|(n, _)| n).collect()
+    }
+}
+
+/// The delay before retry `n` (1, 2, ...) of a failed upload: 100 ms, doubling, at most 5 s.
+fn retry_delay(failures: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << failures.min(6).saturating_sub(1)))
+        .min(Duration::from_secs(5))
+}
+
+/// One object's continuous archiving (see [`Archiving::keep`]).
+async fn keep_archived(
+    name: String,
+    archiver: Weak<Archiver>,
+    mut head: watch::Receiver<u64>,
+    pace: Pace,
+    permits: Arc<Semaphore>,
+) {
+    let mut failures = 0u32;
+    let mut maintained = tokio::time::Instant::now();
+    let mut uploaded = false;
+    loop {
+        let Some(status) = archiver.upgrade().map(|a| a.status()) else { return };
+        if status.pending == 0 {
+            // Nothing waits: sleep until history grows (or the archiver goes).
+            if head.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        // One upload carries every commit made meanwhile: wait until the oldest waiting
+        // commit is half the lag bound old (or longer after failures).
+        let mut wait = (pace.lag / 2).saturating_sub(Duration::from_millis(status.lag_ms));
+        if failures > 0 {
+            wait = wait.max(retry_delay(failures));
+        }
+        tokio::time::sleep(wait).await;
+        let Ok(_permit) = permits.acquire().await else { return };
+        let Some(a) = archiver.upgrade() else { return };
+        match a.flush().await {
+            Ok(_) => {
+                failures = 0;
+                uploaded = true;
+            }
+            Err(durable_pitr::Error::Archive(durable_pitr::ArchiveError::Poisoned(why))) => {
+                tracing::error!(name, why, "archiver stopped: no more uploads for this object");
+                return;
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(%error, name, failures, "upload failed; retrying");
+            }
+        }
+        if uploaded && maintained.elapsed() >= pace.maintain_every {
+            maintained = tokio::time::Instant::now();
+            uploaded = false;
+            if let Err(error) = a.compact().await {
+                tracing::warn!(%error, name, "compaction failed");
+            }
+            if let Err(error) = a.retain().await {
+                tracing::warn!(%error, name, "retention failed");
+            }
         }
     }
 }

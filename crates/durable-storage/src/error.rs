@@ -67,6 +67,17 @@ pub enum Error {
         /// What is wrong with it.
         detail: String,
     },
+    /// [`Namespace::close`](crate::Namespace::close) could not upload some objects'
+    /// history. Nothing is lost: it waits in their local journals and uploads at their
+    /// next open.
+    #[error(
+        "history not uploaded to the archive (it waits in the local journal and uploads at the next open): {}",
+        objects.iter().map(|(n, e)| format!("{n:?}: {e}")).collect::<Vec<_>>().join("; ")
+    )]
+    NotArchived {
+        /// The objects and the upload error of each.
+        objects: Vec<(String, String)>,
+    },
     /// An object runtime was asked for outside a tokio runtime.
     #[error("object runtimes need a tokio runtime; none is running on this thread")]
     NoRuntime,

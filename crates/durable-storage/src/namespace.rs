@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ use durable_txn::{
 };
 use tokio::sync::Notify;
 
-use crate::archive::{Archive, ArchiveRuntime, ArchiveStore};
+use crate::archive::{Archive, ArchiveStore, Archiving, Pace};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::names::{self, Decoded, Stem};
@@ -78,6 +78,18 @@ pub struct NamespaceOptions {
     /// The runtime's behaviours of which compatibility date the objects follow (today's
     /// runtime default: `delete_all()` deletes the alarm too).
     pub compatibility: Compatibility,
+    /// Continuous archiving: the most an archived object's newest commit waits before it is
+    /// in the archive store (1 s). Uploads start when the oldest waiting commit is half this
+    /// old, so one upload carries every commit made meanwhile.
+    pub archive_lag: Duration,
+    /// How often an archived object that keeps writing runs compaction (snapshots, merges)
+    /// and retention in the background (60 s).
+    pub archive_maintenance: Duration,
+    /// How long dropping the last [`Namespace`] handle waits for closed objects' final
+    /// uploads before it gives up and logs what is left (30 s; their history waits in the
+    /// local journal and uploads at their next open). [`Namespace::close`] waits as long as
+    /// it takes.
+    pub close_timeout: Duration,
 }
 
 impl Default for NamespaceOptions {
@@ -95,6 +107,9 @@ impl Default for NamespaceOptions {
             archive: Archive::default(),
             critical_section_timeout: Duration::from_secs(30),
             compatibility: Compatibility::default(),
+            archive_lag: Duration::from_secs(1),
+            archive_maintenance: Duration::from_secs(60),
+            close_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -109,6 +124,9 @@ impl std::fmt::Debug for NamespaceOptions {
             .field("archive", &self.archive)
             .field("critical_section_timeout", &self.critical_section_timeout)
             .field("compatibility", &self.compatibility)
+            .field("archive_lag", &self.archive_lag)
+            .field("archive_maintenance", &self.archive_maintenance)
+            .field("close_timeout", &self.close_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -124,12 +142,15 @@ pub(crate) struct Shared {
     /// Told whenever the index changes (the alarm scheduler waits on it).
     pub(crate) changed: Notify,
     opened: AtomicU64,
-    /// Where objects archive (resolved from `options.archive`; `None` when off or KV-backed).
-    archive: Option<ArchiveStore>,
-    /// The runtime archive I/O runs on (with an archive).
-    archive_rt: Option<ArchiveRuntime>,
+    /// Where and how objects archive (from `options.archive`; `None` when off or KV-backed).
+    pub(crate) archiving: Option<Archiving>,
+    /// Live `Namespace` handles (`NsInner`s): none left means the program let go of the
+    /// namespace, and the last object to close waits for its upload.
+    ns_handles: AtomicUsize,
     /// Held locked for the namespace's life.
     _lock: File,
+    /// Dropped last, after the lock: [`Namespace::close`] waits for it.
+    _gone: tokio::sync::watch::Sender<()>,
 }
 
 struct HandleInner {
@@ -139,6 +160,8 @@ struct HandleInner {
     /// itself, as a subscriber of the database's commit pipeline; the storage reaches it for
     /// the bookmark calls through a weak reference (`ArchiveRecovery`).
     archiver: Option<Arc<Archiver>>,
+    /// The task that keeps the archiver's history uploaded.
+    keeper: Option<tokio::task::JoinHandle<()>>,
     _shared: Arc<Shared>,
 }
 
@@ -151,13 +174,23 @@ impl Drop for HandleInner {
         {
             tracing::warn!(%error, name = %self.name, "final commit failed");
         }
-        // Checkpoint and seal synchronously: the handle may be dropped while its tokio
-        // runtime shuts down, when no upload could complete. Sealed segments go to the
-        // archive at the next `maintain_archive` or open.
-        if let Err(error) = archiver.checkpoint().and_then(|()| archiver.seal()) {
-            tracing::warn!(%error, name = %self.name, "archiver close failed");
+        // Checkpoint here, where the object's last commit just ran; the upload of what is
+        // left runs on the archive runtime, which keeps the namespace open until it is over.
+        if let Err(error) = archiver.checkpoint() {
+            tracing::warn!(%error, name = %self.name, "archiver checkpoint at close failed");
         }
-        drop(archiver);
+        match self._shared.archiving.as_ref() {
+            Some(archiving) => {
+                let keeper = self.keeper.take();
+                archiving.close(&self.name, archiver, keeper, Box::new(self._shared.clone()));
+                // With no `Namespace` handle left, this is the namespace closing: wait for the
+                // upload here, so the folder is free once the last handle is gone.
+                if self._shared.ns_handles.load(Ordering::SeqCst) == 0 {
+                    archiving.wait_closed(&self.name, self._shared.options.close_timeout);
+                }
+            }
+            None => drop(archiver),
+        }
     }
 }
 
@@ -185,8 +218,8 @@ impl StorageHandle {
     where
         F: Future<Output = durable_pitr::Result<T>> + Send,
     {
-        match (self.inner.archiver.as_ref(), self.inner._shared.archive_rt.as_ref()) {
-            (Some(archiver), Some(rt)) => Ok(rt.block_on(f(archiver))?),
+        match (self.inner.archiver.as_ref(), self.inner._shared.archiving.as_ref()) {
+            (Some(archiver), Some(archiving)) => Ok(archiving.rt.block_on(f(archiver))?),
             _ => Err(durable_txn::Error::PitrNotAvailable.into()),
         }
     }
@@ -246,11 +279,14 @@ impl StorageHandle {
         self.inner.archiver.as_ref().map(|a| a.status())
     }
 
-    /// Uploads sealed history, merges old segments and applies retention now (hosts call
-    /// this from time to time; nothing runs in the background by itself).
+    /// Uploads the object's history, merges old segments and applies retention now. The
+    /// namespace does all of this in the background (within
+    /// [`NamespaceOptions::archive_lag`] for uploads, every
+    /// [`NamespaceOptions::archive_maintenance`] for the rest); this is for tools and tests
+    /// that want it done at a point of their choosing.
     pub fn maintain_archive(&self) -> Result<()> {
         self.with_archiver(|a| async move {
-            a.upload().await?;
+            a.flush().await?;
             a.compact().await?;
             a.retain().await?;
             Ok(())
@@ -367,6 +403,33 @@ impl Registry {
 struct NsInner {
     shared: Arc<Shared>,
     registry: Mutex<Registry>,
+    /// Set by [`Namespace::close`], which waits for the final uploads itself.
+    closed_explicitly: AtomicBool,
+}
+
+impl Drop for NsInner {
+    /// The last handle of the namespace is gone: wait (at most `close_timeout`) for the final
+    /// uploads of the objects that closed, so that a program that drops its namespace and
+    /// exits leaves its history in the archive.
+    fn drop(&mut self) {
+        self.shared.ns_handles.fetch_sub(1, Ordering::SeqCst);
+        if self.closed_explicitly.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(archiving) = self.shared.archiving.as_ref() else { return };
+        let still = archiving.wait_all_closed(self.shared.options.close_timeout);
+        if !still.is_empty() {
+            tracing::warn!(
+                objects = ?still,
+                "namespace dropped while history was still uploading; it waits in the objects' \
+                 journals and uploads at their next open"
+            );
+        }
+        let left = archiving.left.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, error) in left.iter() {
+            tracing::warn!(name, error, "history not uploaded at close");
+        }
+    }
 }
 
 /// The objects of one data directory: each object, named by any string, owns one database
@@ -417,34 +480,68 @@ impl Namespace {
             (Backend::Sqlite, Archive::Local) => Some(ArchiveStore::folder(dir.join("archive"))?),
             (Backend::Sqlite, Archive::Store(store)) => Some(store.clone()),
         };
-        let archive_rt = archive.as_ref().map(|_| ArchiveRuntime::new()).transpose()?;
+        let pace = Pace { lag: options.archive_lag, maintain_every: options.archive_maintenance };
+        let archiving = archive.map(|store| Archiving::new(store, pace)).transpose()?;
         let shared = Arc::new(Shared {
             dir,
             options,
             index,
             changed: Notify::new(),
             opened: AtomicU64::new(0),
-            archive,
-            archive_rt,
+            archiving,
+            ns_handles: AtomicUsize::new(1),
             _lock: lock,
+            _gone: tokio::sync::watch::Sender::new(()),
         });
         Ok(Namespace {
-            inner: Arc::new(NsInner { shared, registry: Mutex::new(Registry::default()) }),
+            inner: Arc::new(NsInner {
+                shared,
+                registry: Mutex::new(Registry::default()),
+                closed_explicitly: AtomicBool::new(false),
+            }),
         })
     }
 
     /// Closes the namespace: lets go of this handle and waits until every object of it has
     /// closed (every [`StorageHandle`] and [`ObjectHandle`] dropped, every object runtime
-    /// done with its events) and the folder's lock is free, so that the namespace can be
-    /// opened again at once, here or by another process. Objects close as they do when
-    /// dropped: their last writes committed and synced, their history sealed. A handle kept
+    /// done with its events), its history is uploaded, and the folder's lock is free, so that
+    /// the namespace can be opened again at once, here or by another process. Objects close
+    /// as they do when dropped: their last writes committed and synced. A handle kept
     /// elsewhere keeps this waiting.
-    pub async fn close(self) {
-        let shared = Arc::downgrade(&self.inner.shared);
+    ///
+    /// Fails with [`Error::NotArchived`] naming the objects whose history could not be
+    /// uploaded (an unreachable store): nothing is lost, it waits in their local journals
+    /// and uploads at their next open.
+    pub async fn close(self) -> Result<()> {
+        let left = self.inner.shared.archiving.as_ref().map(|a| a.left.clone());
+        let mut gone = self.inner.shared._gone.subscribe();
+        self.inner.closed_explicitly.store(true, Ordering::SeqCst);
         drop(self);
-        while shared.strong_count() > 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        // Ends (with an error) once the shared state is dropped, its lock released.
+        while gone.changed().await.is_ok() {}
+        let left = left.map(|l| std::mem::take(&mut *l.lock().unwrap_or_else(|p| p.into_inner())));
+        match left {
+            Some(objects) if !objects.is_empty() => {
+                Err(Error::NotArchived { objects: objects.into_iter().collect() })
+            }
+            _ => Ok(()),
         }
+    }
+
+    /// The archive status of every open archived object (upload lag in commits and
+    /// milliseconds, segments, the last upload error), sorted by name.
+    pub fn archive_status(&self) -> Vec<(String, durable_pitr::Status)> {
+        let handles: Vec<StorageHandle> = {
+            let registry = self.registry();
+            let live = registry.storages.values().filter_map(|e| e.handle.upgrade());
+            live.map(|inner| StorageHandle { inner }).collect()
+        };
+        let mut out: Vec<(String, durable_pitr::Status)> = handles
+            .iter()
+            .filter_map(|h| h.archive_status().map(|s| (h.name().to_owned(), s)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// The namespace's folder.
@@ -595,18 +692,22 @@ impl Namespace {
         let path = shared.dir.join(format!("{}{}", stem.as_str(), names::SUFFIX));
         let options = &shared.options;
         let mut archiver = None;
+        let mut keeper = None;
         let storage = match options.backend {
             Backend::Sqlite => {
-                let archive = shared.archive.as_ref().zip(shared.archive_rt.as_ref());
-                match archive {
+                match shared.archiving.as_ref() {
                     None => Storage::open(&path, options.sql.clone())?,
                     // The archiver subscribes to the database's commit pipeline: it captures
-                    // what each sync made durable, on the sync threads.
-                    Some((store, rt)) => {
-                        let config = store.config_for(&Namespace::file_name(name));
+                    // what each sync made durable, on the sync threads; the namespace keeps
+                    // its history uploaded.
+                    Some(archiving) => {
+                        let rt = &archiving.rt;
+                        archiving.wait_closed(name, Duration::MAX);
+                        let config = archiving.store.config_for(&Namespace::file_name(name));
                         let (db, a) =
                             rt.block_on(Archiver::open(&path, options.sql.clone(), config))?;
                         let a = Arc::new(a);
+                        keeper = Some(archiving.keep(name, &a));
                         let storage = Storage::new(db);
                         let recovery = ArchiveRecovery {
                             archiver: Arc::downgrade(&a),
@@ -631,8 +732,13 @@ impl Namespace {
         let alive = Arc::new(());
         let storage_alive = Arc::downgrade(&alive);
         storage.set_alarm_listener(Some(alarm_listener(shared, name, alive)));
-        let inner =
-            HandleInner { storage, name: name.to_string(), archiver, _shared: shared.clone() };
+        let inner = HandleInner {
+            storage,
+            name: name.to_string(),
+            archiver,
+            keeper,
+            _shared: shared.clone(),
+        };
         Ok((StorageHandle { inner: Arc::new(inner) }, storage_alive))
     }
 

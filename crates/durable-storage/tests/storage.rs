@@ -8,6 +8,8 @@ mod support;
 
 #[path = "storage/alarms.rs"]
 mod alarms;
+#[path = "storage/archiving.rs"]
+mod archiving;
 #[path = "storage/backend.rs"]
 mod backend;
 #[path = "storage/counter.rs"]

@@ -95,6 +95,18 @@ fn main() -> ExitCode {
         let acked: Arc<Vec<AtomicU64>> =
             Arc::new((0..objects).map(|_| AtomicU64::new(0)).collect());
         let deadline = Instant::now() + Duration::from_secs(seconds);
+        // How far the archive store is behind: every object's upload lag, every 50 ms.
+        let sampler = {
+            let ns = ns.clone();
+            tokio::spawn(async move {
+                let mut lags: Vec<u64> = Vec::new();
+                while Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    lags.extend(ns.archive_status().iter().map(|(_, s)| s.lag_ms));
+                }
+                lags
+            })
+        };
         let mut tasks = Vec::new();
         for c in 0..clients {
             let handles = handles.clone();
@@ -131,6 +143,9 @@ fn main() -> ExitCode {
         for t in tasks {
             failures += t.await.unwrap_or(1);
         }
+        let mut lags = sampler.await.unwrap_or_default();
+        lags.sort_unstable();
+        let at = |q: f64| lags.get(((lags.len() as f64 - 1.0) * q).round() as usize).copied();
         let rss_loaded = status_kb("VmRSS:").unwrap_or(0);
         let mut lost = 0u64;
         let mut total = 0u64;
@@ -157,14 +172,22 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some((total, failures, lost, rss_loaded))
+        let lag = match (at(0.5), at(0.99), lags.last()) {
+            (Some(p50), Some(p99), Some(max)) => {
+                format!("; archive lag p50 {p50} ms, p99 {p99} ms, max {max} ms")
+            }
+            _ => String::new(),
+        };
+        Some((total, failures, lost, rss_loaded, lag))
     });
-    let Some((total, failures, lost, rss_loaded)) = outcome else { return ExitCode::FAILURE };
+    let Some((total, failures, lost, rss_loaded, lag)) = outcome else {
+        return ExitCode::FAILURE;
+    };
     let peak = status_kb("VmHWM:").unwrap_or(0);
     println!(
         "{objects} objects, {clients} clients, {seconds} s: {total} events ({:.0}/s), \
          {failures} failed, {lost} objects with lost writes; RSS {} MB before, {} MB loaded, \
-         peak {} MB ({:.1} kB per object)",
+         peak {} MB ({:.1} kB per object){lag}",
         total as f64 / seconds.max(1) as f64,
         rss_before / 1024,
         rss_loaded / 1024,

@@ -45,6 +45,7 @@ impl Inner {
             self.head.seq = header.seq;
             self.head.ts = header.ts_ms;
             self.head.db_bytes = header.db_pages as u64 * header.page_size as u64;
+            self.head_tx.send_replace(header.seq);
         }
         self.head.wal = header.wal;
         Ok(())

@@ -46,14 +46,78 @@ fn retention_anchor(snapshots: &[SnapName], cutoff: i64, pin: Option<u64>) -> Op
 
 impl Archiver {
     /// Uploads sealed segments to the archive (immutable, retried), deleting each local copy
-    /// once it is archived. Returns how many were uploaded.
+    /// once it is archived; the open segment is sealed first when it is due (16 MiB, 10 s).
+    /// Returns how many were uploaded.
     pub async fn upload(&self) -> Result<usize> {
+        let _one_at_a_time = self.upload_lock.lock().await;
         self.capture()?;
-        let (locals, archive) = {
+        {
             let mut inner = self.lock();
             inner.check_poisoned()?;
             let r = inner.seal_if_due();
             inner.poison(r)?;
+        }
+        self.upload_locals().await
+    }
+
+    /// Uploads every position captured so far (the journal's open segment too, whatever
+    /// its age): continuous archiving calls this within its lag bound, so that one upload
+    /// carries every commit captured since the previous one. Returns how many segments were
+    /// uploaded.
+    ///
+    /// The open segment is *rotated* out rather than sealed: no fsync and no rename; after
+    /// a successful upload its file is simply deleted, and after a failed one it is sealed
+    /// (synced and renamed) for a later attempt. The WAL is synced first, so nothing reaches
+    /// the archive that the database could still lose.
+    pub async fn flush(&self) -> Result<usize> {
+        let _one_at_a_time = self.upload_lock.lock().await;
+        let mut count = self.upload_locals().await?;
+        let (rotated, archive) = {
+            let mut inner = self.lock();
+            inner.check_poisoned()?;
+            let r = inner.wal_reader.sync();
+            inner.poison(r)?;
+            let Some(entry) = inner.journal.rotate() else { return Ok(count) };
+            inner.catalog.add_segment(entry.clone());
+            (entry, inner.archive.clone())
+        };
+        let outcome = async {
+            let bytes = read_local(rotated.local.as_deref().unwrap_or(std::path::Path::new("")))?;
+            archive.put_immutable(&format!("seg/{}", rotated.name.file_name()), bytes).await?;
+            archive.fail("upload.before_local_delete")
+        }
+        .await;
+        let mut inner = self.lock();
+        match outcome {
+            Ok(()) => {
+                let r = inner.journal.rotated_uploaded(&rotated);
+                inner.poison(r)?;
+                if let Some(e) = inner.catalog.segments.iter_mut().find(|e| e.name == rotated.name)
+                {
+                    e.local = None;
+                    e.remote = true;
+                }
+                inner.upload_error = None;
+                count += 1;
+                Ok(count)
+            }
+            Err(error) => {
+                inner.upload_error = Some(error.to_string());
+                let sealed = inner.journal.seal_rotated(&rotated);
+                let sealed = inner.poison(sealed)?;
+                inner.catalog.segments.retain(|e| e.name != rotated.name);
+                inner.catalog.add_segment(sealed);
+                Err(error)
+            }
+        }
+    }
+
+    /// Uploads the sealed segments waiting in the journal folder (the caller holds the
+    /// upload lock).
+    async fn upload_locals(&self) -> Result<usize> {
+        let (locals, archive) = {
+            let inner = self.lock();
+            inner.check_poisoned()?;
             let locals: Vec<SegEntry> =
                 inner.catalog.segments.iter().filter(|e| e.local.is_some()).cloned().collect();
             (locals, inner.archive.clone())
@@ -61,8 +125,15 @@ impl Archiver {
         let mut count = 0;
         for entry in locals {
             let Some(path) = entry.local.clone() else { continue };
-            let bytes = read_local(&path)?;
-            archive.put_immutable(&format!("seg/{}", entry.name.file_name()), bytes).await?;
+            let outcome = async {
+                let bytes = read_local(&path)?;
+                archive.put_immutable(&format!("seg/{}", entry.name.file_name()), bytes).await
+            }
+            .await;
+            if let Err(e) = outcome {
+                self.lock().upload_error = Some(e.to_string());
+                return Err(e);
+            }
             archive.fail("upload.before_local_delete")?;
             remove_if_exists(&path)?;
             let mut inner = self.lock();
@@ -72,6 +143,7 @@ impl Archiver {
             }
             count += 1;
         }
+        self.lock().upload_error = None;
         Ok(count)
     }
 

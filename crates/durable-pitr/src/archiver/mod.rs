@@ -101,6 +101,11 @@ struct Inner {
     catalog: Catalog,
     head: Head,
     poisoned: Option<String>,
+    /// The last failed upload's error, cleared by the next successful one.
+    upload_error: Option<String>,
+    /// The newest position, for whoever waits for history to upload
+    /// ([`Archiver::watch_head`]).
+    head_tx: tokio::sync::watch::Sender<u64>,
     /// The WAL, kept open between captures.
     wal_reader: wal::WalReader,
     /// Held for the archiver's life: one archiver per object.
@@ -111,6 +116,8 @@ struct Inner {
 /// retention. See the crate documentation for how a host uses it.
 pub struct Archiver {
     inner: Arc<Mutex<Inner>>,
+    /// One upload at a time: uploads read and delete the local copies of sealed segments.
+    upload_lock: tokio::sync::Mutex<()>,
     db: Database,
     /// The archiver's place in the database's commit pipeline.
     subscription: SubscriptionId,
@@ -150,6 +157,15 @@ pub struct Status {
     pub snapshots: usize,
     /// Bytes in the open journal segment.
     pub open_segment_bytes: u64,
+    /// The newest position in the archive store (0 when none is).
+    pub uploaded_seq: u64,
+    /// Positions of history not yet in the archive store: the upload lag in commits.
+    pub pending: u64,
+    /// How long the oldest of those has waited, in milliseconds: the upload lag in time (0
+    /// when nothing waits).
+    pub lag_ms: u64,
+    /// The last upload's error, when it failed (cleared by the next successful upload).
+    pub last_error: Option<String>,
 }
 
 /// What a point of history is (see [`HistoryEntry::kind`]).
@@ -302,6 +318,44 @@ impl Inner {
         result
     }
 
+    /// True when nothing this archiver can read holds a base for its history: no snapshot,
+    /// and no segment or journal record reaching back to the history's first position. It
+    /// happens when a journal that already uploaded part of its history is pointed at
+    /// another archive.
+    pub(super) fn without_base(&self) -> bool {
+        if self.head.seq == 0 || !self.catalog.snapshots.is_empty() {
+            return false;
+        }
+        let segments = self.catalog.segments.iter().map(|e| e.name.first_seq);
+        let journal = self.journal.index().first().map(|e| e.seq);
+        segments.chain(journal).min().is_none_or(|first| first > 0)
+    }
+
+    /// The newest position in the archive store.
+    pub(super) fn uploaded_seq(&self) -> u64 {
+        self.catalog
+            .segments
+            .iter()
+            .filter(|e| e.remote)
+            .map(|e| e.name.last_seq)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The time stamp of the oldest position not in the archive store.
+    fn oldest_pending_ts(&self) -> Option<u64> {
+        let uploaded = self.uploaded_seq();
+        let sealed = self
+            .catalog
+            .segments
+            .iter()
+            .filter(|e| !e.remote && e.name.last_seq > uploaded)
+            .map(|e| e.name.first_ts)
+            .min();
+        let open = self.journal.index().iter().find(|e| e.seq > uploaded).map(|e| e.ts);
+        sealed.into_iter().chain(open).min()
+    }
+
     fn sources(&self) -> Sources {
         Sources {
             archive: self.archive.clone(),
@@ -320,7 +374,14 @@ impl Archiver {
     /// Where the archiver stands.
     pub fn status(&self) -> Status {
         let inner = self.lock();
+        let uploaded_seq = inner.uploaded_seq();
+        let lag_ms =
+            inner.oldest_pending_ts().map_or(0, |ts| now_ts(&inner.config).saturating_sub(ts));
         Status {
+            uploaded_seq,
+            pending: inner.head.seq.saturating_sub(uploaded_seq),
+            lag_ms,
+            last_error: inner.upload_error.clone(),
             epoch: inner.head.epoch,
             seq: inner.head.seq,
             local_segments: inner.catalog.segments.iter().filter(|e| e.local.is_some()).count(),
@@ -330,13 +391,18 @@ impl Archiver {
         }
     }
 
+    /// A receiver of the newest position: it changes whenever history grows, so a host can
+    /// upload soon after (continuous archiving).
+    pub fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.lock().head_tx.subscribe()
+    }
+
     /// Captures, checkpoints, seals and uploads: after this the archive holds the object's
     /// whole history. Close (or drop) every handle of the database afterwards, then the lock
     /// is released.
     pub async fn close(self) -> Result<()> {
         self.checkpoint()?;
-        self.seal()?;
-        self.upload().await?;
+        self.flush().await?;
         Ok(())
     }
 }

@@ -95,6 +95,8 @@ impl Archiver {
             catalog,
             head,
             poisoned: None,
+            upload_error: None,
+            head_tx: tokio::sync::watch::Sender::new(0),
             // Unless every COMMIT syncs, the journal syncs the WAL before itself.
             wal_reader: wal::WalReader::new(
                 paths.wal.clone(),
@@ -123,6 +125,12 @@ impl Archiver {
                     tracing::warn!(db = %paths.db.display(), "WAL discontinuity: recording a full image");
                     let (page_size, data) = checkpointed_image(&paths.db, &options)?;
                     inner.append_image(Kind::Discontinuity, page_size, &data)?;
+                } else if inner.without_base() {
+                    // History whose start is in no archive this archiver can reach (the
+                    // archive location changed): a full image makes it whole from here on.
+                    tracing::warn!(db = %paths.db.display(), "history has no base in this archive: recording a full image");
+                    let (page_size, data) = checkpointed_image(&paths.db, &options)?;
+                    inner.append_image(Kind::Discontinuity, page_size, &data)?;
                 }
             } else {
                 // A new machine (or a lost file): the latest archived state.
@@ -146,7 +154,8 @@ impl Archiver {
         let db = Database::open(&paths.db, options)?;
         let inner = Arc::new(Mutex::new(inner));
         let subscription = db.subscribe(Arc::new(Capture(inner.clone())));
-        Ok((db.clone(), Archiver { inner, db, subscription }))
+        let upload_lock = tokio::sync::Mutex::new(());
+        Ok((db.clone(), Archiver { inner, upload_lock, db, subscription }))
     }
 }
 

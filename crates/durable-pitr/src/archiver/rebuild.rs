@@ -100,6 +100,11 @@ impl Rebuild {
             if h.seq > self.target {
                 return Ok(true);
             }
+            // A full image is a base of its own: history before it need not be reachable
+            // (a journal that began in another archive records one on its first open here).
+            if h.seq > self.next && h.kind.is_full_image() {
+                self.next = h.seq;
+            }
             if h.seq != self.next {
                 return Err(missing(format!("seq {} (found {} in {what})", self.next, h.seq)));
             }

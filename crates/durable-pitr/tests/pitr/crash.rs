@@ -95,6 +95,12 @@ async fn every_running_step_survives_a_crash() {
                 if i % 6 == 0 && archiver.checkpoint().is_err() {
                     break 'work;
                 }
+                // Continuous archiving's flush (the open segment rotated out and uploaded)
+                // every third commit, the periodic upload of sealed segments and the
+                // maintenance every ninth.
+                if i % 3 == 1 && archiver.flush().await.is_err() {
+                    break 'work;
+                }
                 if i % 9 == 0
                     && (archiver.upload().await.is_err()
                         || archiver.compact().await.is_err()

@@ -113,3 +113,28 @@ async fn an_empty_data_directory_opens_from_the_archive_alone() {
     let (b, img) = &states[states.len() / 2];
     assert_eq!(archiver.image_at(b).await.unwrap(), *img);
 }
+
+#[tokio::test]
+async fn a_journal_pointed_at_another_archive_records_a_base_there() {
+    let env = Env::new();
+    let states = history(&env, 13, 40).await;
+    // The same data folder, its archive location changed: the new store holds none of the
+    // history, so the first open records a full image there.
+    let mut moved = env.config();
+    moved.store = std::sync::Arc::new(durable_pitr::object_store::memory::InMemory::new());
+    let store = moved.store.clone();
+    let (db, archiver) = env.open_with(moved).await.unwrap();
+    assert_eq!(image(&env.path), states.last().unwrap().1);
+    db.exec("INSERT INTO t(k) VALUES ('after the move')", &[]).unwrap();
+    db.commit().unwrap();
+    let after = archiver.current_bookmark().unwrap();
+    let expected = image(&env.path);
+    archiver.close().await.unwrap();
+    drop(db);
+    // A new machine on the new store alone has the state, and the bookmark rebuilds there.
+    let other = Env::with_store(store);
+    other.clock.set(env.clock_now());
+    let (_db, archiver) = other.open().await;
+    assert_eq!(image(&other.path), expected);
+    assert_eq!(archiver.image_at(&after).await.unwrap(), expected);
+}

@@ -83,8 +83,8 @@ impl Actor for Notes {}
 #[test]
 fn object_events_read_bookmarks_from_s3_on_any_runtime() {
     let s3 = server();
-    let dir = Dir::new();
     for flavor in ["current_thread", "multi_thread"] {
+        let dir = Dir::new();
         let runtime = match flavor {
             "current_thread" => tokio::runtime::Builder::new_current_thread().enable_all().build(),
             _ => tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build(),
@@ -114,7 +114,7 @@ fn object_events_read_bookmarks_from_s3_on_any_runtime() {
             let image = handle.image_at(&before).unwrap();
             assert!(!image.is_empty(), "{flavor}: the image at a bookmark rebuilds from S3");
             drop((handle, object));
-            ns.close().await;
+            ns.close().await.unwrap();
         });
     }
 }
