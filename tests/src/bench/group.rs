@@ -9,18 +9,21 @@
 //! commit (each turn's `COMMIT` fsyncs before the turn ends). Raw: the same commits as
 //! autocommit upserts under `synchronous=FULL`, on as many threads as the runtime has
 //! workers (2), each working through its share of the connections in turn.
+//!
+//! Ours runs every object through a `durable_storage::Namespace` (`Namespace::object`), with
+//! the options each mode names.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use durable_sql::{Durability, Options};
-use durable_storage::{Archive, Namespace, NamespaceOptions};
-use durable_txn::{Actor, Object, Storage};
+use durable_storage::{Archive, Namespace, NamespaceOptions, ObjectHandle};
+use durable_txn::Actor;
 use rusqlite::params;
 
 use super::{
-    BenchResult, Config, RAW_KV_CREATE, RAW_KV_PUT, Row, V, key, pair, raw_open, row, tempdir,
+    BenchResult, Config, RAW_KV_CREATE, RAW_KV_PUT, Row, V, key, namespace, pair, raw_open, row,
+    tempdir,
 };
 
 const VALUE: V = V { v: 1 };
@@ -29,32 +32,36 @@ const WORKERS: usize = 2;
 struct Plain;
 impl Actor for Plain {}
 
-/// `objects` objects on the runtime, `per_object` events each, all sent at once; the time
-/// until every result came back.
-/// How the objects of (k) open their storage.
+/// How the namespace of (k) opens its objects.
 #[derive(Clone, Copy)]
 enum Mode {
-    /// `Storage::open`: an fsync inside every `COMMIT`.
+    /// `Durability::Full`: an fsync inside every `COMMIT`; no archive.
     Fsync,
-    /// `Durability::Group`.
+    /// `Durability::Group` (group commit); no archive.
     Group,
-    /// As a `Namespace` opens them: group commit and the WAL archiver, whose captures run on
-    /// the sync pool after each fsync.
+    /// The namespace's defaults, with the local archive: exclusive locking, group commit and
+    /// the WAL archiver, whose captures run on the sync threads after each fsync.
     GroupArchived,
 }
 
-fn group() -> Options {
-    Options { durability: Durability::Group, ..Options::default() }
+/// Group commit, normal locking, no archive.
+fn group_namespace(dir: &std::path::Path) -> BenchResult<Namespace> {
+    namespace(dir, Options { durability: Durability::Group, ..Options::default() }, Archive::Off)
 }
 
-fn open(path: &Path, mode: Mode) -> durable_txn::Result<Storage> {
+fn open_namespace(dir: &std::path::Path, mode: Mode) -> BenchResult<Namespace> {
     match mode {
-        Mode::Fsync => Storage::open(path, Options::default()),
-        Mode::Group => Storage::open(path, group()),
-        Mode::GroupArchived => unreachable!("archived objects open through a namespace"),
+        Mode::Fsync => namespace(dir, Options::default(), Archive::Off),
+        Mode::Group => group_namespace(dir),
+        Mode::GroupArchived => Ok(Namespace::open(
+            dir,
+            NamespaceOptions { archive: Archive::Local, ..NamespaceOptions::default() },
+        )?),
     }
 }
 
+/// `objects` objects on the runtime, `per_object` events each, all sent at once; the time
+/// until every result came back.
 fn ours(
     rt: &tokio::runtime::Runtime,
     objects: usize,
@@ -62,26 +69,11 @@ fn ours(
     mode: Mode,
 ) -> BenchResult<Duration> {
     let dir = tempdir()?;
-    let paths: Vec<PathBuf> =
-        (0..objects).map(|o| dir.path().join(format!("o{o}.sqlite"))).collect();
-    // Archived objects are opened as the product opens them, by a namespace.
-    let ns = match mode {
-        Mode::GroupArchived => Some(Namespace::open(
-            dir.path(),
-            NamespaceOptions { archive: Archive::Local, ..NamespaceOptions::default() },
-        )?),
-        _ => None,
-    };
+    let ns = open_namespace(dir.path(), mode)?;
     rt.block_on(async move {
-        let handles: Vec<Object<Plain>> = match &ns {
-            Some(ns) => (0..objects)
-                .map(|o| ns.object(&format!("o{o}"), |_| Plain).map(|h| h.object().clone()))
-                .collect::<Result<_, _>>()?,
-            None => paths
-                .into_iter()
-                .map(|path| Object::spawn(move || open(&path, mode), |_| Plain))
-                .collect(),
-        };
+        let handles: Vec<ObjectHandle<Plain>> = (0..objects)
+            .map(|o| ns.object(&format!("o{o}"), |_| Plain))
+            .collect::<Result<_, _>>()?;
         // Open every object and create its table before the clock starts.
         for h in &handles {
             h.call(|ctx| async move { ctx.storage().put("warm", &VALUE).await }).await??;
@@ -152,9 +144,9 @@ fn ours_one_event(
     sync_each: bool,
 ) -> BenchResult<Duration> {
     let dir = tempdir()?;
-    let path = dir.path().join("o.sqlite");
+    let ns = group_namespace(dir.path())?;
     rt.block_on(async move {
-        let object: Object<Plain> = Object::spawn(move || Storage::open(&path, group()), |_| Plain);
+        let object = ns.object("o", |_| Plain)?;
         object.call(|ctx| async move { ctx.storage().put("warm", &VALUE).await }).await??;
         let start = Instant::now();
         object

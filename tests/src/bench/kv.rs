@@ -1,23 +1,29 @@
 //! KV workloads: (a) sync puts in one turn, (a') async puts in one turn, (b) one commit per
 //! put, (c) gets, (d) list, and (j) the KV-backed path over the write-behind cache.
+//!
+//! Ours opens every object through a `durable_storage::Namespace` (no archive, the options
+//! each workload names); (j-*-memory-txn) measures durable-txn's KV-backed `Storage` over a
+//! `MemoryBackend` alone, a backend no namespace offers.
 
+use std::ops::Deref;
+use std::path::Path;
 use std::sync::Arc;
 
 use durable_backend::cache::CacheOptions;
-use durable_backend::{KvBackend, MemoryBackend, SqliteBackend};
+use durable_backend::{KvBackend, MemoryBackend};
 use durable_kv::ListOptions;
 use durable_sql::Options;
+use durable_storage::{Archive, Backend, Namespace, NamespaceOptions, StorageHandle};
 use durable_txn::{Op, Storage, TurnEnd};
 use rusqlite::params;
 
 use super::{
-    BenchResult, Config, RAW_KV_CREATE, RAW_KV_PUT, Row, V, fill_kv, keep, key, pair, raw_open,
-    row, tempdir, time,
+    BenchResult, Config, RAW_KV_CREATE, RAW_KV_PUT, Row, V, fill_kv, keep, key, open_object, pair,
+    raw_open, row, tempdir, time,
 };
 
 const VALUE: V = V { v: 1 };
 
-/// Waits for an `Op` (ready at once on SQLite; a flush or a miss on the KV-backed path).
 /// Reads keys `0..n` through the async API, each one present.
 fn get_all(rt: &tokio::runtime::Runtime, storage: &Storage, n: usize) -> BenchResult<()> {
     for i in 0..n {
@@ -27,6 +33,7 @@ fn get_all(rt: &tokio::runtime::Runtime, storage: &Storage, n: usize) -> BenchRe
     Ok(())
 }
 
+/// Waits for an `Op` (ready at once on SQLite; a flush or a miss on the KV-backed path).
 fn wait<T>(rt: &tokio::runtime::Runtime, op: Op<T>) -> BenchResult<T> {
     match op.now() {
         Ok(result) => Ok(result?),
@@ -42,16 +49,17 @@ fn end_turn(rt: &tokio::runtime::Runtime, storage: &Storage) -> BenchResult<()> 
     Ok(())
 }
 
-/// A fresh SQLite-backed storage whose `_cf_KV` table exists (one warm-up key committed).
-fn fresh_storage(dir: &std::path::Path, options: Options) -> BenchResult<Storage> {
-    let storage = Storage::open(dir.join("ours.sqlite"), options)?;
+/// A fresh SQLite-backed object of a namespace over `dir`, opened with `sql`, whose `_cf_KV`
+/// table exists (one warm-up key committed).
+fn fresh_storage(dir: &Path, sql: Options) -> BenchResult<StorageHandle> {
+    let storage = open_object(dir, "ours", sql)?;
     storage.kv()?.put("warm", &VALUE)?;
     storage.end_turn()?;
     Ok(storage)
 }
 
 /// A fresh raw database with the same table and warm-up key.
-fn fresh_raw(dir: &std::path::Path) -> BenchResult<rusqlite::Connection> {
+fn fresh_raw(dir: &Path) -> BenchResult<rusqlite::Connection> {
     let conn = raw_open(&dir.join("raw.sqlite"), false)?;
     conn.execute(RAW_KV_CREATE, [])?;
     conn.execute(RAW_KV_PUT, params!["warm", durable_kv::codec::encode(&VALUE)?])?;
@@ -77,7 +85,7 @@ fn raw_puts(n: usize) -> BenchResult<std::time::Duration> {
 }
 
 /// Raw: `n` point reads of `key(i)`, statement held, the bytes copied out.
-fn raw_gets(path: &std::path::Path, n: usize, exclusive: bool) -> BenchResult<std::time::Duration> {
+fn raw_gets(path: &Path, n: usize, exclusive: bool) -> BenchResult<std::time::Duration> {
     let conn = raw_open(path, exclusive)?;
     let mut get = conn.prepare("SELECT value FROM _cf_KV WHERE key = ?")?;
     time(|| {
@@ -174,7 +182,7 @@ pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
                 let c = pair(
                     runs,
                     || {
-                        let storage = Storage::open(&path, options.clone())?;
+                        let storage = open_object(dir.path(), "filled", options.clone())?;
                         time(|| {
                             let kv = storage.kv()?;
                             for i in 0..n {
@@ -196,7 +204,7 @@ pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
                 } else {
                     row(
                         "c",
-                        "kv().get hits (normal locking, Storage::open's default)",
+                        "kv().get hits (normal locking, durable-sql's default)",
                         n,
                         Some(0.6),
                         c,
@@ -207,7 +215,7 @@ pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
             let c2 = pair(
                 runs,
                 || {
-                    let storage = Storage::open(&path, Options::default())?;
+                    let storage = open_object(dir.path(), "filled", Options::default())?;
                     time(|| {
                         for i in 0..n {
                             let v: Option<V> = wait(&rt, storage.get(&key(i)))?;
@@ -228,7 +236,7 @@ pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
             let d = pair(
                 runs,
                 || {
-                    let storage = Storage::open(&dpath, Options::default())?;
+                    let storage = open_object(dir.path(), "list", Options::default())?;
                     time(|| {
                         for _ in 0..reps {
                             let all: Vec<(String, V)> =
@@ -265,27 +273,73 @@ pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
     Ok(())
 }
 
+/// A KV-backed object, opened through a namespace (the product) or as durable-txn's
+/// `Storage` alone (a lower layer, named in the row's id).
+enum KvObject {
+    Product(StorageHandle),
+    Layer(Storage),
+}
+
+impl Deref for KvObject {
+    type Target = Storage;
+
+    fn deref(&self) -> &Storage {
+        match self {
+            KvObject::Product(handle) => handle,
+            KvObject::Layer(storage) => storage,
+        }
+    }
+}
+
+/// Opens a new instance of one KV-backed object (an empty write-behind cache) over the same
+/// stored data every time it is called.
+type Opener = Box<dyn Fn() -> BenchResult<KvObject>>;
+
+/// The KV-backed object of a namespace over `dir` (`Backend::Kv`: a `SqliteBackend` file
+/// per object, durable-sql's default options, the default cache).
+fn kv_namespace(dir: &Path) -> BenchResult<Opener> {
+    let ns = Namespace::open(
+        dir,
+        NamespaceOptions {
+            backend: Backend::Kv,
+            sql: Options::default(),
+            archive: Archive::Off,
+            ..NamespaceOptions::default()
+        },
+    )?;
+    Ok(Box::new(move || Ok(KvObject::Product(ns.storage("kv")?))))
+}
+
+/// durable-txn's KV-backed `Storage` over one `MemoryBackend`, with the default cache.
+fn kv_memory(_dir: &Path) -> BenchResult<Opener> {
+    let backend: Arc<dyn KvBackend> = Arc::new(MemoryBackend::new());
+    Ok(Box::new(move || {
+        Ok(KvObject::Layer(Storage::kv_backed(backend.clone(), CacheOptions::default())))
+    }))
+}
+
 /// (j): the KV-backed path (write-behind cache over a backend) against raw rusqlite.
 fn kv_backed(
     config: &Config,
     rt: &tokio::runtime::Runtime,
-    filled: &std::path::Path,
+    filled: &Path,
     n: usize,
     rows: &mut Vec<Row>,
 ) -> BenchResult<()> {
     let runs = config.runs;
-    type MakeBackend = fn(&std::path::Path) -> BenchResult<Arc<dyn KvBackend>>;
-    let backends: [(&str, MakeBackend); 2] = [
-        ("sqlite", |dir| Ok(Arc::new(SqliteBackend::open(dir.join("kv.sqlite"))?))),
-        ("memory", |_| Ok(Arc::new(MemoryBackend::new()))),
+    type Store = fn(&Path) -> BenchResult<Opener>;
+    let stores: [(&str, &str, Store); 2] = [
+        ("sqlite", "KV-backed (sqlite)", kv_namespace),
+        ("memory-txn", "KV-backed (memory), durable-txn alone", kv_memory),
     ];
-    for (name, make) in backends {
+    for (id, name, store) in stores {
         // Flush throughput: n puts, end of turn, wait until durable.
         let flush = pair(
             runs,
             || {
                 let dir = tempdir()?;
-                let storage = Storage::kv_backed(make(dir.path())?, CacheOptions::default());
+                let open = store(dir.path())?;
+                let storage = open()?;
                 time(|| {
                     for i in 0..n {
                         drop(storage.put(&key(i), &VALUE));
@@ -296,55 +350,43 @@ fn kv_backed(
             || raw_puts(n),
         )?;
         rows.push(row(
-            &format!("j-flush-{name}"),
-            &format!("KV-backed ({name}): put not awaited, one turn, flushed"),
+            &format!("j-flush-{id}"),
+            &format!("{name}: put not awaited, one turn, flushed"),
             n,
             None,
             flush,
         ));
-        // Prefill a backend once for the get workloads.
+        // Fill one object once for the get workloads.
         let dir = tempdir()?;
-        let backend = make(dir.path())?;
+        let open = store(dir.path())?;
         {
-            let storage = Storage::kv_backed(backend.clone(), CacheOptions::default());
+            let storage = open()?;
             for i in 0..n {
                 drop(storage.put(&key(i), &VALUE));
             }
             end_turn(rt, &storage)?;
         }
-        // Misses: a fresh cache over the filled backend reads every key once.
+        // Misses: a fresh instance of the filled object reads every key once.
         let miss = pair(
             runs,
             || {
-                let storage = Storage::kv_backed(backend.clone(), CacheOptions::default());
+                let storage = open()?;
                 time(|| get_all(rt, &storage, n))
             },
             || raw_gets(filled, n, false),
         )?;
-        rows.push(row(
-            &format!("j-miss-{name}"),
-            &format!("KV-backed ({name}): get, cache miss"),
-            n,
-            None,
-            miss,
-        ));
+        rows.push(row(&format!("j-miss-{id}"), &format!("{name}: get, cache miss"), n, None, miss));
         // Hits: the same reads again, all answered by the cache.
         let hit = pair(
             runs,
             || {
-                let storage = Storage::kv_backed(backend.clone(), CacheOptions::default());
+                let storage = open()?;
                 get_all(rt, &storage, n)?;
                 time(|| get_all(rt, &storage, n))
             },
             || raw_gets(filled, n, false),
         )?;
-        rows.push(row(
-            &format!("j-hit-{name}"),
-            &format!("KV-backed ({name}): get, cache hit"),
-            n,
-            None,
-            hit,
-        ));
+        rows.push(row(&format!("j-hit-{id}"), &format!("{name}: get, cache hit"), n, None, hit));
     }
     Ok(())
 }

@@ -11,6 +11,8 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use durable_sql::Options;
+use durable_storage::{Archive, Namespace, NamespaceOptions, StorageHandle};
 use serde::{Deserialize, Serialize};
 
 /// Errors of the bench: any failure stops it with a message.
@@ -176,6 +178,20 @@ pub fn row(
 /// A fresh temporary folder on the same disk as the data of a real deployment.
 pub fn tempdir() -> BenchResult<tempfile::TempDir> {
     Ok(tempfile::Builder::new().prefix("durable-bench").tempdir()?)
+}
+
+/// A namespace over `dir` (created if missing) whose SQLite-backed objects open with `sql`
+/// and archive as `archive` says; the rest is the namespace's default. Workloads that measure
+/// the product open their objects through one, as a program does.
+pub fn namespace(dir: &Path, sql: Options, archive: Archive) -> BenchResult<Namespace> {
+    Ok(Namespace::open(dir, NamespaceOptions { sql, archive, ..NamespaceOptions::default() })?)
+}
+
+/// The object `name` (the file `dir/<name>.sqlite`, `name` being lowercase letters, digits
+/// and `-`) of a namespace over `dir` opened with `sql` and no archive. The handle keeps the
+/// namespace's lock; dropping it closes the object and releases the folder.
+pub fn open_object(dir: &Path, name: &str, sql: Options) -> BenchResult<StorageHandle> {
+    Ok(namespace(dir, sql, Archive::Off)?.storage(name)?)
 }
 
 /// Opens a raw rusqlite connection with the project's SQLite settings: page size 4096, WAL,

@@ -2,26 +2,18 @@
 //! child process (the bench binary again, with `--child-open`), so that memory freed by one
 //! run cannot be reused by the next and flatter its figure.
 //!
-//! Both sides open with `locking_mode=EXCLUSIVE`: ours with the options a
-//! `durable_storage::Namespace` opens its objects with (`NamespaceOptions::default().sql`,
-//! exclusive locking on, since the namespace owns the files), raw with the same pragma, so the
-//! comparison stays like for like. Everything else on the raw side is SQLite's default
-//! (lookaside included). A namespace's per-object archiver is not part of (g).
+//! Ours opens each object through a `durable_storage::Namespace` with the namespace's own
+//! SQLite options (`NamespaceOptions::default().sql`: exclusive locking, group commit) and no
+//! archive; the namespace is opened before the clock and the memory count start. Raw opens
+//! with `locking_mode=EXCLUSIVE` too, so the comparison stays like for like; everything else
+//! on the raw side is SQLite's default (lookaside included).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use durable_sql::Options;
-use durable_txn::Storage;
+use durable_storage::{Archive, Namespace, NamespaceOptions};
 
 use super::{BenchResult, Config, Row, Stats, V, fill_kv, keep, raw_open, row, tempdir, time};
-
-/// The options `durable_storage::Namespace` opens an object with by default
-/// (`NamespaceOptions::default().sql`; this crate does not depend on durable-storage, so keep
-/// the two in step by hand).
-fn namespace_options() -> Options {
-    Options { exclusive_locking: true, ..Options::default() }
-}
 
 /// Resident memory of this process in bytes.
 fn rss() -> BenchResult<u64> {
@@ -30,26 +22,36 @@ fn rss() -> BenchResult<u64> {
     Ok(pages * 4096)
 }
 
-fn object_path(dir: &Path, i: usize) -> std::path::PathBuf {
-    dir.join(format!("object-{i:05}.sqlite"))
+fn object_name(i: usize) -> String {
+    format!("object-{i:05}")
+}
+
+fn object_path(dir: &Path, i: usize) -> PathBuf {
+    dir.join(Namespace::file_name(&object_name(i)))
 }
 
 /// The child's work: open `n` objects of `dir` one after another, read one key from each,
 /// keep them all open; print the seconds taken and the growth of resident memory.
 pub fn child(side: &str, dir: &Path, n: usize) -> BenchResult<()> {
+    let ns = match side {
+        "ours" => Some(Namespace::open(
+            dir,
+            NamespaceOptions { archive: Archive::Off, ..NamespaceOptions::default() },
+        )?),
+        _ => None,
+    };
     let before = rss()?;
     let mut keep_open_ours = Vec::new();
     let mut keep_open_raw = Vec::new();
     let took = time(|| {
         for i in 0..n {
-            let path = object_path(dir, i);
-            if side == "ours" {
-                let storage = Storage::open(&path, namespace_options())?;
+            if let Some(ns) = &ns {
+                let storage = ns.storage(&object_name(i))?;
                 let v: Option<V> = storage.kv()?.get("k00000000")?;
                 keep(v.ok_or("missing key")?);
                 keep_open_ours.push(storage);
             } else {
-                let conn = raw_open(&path, true)?;
+                let conn = raw_open(&object_path(dir, i), true)?;
                 let v: Vec<u8> =
                     conn.query_row("SELECT value FROM _cf_KV WHERE key = ?", ["k00000000"], |r| {
                         r.get(0)

@@ -1,53 +1,42 @@
 //! (h) Commit throughput with the point-in-time-recovery archiver on and off, and (i) restore
-//! speed in MB/s.
+//! speed in MB/s. Ours opens its objects through a `durable_storage::Namespace` with
+//! durable-sql's default options (an fsync inside every `COMMIT`), with the local archive
+//! (`Archive::Local`, whose archiver captures each commit by itself) or none.
 
 use std::path::Path;
 use std::time::Duration;
 
-use durable_pitr::{ArchiveConfig, Archiver};
 use durable_sql::Options;
-use durable_txn::Storage;
+use durable_storage::{Archive, Namespace};
 use rusqlite::params;
 
 use super::{
-    BenchResult, Config, RAW_KV_CREATE, RAW_KV_PUT, Row, Stats, V, key, pair, raw_open, row,
-    tempdir, time,
+    BenchResult, Config, RAW_KV_CREATE, RAW_KV_PUT, Row, Stats, V, keep, key, namespace, pair,
+    raw_open, row, tempdir, time,
 };
 
 const VALUE: V = V { v: 1 };
 
-/// `n` commits of one KV put each, with the archiver capturing after each (as a host does
-/// after every turn) or without it.
-fn commits(rt: &tokio::runtime::Runtime, n: usize, archiver_on: bool) -> BenchResult<Duration> {
+/// The namespace of (h) and (i): durable-sql's default options, archived or not.
+fn archived_namespace(dir: &Path, archive: bool) -> BenchResult<Namespace> {
+    namespace(dir, Options::default(), if archive { Archive::Local } else { Archive::Off })
+}
+
+/// `n` commits of one KV put each, with the archiver on (it captures every commit as the
+/// commit pipeline reports it durable) or off.
+fn commits(n: usize, archiver_on: bool) -> BenchResult<Duration> {
     let dir = tempdir()?;
-    let path = dir.path().join("ours.sqlite");
-    let (storage, archiver) = if archiver_on {
-        let config = ArchiveConfig::local_for(&path)?;
-        let (db, archiver) = rt.block_on(Archiver::open(&path, Options::default(), config))?;
-        (Storage::new(db), Some(archiver))
-    } else {
-        (Storage::open(&path, Options::default())?, None)
-    };
+    let storage = archived_namespace(dir.path(), archiver_on)?.storage("ours")?;
     storage.kv()?.put("warm", &VALUE)?;
     storage.end_turn()?;
-    if let Some(a) = &archiver {
-        a.capture()?;
-    }
-    let took = time(|| {
+    time(|| {
         let kv = storage.kv()?;
         for i in 0..n {
             kv.put(&key(i), &VALUE)?;
             storage.end_turn()?;
-            if let Some(a) = &archiver {
-                a.capture()?;
-            }
         }
         Ok(())
-    })?;
-    if let Some(a) = archiver {
-        rt.block_on(a.close())?;
-    }
-    Ok(took)
+    })
 }
 
 fn raw_commits(n: usize) -> BenchResult<Duration> {
@@ -65,33 +54,26 @@ fn raw_commits(n: usize) -> BenchResult<Duration> {
     })
 }
 
-/// An archived object of `commits` commits of 40 kB rows (about `commits` × 40 kB), with a
-/// snapshot half way; returns the newest bookmark and the database size.
-fn archived(
-    rt: &tokio::runtime::Runtime,
-    path: &Path,
-    commits: usize,
-) -> BenchResult<(String, u64)> {
-    let (db, archiver) =
-        rt.block_on(Archiver::open(path, Options::default(), ArchiveConfig::local_for(path)?))?;
-    db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)", &[])?;
+/// The archived object (i) measures: `commits` commits of 40 kB rows (about `commits` × 40 kB)
+/// with a snapshot half way (the object closed, which seals its journal, then reopened and
+/// its archive maintained: upload and compaction); returns the newest bookmark and the
+/// database size. The object is closed on return.
+fn archived(ns: &Namespace, name: &str, commits: usize) -> BenchResult<(String, u64)> {
+    let mut storage = ns.storage(name)?;
+    storage.sql()?.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)", &[])?;
     for i in 0..commits as i64 {
-        db.exec("INSERT OR REPLACE INTO t VALUES (?, randomblob(40000))", &[i.into()])?;
-        db.commit()?;
-        archiver.capture()?;
+        storage
+            .sql()?
+            .exec("INSERT OR REPLACE INTO t VALUES (?, randomblob(40000))", &[i.into()])?;
+        storage.end_turn()?;
         if i == commits as i64 / 2 {
-            rt.block_on(async {
-                archiver.seal()?;
-                archiver.upload().await?;
-                archiver.compact().await?;
-                Ok::<(), durable_pitr::Error>(())
-            })?;
+            drop(storage);
+            storage = ns.storage(name)?;
+            storage.maintain_archive()?;
         }
     }
-    let bookmark = archiver.current_bookmark()?;
-    let size = db.database_size()?;
-    rt.block_on(archiver.close())?;
-    drop(db);
+    let bookmark = storage.current_bookmark()?;
+    let size = storage.database_size()?;
     Ok((bookmark, size))
 }
 
@@ -113,42 +95,32 @@ fn mb_row(id: &str, name: &str, bytes: u64, took: &[Duration]) -> Row {
 
 /// Runs (h) and (i).
 pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
     if config.wants("h") {
         let n = config.size(2_000, 200);
         let runs = config.slow_runs();
-        let on = pair(runs, || commits(&rt, n, true), || raw_commits(n))?;
+        let on = pair(runs, || commits(n, true), || raw_commits(n))?;
         rows.push(row("h-on", "commits (1 put each), archiver on", n, Some(0.9), on));
-        let off = pair(runs, || commits(&rt, n, false), || raw_commits(n))?;
+        let off = pair(runs, || commits(n, false), || raw_commits(n))?;
         rows.push(row("h-off", "commits (1 put each), archiver off", n, Some(0.9), off));
     }
     if config.wants("i") {
         let dir = tempdir()?;
-        let path = dir.path().join("archived.sqlite");
-        let (bookmark, size) = archived(&rt, &path, config.size(200, 40))?;
+        let ns = archived_namespace(dir.path(), true)?;
+        let name = "archived";
+        let (bookmark, size) = archived(&ns, name, config.size(200, 40))?;
         let mut rebuild = Vec::new();
         let mut restore = Vec::new();
         for _ in 0..config.slow_runs() {
-            let (db, archiver) = rt.block_on(Archiver::open(
-                &path,
-                Options::default(),
-                ArchiveConfig::local_for(&path)?,
-            ))?;
+            let storage = ns.storage(name)?;
             rebuild.push(time(|| {
-                rt.block_on(archiver.image_at(&bookmark))?;
+                keep(storage.image_at(&bookmark)?);
                 Ok(())
             })?);
-            archiver.on_next_session_restore_bookmark(&bookmark)?;
-            rt.block_on(archiver.close())?;
-            drop(db);
+            storage.on_next_session_restore_bookmark(&bookmark)?;
+            drop(storage);
+            // Reopening the object applies the restore; closing it checkpoints and seals.
             restore.push(time(|| {
-                let (db, archiver) = rt.block_on(Archiver::open(
-                    &path,
-                    Options::default(),
-                    ArchiveConfig::local_for(&path)?,
-                ))?;
-                rt.block_on(archiver.close())?;
-                drop(db);
+                drop(ns.storage(name)?);
                 Ok(())
             })?);
         }

@@ -1,11 +1,11 @@
 //! SQL workloads: (e) parameterised INSERTs in one `transaction_sync`, (f) a SELECT of every
-//! row with `to_array()` and with `raw()`.
+//! row with `to_array()` and with `raw()`. Ours opens its objects through a
+//! `durable_storage::Namespace` with durable-sql's default options and no archive.
 
 use durable_sql::{Options, SqlValue};
-use durable_txn::Storage;
 use rusqlite::params;
 
-use super::{BenchResult, Config, Row, keep, pair, raw_open, row, tempdir, time};
+use super::{BenchResult, Config, Row, keep, open_object, pair, raw_open, row, tempdir, time};
 
 const CREATE: &str =
     "CREATE TABLE IF NOT EXISTS bench(id INTEGER PRIMARY KEY, name TEXT, score REAL)";
@@ -35,7 +35,7 @@ pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
             runs,
             || {
                 let dir = tempdir()?;
-                let storage = Storage::open(dir.path().join("ours.sqlite"), Options::default())?;
+                let storage = open_object(dir.path(), "ours", Options::default())?;
                 storage.sql()?.exec(CREATE, &[])?;
                 storage.end_turn()?;
                 time(|| {
@@ -102,7 +102,7 @@ pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
         };
         // Ours: the rows through `to_array()`, or through `raw()` (f').
         let select = |raw: bool| {
-            let storage = Storage::open(&path, Options::default())?;
+            let storage = open_object(dir.path(), "select", Options::default())?;
             let sql = storage.sql()?;
             sql.exec("SELECT * FROM bench LIMIT 1", &[])?.to_array()?;
             time(|| {
