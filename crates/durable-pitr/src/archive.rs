@@ -12,7 +12,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use crate::config::Failpoint;
 use crate::error::{ArchiveError, Error, Result, io_error};
 
-/// A segment's name: `{epoch:08x}-{first_seq:016x}-{last_seq:016x}-{first_ts:012x}-{last_ts:012x}.seg`.
+/// A segment's name: `{epoch:08x}-{first_seq:016x}-{last_seq:016x}-{first_ts:012x}-{last_ts:012x}.seg`,
+/// with `-{term:08x}` before `.seg` when it was uploaded under a lease (term 0: none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct SegName {
     pub epoch: u32,
@@ -20,6 +21,18 @@ pub(crate) struct SegName {
     pub last_seq: u64,
     pub first_ts: u64,
     pub last_ts: u64,
+    pub term: u32,
+}
+
+fn term_suffix(term: u32) -> String {
+    if term == 0 { String::new() } else { format!("-{term:08x}") }
+}
+
+fn parse_term(t: Option<&&str>) -> Option<u32> {
+    match t {
+        None => Some(0),
+        Some(t) => u32::try_from(hex_field(t, 8)?).ok().filter(|t| *t > 0),
+    }
 }
 
 fn hex_field(s: &str, width: usize) -> Option<u64> {
@@ -32,21 +45,35 @@ fn hex_field(s: &str, width: usize) -> Option<u64> {
 impl SegName {
     pub(crate) fn file_name(&self) -> String {
         format!(
-            "{:08x}-{:016x}-{:016x}-{:012x}-{:012x}.seg",
-            self.epoch, self.first_seq, self.last_seq, self.first_ts, self.last_ts
+            "{:08x}-{:016x}-{:016x}-{:012x}-{:012x}{}.seg",
+            self.epoch,
+            self.first_seq,
+            self.last_seq,
+            self.first_ts,
+            self.last_ts,
+            term_suffix(self.term)
         )
+    }
+
+    /// The same positions under another term.
+    pub(crate) fn with_term(self, term: u32) -> SegName {
+        SegName { term, ..self }
     }
 
     pub(crate) fn parse(name: &str) -> Option<SegName> {
         let stem = name.strip_suffix(".seg")?;
         let parts: Vec<&str> = stem.split('-').collect();
-        let [e, f, l, ft, lt] = parts.as_slice() else { return None };
+        let [e, f, l, ft, lt, term @ ..] = parts.as_slice() else { return None };
+        if term.len() > 1 {
+            return None;
+        }
         let seg = SegName {
             epoch: u32::try_from(hex_field(e, 8)?).ok()?,
             first_seq: hex_field(f, 16)?,
             last_seq: hex_field(l, 16)?,
             first_ts: hex_field(ft, 12)?,
             last_ts: hex_field(lt, 12)?,
+            term: parse_term(term.first())?,
         };
         (seg.first_seq <= seg.last_seq && seg.first_ts <= seg.last_ts).then_some(seg)
     }
@@ -57,27 +84,39 @@ impl SegName {
     }
 }
 
-/// A snapshot's name: `{epoch:08x}-{seq:016x}-{ts:012x}.snap`.
+/// A snapshot's name: `{epoch:08x}-{seq:016x}-{ts:012x}.snap`, with `-{term:08x}` before
+/// `.snap` when it was uploaded under a lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct SnapName {
     pub epoch: u32,
     pub seq: u64,
     pub ts: u64,
+    pub term: u32,
 }
 
 impl SnapName {
     pub(crate) fn file_name(&self) -> String {
-        format!("{:08x}-{:016x}-{:012x}.snap", self.epoch, self.seq, self.ts)
+        format!(
+            "{:08x}-{:016x}-{:012x}{}.snap",
+            self.epoch,
+            self.seq,
+            self.ts,
+            term_suffix(self.term)
+        )
     }
 
     pub(crate) fn parse(name: &str) -> Option<SnapName> {
         let stem = name.strip_suffix(".snap")?;
         let parts: Vec<&str> = stem.split('-').collect();
-        let [e, s, t] = parts.as_slice() else { return None };
+        let [e, s, t, term @ ..] = parts.as_slice() else { return None };
+        if term.len() > 1 {
+            return None;
+        }
         Some(SnapName {
             epoch: u32::try_from(hex_field(e, 8)?).ok()?,
             seq: hex_field(s, 16)?,
             ts: hex_field(t, 12)?,
+            term: parse_term(term.first())?,
         })
     }
 }
@@ -99,6 +138,9 @@ pub(crate) struct SegEntry {
 pub(crate) struct Catalog {
     pub segments: Vec<SegEntry>,
     pub snapshots: Vec<SnapName>,
+    /// Archive keys (`seg/..`, `snap/..`) of history a later lease term superseded: a
+    /// fenced writer's late uploads. Readers ignore them; retention deletes them.
+    pub superseded: Vec<String>,
 }
 
 impl Catalog {
@@ -111,7 +153,8 @@ impl Catalog {
     }
 
     pub(crate) fn add_segment(&mut self, entry: SegEntry) {
-        if let Some(e) = self.segments.iter_mut().find(|e| e.name == entry.name) {
+        let positions = entry.name.with_term(0);
+        if let Some(e) = self.segments.iter_mut().find(|e| e.name.with_term(0) == positions) {
             e.remote |= entry.remote;
             if entry.local.is_some() {
                 e.local = entry.local;
@@ -141,7 +184,14 @@ impl Catalog {
     pub(crate) fn covered(&self) -> Vec<SegEntry> {
         self.segments
             .iter()
-            .filter(|e| self.segments.iter().any(|o| o.name != e.name && o.name.covers(&e.name)))
+            .filter(|e| {
+                self.segments.iter().any(|o| {
+                    // The same positions under two terms (a retried upload after a
+                    // takeover): the older copy is the covered one.
+                    let same = o.name.with_term(0) == e.name.with_term(0);
+                    o.name.covers(&e.name) && (!same || o.name.term > e.name.term)
+                })
+            })
             .cloned()
             .collect()
     }
@@ -159,6 +209,9 @@ pub(crate) struct Archive {
     pub prefix: String,
     pub attempts: u32,
     pub failpoint: Option<Failpoint>,
+    /// The lease term this archiver writes under (0: no leases). Every upload of history
+    /// is followed by a fencing check, and every delete preceded by one.
+    pub term: u32,
 }
 
 impl std::fmt::Debug for Archive {
@@ -206,11 +259,14 @@ impl Archive {
             let outcome =
                 self.store.put_opts(&key, payload.clone(), PutOptions::from(PutMode::Create)).await;
             match outcome {
-                Ok(_) => return self.fail("upload.after_put"),
+                Ok(_) => {
+                    self.fence().await?;
+                    return self.fail("upload.after_put");
+                }
                 Err(object_store::Error::AlreadyExists { .. }) => {
                     let existing = self.get(rest).await?;
                     return match existing {
-                        Some(b) if b == bytes => Ok(()),
+                        Some(b) if b == bytes => self.fence().await,
                         _ => Err(Error::Archive(ArchiveError::Conflict { key: key.to_string() })),
                     };
                 }
@@ -248,8 +304,17 @@ impl Archive {
         }
     }
 
-    /// Deletes `rest` (absent is fine).
+    /// Fails with `Fenced` when a later lease term has been claimed (never without leases).
+    pub(crate) async fn fence(&self) -> Result<()> {
+        if self.term == 0 {
+            return Ok(());
+        }
+        crate::lease::check_fence(self, self.term).await
+    }
+
+    /// Deletes `rest` (absent is fine), unless this writer has been fenced.
     pub(crate) async fn delete(&self, rest: &str) -> Result<()> {
+        self.fence().await?;
         let key = self.key(rest);
         match self.store.delete(&key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -270,11 +335,25 @@ impl Archive {
         Ok(out)
     }
 
-    /// Reads what the archive holds.
+    /// Reads what the archive holds: history of each lease term up to where a later term
+    /// began (the rest is `superseded`).
     pub(crate) async fn catalog(&self) -> Result<Catalog> {
+        let leases = crate::lease::read_leases(self).await?;
         let mut catalog = Catalog::default();
         for (name, size) in self.list("seg").await? {
             match SegName::parse(&name) {
+                // A segment reaching past the start of a later term is superseded whole: a
+                // taker's `from` is past everything uploaded before it claimed, so only a
+                // fenced writer's late uploads start (and end) there.
+                Some(n) if n.last_seq >= leases.limit(n.term) => {
+                    if n.first_seq < leases.limit(n.term) {
+                        tracing::error!(
+                            name,
+                            "a segment straddles the start of a later lease term"
+                        );
+                    }
+                    catalog.superseded.push(format!("seg/{name}"));
+                }
                 Some(n) => {
                     catalog.segments.push(SegEntry { name: n, local: None, remote: true, size })
                 }
@@ -283,6 +362,9 @@ impl Archive {
         }
         for (name, _) in self.list("snap").await? {
             match SnapName::parse(&name) {
+                Some(n) if n.seq >= leases.limit(n.term) => {
+                    catalog.superseded.push(format!("snap/{name}"));
+                }
                 Some(n) => catalog.snapshots.push(n),
                 None => tracing::warn!(name, "ignoring a foreign object in the archive's snap/"),
             }

@@ -11,6 +11,7 @@ use object_store::memory::InMemory;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ArchiveError, Error, Result};
+use crate::lease::Node;
 
 /// A crash-test hook: called with the name of each step (for example `"capture.after_append"`);
 /// returning `true` makes that step fail with [`ArchiveError::Injected`], as if the process
@@ -53,6 +54,10 @@ pub struct ArchiveConfig {
     pub grace: Duration,
     /// `bookmark_for_time` accepts times this far in the future, as "now" (1 s).
     pub future_skew: Duration,
+    /// The node this archiver runs on, when objects are leased (none: one writer is
+    /// assumed, as with a local archive). With a node, opening takes the object's lease
+    /// and every upload is fenced (see [`Node`]).
+    pub node: Option<Arc<Node>>,
     /// Crash-test hook (none; set with `with_failpoint`, the `testing` feature).
     pub(crate) failpoint: Option<Failpoint>,
 }
@@ -86,6 +91,7 @@ impl ArchiveConfig {
             merge_span: Duration::from_secs(24 * 3600),
             grace: Duration::from_secs(3600),
             future_skew: Duration::from_secs(1),
+            node: None,
             failpoint: None,
         }
     }
@@ -108,6 +114,12 @@ impl ArchiveConfig {
     /// Replaces the clock.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> ArchiveConfig {
         self.clock = clock;
+        self
+    }
+
+    /// Opens objects under leases held by `node`.
+    pub fn with_node(mut self, node: Arc<Node>) -> ArchiveConfig {
+        self.node = Some(node);
         self
     }
 

@@ -125,6 +125,32 @@ pub enum ArchiveError {
     /// commits since are adopted from the WAL then).
     #[error("point-in-time recovery: the archiver stopped after an earlier failure: {0}")]
     Poisoned(String),
+    /// Another live node holds the object's lease: open it there (its address, when it
+    /// advertises one), or here once that node releases the lease or stops renewing it.
+    #[error(
+        "the object is owned by node {node}{} (lease term {term}); open it there, or here once that node closes it or its lease expires",
+        address.as_deref().map(|a| format!(" at {a}")).unwrap_or_default()
+    )]
+    LeaseHeld {
+        /// The owner's node id.
+        node: String,
+        /// The address the owner advertises.
+        address: Option<String>,
+        /// The owner's term.
+        term: u32,
+    },
+    /// This node's lease was taken over (it stopped renewing it in time): it can no longer
+    /// add to the object's history, and the object must be opened again (where it lives
+    /// now).
+    #[error(
+        "point-in-time recovery: fenced: node {by} took the object over after lease term {term}; this node can no longer write its history"
+    )]
+    Fenced {
+        /// The term this node held.
+        term: u32,
+        /// The node that took the object over.
+        by: String,
+    },
     /// A failpoint of the crash tests fired.
     #[error("point-in-time recovery: injected crash at {0}")]
     Injected(&'static str),

@@ -366,6 +366,7 @@ fn segment_name(open: &OpenSegment) -> Option<SegName> {
         last_seq: last.seq,
         first_ts: first.ts,
         last_ts: last.ts,
+        term: 0,
     })
 }
 

@@ -67,16 +67,18 @@ mod codec;
 mod config;
 mod error;
 mod journal;
+mod lease;
 mod record;
 mod wal;
 
-pub use archiver::{Archiver, HistoryEntry, PointKind, Status};
+pub use archiver::{ArchiveReader, Archiver, HistoryEntry, PointKind, Status};
 pub use bookmark::{BOOKMARK_LEN, Bookmark};
 pub use clock::{Clock, SystemClock, system_time_ms};
 #[cfg(feature = "testing")]
 pub use config::Failpoint;
 pub use config::{ArchiveConfig, local_store};
 pub use error::{ArchiveError, BookmarkError, Error, Result, TimeError};
+pub use lease::{Node, Owner};
 /// The object store crate, for building stores (`object_store::aws::AmazonS3Builder` with
 /// the `s3` feature).
 pub use object_store;

@@ -9,6 +9,7 @@ mod pitr {
     pub mod faulty_store;
     mod group;
     mod history;
+    mod leases;
     mod restore;
     mod retention;
     mod stores;

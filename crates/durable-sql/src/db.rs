@@ -291,6 +291,18 @@ impl Database {
         })
     }
 
+    /// Stops this database's commit pipeline as a failed sync does: subscribers get
+    /// `SyncFailed` with `error`, no later commit is reported durable, and [`sync`] fails from
+    /// now on, so whoever waits on durability (the turn layer's output gate) fails and the
+    /// object must be opened again. For hosts whose durability depends on more than the
+    /// local disk: the archiver calls it when another node has taken the object over
+    /// (fencing).
+    ///
+    /// [`sync`]: Database::sync
+    pub fn fail_durability(&self, error: std::io::Error) {
+        self.shared.pipeline.fail(error);
+    }
+
     /// When this database's commits are durable.
     pub fn durability(&self) -> Durability {
         self.shared.pipeline.durability()

@@ -272,6 +272,11 @@ impl Pipeline {
             }
         };
         let mut delivered = lock(&self.delivered);
+        // Failed for good (a sync, or a host that stopped the pipeline): nothing later is
+        // reported durable.
+        if lock(&self.sync).failed.is_some() {
+            return;
+        }
         if *delivered < target {
             *delivered = target;
             if let Some(db) = db {
@@ -286,6 +291,11 @@ impl Pipeline {
         // `upgraded` is dropped after the delivery lock: if it was the last handle, the
         // database closes here, and closing never waits for a delivery.
         drop(delivered);
+    }
+
+    /// Stops the pipeline from outside, as a failed sync does (see `Database::fail_durability`).
+    pub(crate) fn fail(&self, error: std::io::Error) {
+        self.publish_failed(error);
     }
 
     fn publish_failed(&self, error: std::io::Error) -> Arc<std::io::Error> {
@@ -333,7 +343,10 @@ impl Pipeline {
     /// sync already running).
     pub(crate) fn sync_now(self: &Arc<Self>) -> Result<(), Arc<std::io::Error>> {
         if self.durability != Durability::Group {
-            return Ok(());
+            return match &lock(&self.sync).failed {
+                Some(error) => Err(error.clone()),
+                None => Ok(()),
+            };
         }
         let mut st = lock(&self.sync);
         let target = st.committed;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use durable_pitr::object_store::ObjectStore;
 use durable_pitr::object_store::memory::InMemory;
-use durable_pitr::{ArchiveConfig, Archiver};
+use durable_pitr::{ArchiveConfig, Archiver, Node, Owner};
 use tokio::sync::{Semaphore, watch};
 
 use crate::error::{Error, Result};
@@ -235,11 +235,22 @@ pub(crate) struct Pace {
     pub maintain_every: Duration,
 }
 
-/// A namespace's archiving: where to, the runtime it runs on, and the objects whose last
-/// history is still uploading after they closed.
+/// This namespace as a node taking single-writer leases (from
+/// [`NamespaceOptions`](crate::NamespaceOptions)).
+#[derive(Debug, Clone)]
+pub(crate) struct Leasing {
+    pub id: String,
+    pub address: Option<String>,
+    pub lease: Duration,
+}
+
+/// A namespace's archiving: where to, the runtime it runs on, the node it is when objects
+/// are leased, and the objects whose last history is still uploading after they closed.
 pub(crate) struct Archiving {
     pub store: ArchiveStore,
     pub rt: ArchiveRuntime,
+    /// The node, when objects are leased; its heartbeat task.
+    node: Option<(Arc<Node>, tokio::task::JoinHandle<()>)>,
     pace: Pace,
     /// At most this many uploads at once, across the namespace's objects.
     permits: Arc<Semaphore>,
@@ -254,15 +265,85 @@ pub(crate) struct Archiving {
 const UPLOADS_AT_ONCE: usize = 64;
 
 impl Archiving {
-    pub(crate) fn new(store: ArchiveStore, pace: Pace) -> Result<Archiving> {
+    pub(crate) fn new(
+        store: ArchiveStore,
+        pace: Pace,
+        leasing: Option<Leasing>,
+    ) -> Result<Archiving> {
+        let rt = ArchiveRuntime::new()?;
+        let node = match leasing {
+            None => None,
+            Some(l) => {
+                let node = Arc::new(Node::new(
+                    store.store.clone(),
+                    store.prefix.clone(),
+                    l.id,
+                    l.address,
+                    l.lease,
+                )?);
+                // The first heartbeat before any object opens: a lease is only as good as
+                // the heartbeat behind it.
+                if let Err(error) = rt.block_on(node.heartbeat()) {
+                    tracing::warn!(%error, "node heartbeat failed; retrying in the background");
+                }
+                let beat = rt.handle().spawn(heartbeats(node.clone()));
+                Some((node, beat))
+            }
+        };
         Ok(Archiving {
             store,
-            rt: ArchiveRuntime::new()?,
+            rt,
+            node,
             pace,
             permits: Arc::new(Semaphore::new(UPLOADS_AT_ONCE)),
             closing: Mutex::new(HashMap::new()),
             left: Arc::new(Mutex::new(BTreeMap::new())),
         })
+    }
+
+    /// The archive configuration of the object in `file_name`, under this node's leases.
+    pub(crate) fn config_for(&self, file_name: &str) -> ArchiveConfig {
+        let config = self.store.config_for(file_name);
+        match &self.node {
+            Some((node, _)) => config.with_node(node.clone()),
+            None => config,
+        }
+    }
+
+    /// Opens an object under the archiver, waiting up to `wait` for another live node to
+    /// let go of its lease.
+    pub(crate) async fn open_leased(
+        &self,
+        path: &Path,
+        options: durable_sql::Options,
+        config: ArchiveConfig,
+        wait: Duration,
+    ) -> durable_pitr::Result<(durable_sql::Database, Archiver)> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match Archiver::open(path, options.clone(), config.clone()).await {
+                Err(durable_pitr::Error::Archive(durable_pitr::ArchiveError::LeaseHeld {
+                    ..
+                })) if tokio::time::Instant::now() < deadline => {
+                    let step = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    tokio::time::sleep(step.min(Duration::from_millis(250))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The node holding the lease of the object in `file_name` (`None` without leases, or
+    /// when no node ever took it).
+    pub(crate) fn owner(&self, file_name: &str) -> Result<Option<Owner>> {
+        let Some((node, _)) = &self.node else { return Ok(None) };
+        let config = self.store.config_for(file_name);
+        Ok(self.rt.block_on(node.owner(&config))?)
+    }
+
+    /// This namespace's node id, when objects are leased.
+    pub(crate) fn node_id(&self) -> Option<&str> {
+        self.node.as_ref().map(|(n, _)| n.id())
     }
 
     fn closing(&self) -> MutexGuard<'_, HashMap<String, watch::Receiver<bool>>> {
@@ -303,7 +384,12 @@ impl Archiving {
                 keeper.abort();
                 let _ = keeper.await;
             }
-            let outcome = archiver.flush().await;
+            // Everything uploaded: let go of the lease, so another node may open the object
+            // at once (a failed upload keeps it: this node holds history nobody else has).
+            let outcome = match archiver.flush().await {
+                Ok(_) => archiver.release().await,
+                Err(e) => Err(e),
+            };
             {
                 let mut left = left.lock().unwrap_or_else(|p| p.into_inner());
                 match outcome {
@@ -362,6 +448,25 @@ impl Archiving {
     }
 }
 
+impl Drop for Archiving {
+    fn drop(&mut self) {
+        if let Some((_, beat)) = &self.node {
+            beat.abort();
+        }
+    }
+}
+
+/// A node's heartbeats: every third of the lease, for as long as the namespace lives.
+async fn heartbeats(node: Arc<Node>) {
+    let every = node.lease() / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(error) = node.heartbeat().await {
+            tracing::warn!(%error, node = node.id(), "node heartbeat failed");
+        }
+    }
+}
+
 /// The delay before retry `n` (1, 2, ...) of a failed upload: 100 ms, doubling, at most 5 s.
 fn retry_delay(failures: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << failures.min(6).saturating_sub(1)))
@@ -404,6 +509,12 @@ async fn keep_archived(
             }
             Err(durable_pitr::Error::Archive(durable_pitr::ArchiveError::Poisoned(why))) => {
                 tracing::error!(name, why, "archiver stopped: no more uploads for this object");
+                return;
+            }
+            Err(
+                error @ durable_pitr::Error::Archive(durable_pitr::ArchiveError::Fenced { .. }),
+            ) => {
+                tracing::error!(%error, name, "another node took this object over");
                 return;
             }
             Err(error) => {

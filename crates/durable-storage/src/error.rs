@@ -78,6 +78,10 @@ pub enum Error {
         /// The objects and the upload error of each.
         objects: Vec<(String, String)>,
     },
+    /// An archive was asked for, but the namespace archives nothing (a KV backend, or
+    /// `Archive::Off`).
+    #[error("this namespace has no archive")]
+    NoArchive,
     /// An object runtime was asked for outside a tokio runtime.
     #[error("object runtimes need a tokio runtime; none is running on this thread")]
     NoRuntime,

@@ -90,6 +90,20 @@ pub struct NamespaceOptions {
     /// local journal and uploads at their next open). [`Namespace::close`] waits as long as
     /// it takes.
     pub close_timeout: Duration,
+    /// Single-writer leases (with an archive store other than the local default): how long
+    /// an object's lease outlives its node's last heartbeat (10 s). Another node may take
+    /// the object over after that; heartbeats go every third of it.
+    pub lease: Duration,
+    /// How long opening an object another live node owns waits for its lease to be
+    /// released or to expire before failing with the owner's name (0, the default: fail
+    /// at once).
+    pub lease_wait: Duration,
+    /// This node's id among the nodes sharing the archive (default: a random id kept in
+    /// the data folder's `_node` file, so a restarted process is the same node).
+    pub node_id: Option<String>,
+    /// The address this node advertises in its leases (for example `10.0.0.7:8080`), so
+    /// others can forward requests for its objects ([`Namespace::owner`]).
+    pub advertise: Option<String>,
 }
 
 impl Default for NamespaceOptions {
@@ -110,6 +124,10 @@ impl Default for NamespaceOptions {
             archive_lag: Duration::from_secs(1),
             archive_maintenance: Duration::from_secs(60),
             close_timeout: Duration::from_secs(30),
+            lease: Duration::from_secs(10),
+            lease_wait: Duration::ZERO,
+            node_id: None,
+            advertise: None,
         }
     }
 }
@@ -127,6 +145,10 @@ impl std::fmt::Debug for NamespaceOptions {
             .field("archive_lag", &self.archive_lag)
             .field("archive_maintenance", &self.archive_maintenance)
             .field("close_timeout", &self.close_timeout)
+            .field("lease", &self.lease)
+            .field("lease_wait", &self.lease_wait)
+            .field("node_id", &self.node_id)
+            .field("advertise", &self.advertise)
             .finish_non_exhaustive()
     }
 }
@@ -475,13 +497,30 @@ impl Namespace {
             .map_err(|e| Error::io(&lock_path, e))?
             .ok_or_else(|| Error::Locked { path: lock_path.clone() })?;
         let index = Index::open(&dir, options.sql.durability)?;
-        let archive = match (&options.backend, &options.archive) {
-            (Backend::Kv, _) | (_, Archive::Off) => None,
-            (Backend::Sqlite, Archive::Local) => Some(ArchiveStore::folder(dir.join("archive"))?),
-            (Backend::Sqlite, Archive::Store(store)) => Some(store.clone()),
+        // Objects are leased when the archive may be shared: any store but the folder inside
+        // this namespace's own (locked) data folder.
+        let (archive, leased) = match (&options.backend, &options.archive) {
+            (Backend::Kv, _) | (_, Archive::Off) => (None, false),
+            (Backend::Sqlite, Archive::Local) => {
+                (Some(ArchiveStore::folder(dir.join("archive"))?), false)
+            }
+            (Backend::Sqlite, Archive::Store(store)) => (Some(store.clone()), true),
         };
         let pace = Pace { lag: options.archive_lag, maintain_every: options.archive_maintenance };
-        let archiving = archive.map(|store| Archiving::new(store, pace)).transpose()?;
+        let leases = if leased {
+            let id = match &options.node_id {
+                Some(id) => id.clone(),
+                None => node_id(&dir)?,
+            };
+            Some(crate::archive::Leasing {
+                id,
+                address: options.advertise.clone(),
+                lease: options.lease,
+            })
+        } else {
+            None
+        };
+        let archiving = archive.map(|store| Archiving::new(store, pace, leases)).transpose()?;
         let shared = Arc::new(Shared {
             dir,
             options,
@@ -526,6 +565,50 @@ impl Namespace {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The node holding the lease of object `name`, with its advertised address (so a
+    /// request can be forwarded there), or the last one that held it (`live` false). `None`
+    /// when objects are not leased (no shared archive store) or no node ever opened it.
+    /// Reads the archive store; opens nothing.
+    pub fn owner(&self, name: &str) -> Result<Option<durable_pitr::Owner>> {
+        match &self.inner.shared.archiving {
+            Some(archiving) => archiving.owner(&Namespace::file_name(name)),
+            None => Ok(None),
+        }
+    }
+
+    /// The database image of object `name` at `bookmark` (or at its newest archived commit),
+    /// rebuilt read-only from the archive store: no lock, no lease, nothing written, so it
+    /// works while the object runs here or on another node. Returns the bookmark and the
+    /// bytes of a SQLite database file. Fails with [`Error::NoArchive`] without an
+    /// archive.
+    pub fn archived_image(&self, name: &str, bookmark: Option<&str>) -> Result<(String, Vec<u8>)> {
+        let Some(archiving) = &self.inner.shared.archiving else {
+            return Err(Error::NoArchive);
+        };
+        let config = archiving.store.config_for(&Namespace::file_name(name));
+        let read = async {
+            let reader = durable_pitr::ArchiveReader::open(&config).await?;
+            match bookmark {
+                Some(b) => Ok((b.to_owned(), reader.image_at(b).await?)),
+                None => {
+                    let b = reader.latest_bookmark().ok_or_else(|| {
+                        durable_pitr::Error::Archive(durable_pitr::ArchiveError::Missing {
+                            detail: "no commit of this object is archived".into(),
+                        })
+                    })?;
+                    Ok::<_, durable_pitr::Error>((b, reader.latest_image().await?))
+                }
+            }
+        };
+        Ok(archiving.rt.block_on(read)?)
+    }
+
+    /// This namespace's node id when its objects are leased (an archive store shared with
+    /// other nodes): [`NamespaceOptions::node_id`], or the id kept in the data folder.
+    pub fn node_id(&self) -> Option<String> {
+        self.inner.shared.archiving.as_ref().and_then(|a| a.node_id().map(str::to_owned))
     }
 
     /// The archive status of every open archived object (upload lag in commits and
@@ -703,9 +786,13 @@ impl Namespace {
                     Some(archiving) => {
                         let rt = &archiving.rt;
                         archiving.wait_closed(name, Duration::MAX);
-                        let config = archiving.store.config_for(&Namespace::file_name(name));
-                        let (db, a) =
-                            rt.block_on(Archiver::open(&path, options.sql.clone(), config))?;
+                        let config = archiving.config_for(&Namespace::file_name(name));
+                        let (db, a) = rt.block_on(archiving.open_leased(
+                            &path,
+                            options.sql.clone(),
+                            config,
+                            options.lease_wait,
+                        ))?;
                         let a = Arc::new(a);
                         keeper = Some(archiving.keep(name, &a));
                         let storage = Storage::new(db);
@@ -906,4 +993,23 @@ fn into_txn_error(error: Error) -> durable_txn::Error {
             durable_txn::Error::NoLongerAccessible
         }
     }
+}
+
+/// This data folder's node id: kept in `dir/_node`, made (random) on first use, so that a
+/// restarted process is the same node and takes its own leases back at once.
+fn node_id(dir: &Path) -> Result<String> {
+    let path = dir.join("_node");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&path, e)),
+    }
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).map_err(|e| Error::io(&path, std::io::Error::other(e)))?;
+    let id = format!("node-{}", hex::encode(bytes));
+    let tmp = dir.join("_node.tmp");
+    std::fs::write(&tmp, &id).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    Ok(id)
 }

@@ -18,6 +18,8 @@ mod counter;
 mod faults;
 #[path = "../../durable-pitr/tests/pitr/faulty_store.rs"]
 mod faulty_store;
+#[path = "storage/leases.rs"]
+mod leases;
 #[path = "storage/names.rs"]
 mod names;
 #[path = "storage/namespace.rs"]

@@ -81,9 +81,10 @@ impl Archiver {
             inner.catalog.add_segment(entry.clone());
             (entry, inner.archive.clone())
         };
+        let uploaded = rotated.name.with_term(archive.term);
         let outcome = async {
             let bytes = read_local(rotated.local.as_deref().unwrap_or(std::path::Path::new("")))?;
-            archive.put_immutable(&format!("seg/{}", rotated.name.file_name()), bytes).await?;
+            archive.put_immutable(&format!("seg/{}", uploaded.file_name()), bytes).await?;
             archive.fail("upload.before_local_delete")
         }
         .await;
@@ -94,6 +95,7 @@ impl Archiver {
                 inner.poison(r)?;
                 if let Some(e) = inner.catalog.segments.iter_mut().find(|e| e.name == rotated.name)
                 {
+                    e.name = uploaded;
                     e.local = None;
                     e.remote = true;
                 }
@@ -102,6 +104,7 @@ impl Archiver {
                 Ok(count)
             }
             Err(error) => {
+                inner.fenced(&error, &self.db);
                 inner.upload_error = Some(error.to_string());
                 let sealed = inner.journal.seal_rotated(&rotated);
                 let sealed = inner.poison(sealed)?;
@@ -125,19 +128,28 @@ impl Archiver {
         let mut count = 0;
         for entry in locals {
             let Some(path) = entry.local.clone() else { continue };
+            // Uploaded under this archiver's lease term (the local name has none).
+            let uploaded =
+                if entry.remote { entry.name } else { entry.name.with_term(archive.term) };
             let outcome = async {
-                let bytes = read_local(&path)?;
-                archive.put_immutable(&format!("seg/{}", entry.name.file_name()), bytes).await
+                if !entry.remote {
+                    let bytes = read_local(&path)?;
+                    archive.put_immutable(&format!("seg/{}", uploaded.file_name()), bytes).await?;
+                }
+                Ok(())
             }
             .await;
             if let Err(e) = outcome {
-                self.lock().upload_error = Some(e.to_string());
+                let mut inner = self.lock();
+                inner.fenced(&e, &self.db);
+                inner.upload_error = Some(e.to_string());
                 return Err(e);
             }
             archive.fail("upload.before_local_delete")?;
             remove_if_exists(&path)?;
             let mut inner = self.lock();
             if let Some(e) = inner.catalog.segments.iter_mut().find(|e| e.name == entry.name) {
+                e.name = uploaded;
                 e.local = None;
                 e.remote = true;
             }
@@ -152,6 +164,14 @@ impl Archiver {
     /// merges archived segments older than `merge_after` into larger ones (concatenation:
     /// every commit stays a position). Returns true when it changed the archive.
     pub async fn compact(&self) -> Result<bool> {
+        let outcome = self.compact_steps().await;
+        if let Err(e) = &outcome {
+            self.lock().fenced(e, &self.db);
+        }
+        outcome
+    }
+
+    async fn compact_steps(&self) -> Result<bool> {
         let (sources, now, cfg, db_bytes) = {
             let inner = self.lock();
             (inner.sources(), now_ts(&inner.config), inner.config.clone(), inner.head.db_bytes)
@@ -169,8 +189,12 @@ impl Archiver {
             });
             if newest.last_seq >= since && (log_bytes >= db_bytes.max(1) || old) {
                 let image = materialize(&sources, newest.last_seq, None).await?;
-                let name =
-                    SnapName { epoch: newest.epoch, seq: newest.last_seq, ts: newest.last_ts };
+                let name = SnapName {
+                    epoch: newest.epoch,
+                    seq: newest.last_seq,
+                    ts: newest.last_ts,
+                    term: sources.archive.term,
+                };
                 let h = SnapshotHeader {
                     page_size: image.page_size,
                     epoch: name.epoch,
@@ -209,6 +233,7 @@ impl Archiver {
                 last_seq: last.last_seq,
                 first_ts: first.first_ts,
                 last_ts: last.last_ts,
+                term: sources.archive.term,
             };
             let size = merged.len() as u64;
             sources.archive.put_immutable(&format!("seg/{}", name.file_name()), merged).await?;
@@ -227,6 +252,14 @@ impl Archiver {
     /// newest snapshot taken before the window's start, and segments that end before it. A
     /// pending restore's target is never deleted. Returns how many objects were deleted.
     pub async fn retain(&self) -> Result<usize> {
+        let outcome = self.retain_steps().await;
+        if let Err(e) = &outcome {
+            self.lock().fenced(e, &self.db);
+        }
+        outcome
+    }
+
+    async fn retain_steps(&self) -> Result<usize> {
         let (catalog, archive, cutoff, pin) = {
             let inner = self.lock();
             let c = &inner.config;
@@ -245,6 +278,12 @@ impl Archiver {
         }
         let anchor = retention_anchor(&catalog.snapshots, cutoff, pin);
         let mut deleted = 0;
+        // History a later lease term superseded (a fenced writer's late uploads).
+        for key in &catalog.superseded {
+            archive.delete(key).await?;
+            self.lock().catalog.superseded.retain(|k| k != key);
+            deleted += 1;
+        }
         // Merge leftovers first: segments covered by a merged one.
         for e in catalog.covered() {
             if e.remote {
@@ -281,7 +320,7 @@ mod tests {
     use super::*;
 
     fn seg(epoch: u32, first: u64, last: u64, first_ts: u64, last_ts: u64, size: u64) -> SegEntry {
-        let name = SegName { epoch, first_seq: first, last_seq: last, first_ts, last_ts };
+        let name = SegName { epoch, first_seq: first, last_seq: last, first_ts, last_ts, term: 0 };
         SegEntry { name, local: None, remote: true, size }
     }
 
@@ -329,9 +368,9 @@ mod tests {
     #[test]
     fn retention_keeps_the_newest_snapshot_before_the_cutoff_and_the_restore_target() {
         let snaps = [
-            SnapName { epoch: 0, seq: 10, ts: 100 },
-            SnapName { epoch: 0, seq: 20, ts: 200 },
-            SnapName { epoch: 0, seq: 30, ts: 300 },
+            SnapName { epoch: 0, seq: 10, ts: 100, term: 0 },
+            SnapName { epoch: 0, seq: 20, ts: 200, term: 0 },
+            SnapName { epoch: 0, seq: 30, ts: 300, term: 0 },
         ];
         assert_eq!(retention_anchor(&snaps, 250, None).map(|s| s.seq), Some(20));
         assert_eq!(retention_anchor(&snaps, 50, None), None, "nothing old enough");

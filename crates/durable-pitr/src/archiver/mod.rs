@@ -48,7 +48,10 @@ mod capture;
 mod history;
 mod maintain;
 mod open;
+mod reader;
 mod rebuild;
+
+pub use reader::ArchiveReader;
 
 use rebuild::Sources;
 
@@ -166,6 +169,8 @@ pub struct Status {
     pub lag_ms: u64,
     /// The last upload's error, when it failed (cleared by the next successful upload).
     pub last_error: Option<String>,
+    /// The lease term this archiver writes under (0: no leases, see [`crate::Node`]).
+    pub term: u32,
 }
 
 /// What a point of history is (see [`HistoryEntry::kind`]).
@@ -229,7 +234,7 @@ fn now_ts(config: &ArchiveConfig) -> u64 {
     config.clock.now_ms().max(0) as u64
 }
 
-fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut out = [0u8; N];
     getrandom::fill(&mut out).map_err(|e| {
         Error::Archive(ArchiveError::Io {
@@ -297,6 +302,19 @@ fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 impl Inner {
     fn fail(&self, point: &'static str) -> Result<()> {
         self.archive.fail(point)
+    }
+
+    /// After a failed archive step: when a later lease term fenced this writer, stops the
+    /// archiver and the database's commit pipeline for good (whoever waits on durability
+    /// fails; the object must be opened again, where it lives now).
+    pub(super) fn fenced(&mut self, error: &Error, db: &Database) {
+        if let Error::Archive(ArchiveError::Fenced { .. }) = error {
+            if self.poisoned.is_none() {
+                tracing::error!(%error, db = %self.paths.db.display(), "archiver fenced");
+                self.poisoned = Some(error.to_string());
+            }
+            db.fail_durability(std::io::Error::other(error.to_string()));
+        }
     }
 
     fn check_poisoned(&self) -> Result<()> {
@@ -382,6 +400,7 @@ impl Archiver {
             pending: inner.head.seq.saturating_sub(uploaded_seq),
             lag_ms,
             last_error: inner.upload_error.clone(),
+            term: inner.archive.term,
             epoch: inner.head.epoch,
             seq: inner.head.seq,
             local_segments: inner.catalog.segments.iter().filter(|e| e.local.is_some()).count(),
@@ -400,9 +419,24 @@ impl Archiver {
     /// Captures, checkpoints, seals and uploads: after this the archive holds the object's
     /// whole history. Close (or drop) every handle of the database afterwards, then the lock
     /// is released.
+    ///
+    /// Under a lease, a close that uploaded everything releases it: another node may open
+    /// the object at once. After a failed upload the lease stays (the node is alive and
+    /// holds history no one else has); reopening here uploads it.
     pub async fn close(self) -> Result<()> {
         self.checkpoint()?;
         self.flush().await?;
+        self.release().await
+    }
+
+    /// Lets go of the object's lease (nothing without leases), so another node may open it
+    /// at once. Call it after a successful [`flush`](Archiver::flush), when the object is
+    /// closing: any later upload of this archiver is fenced once another node takes over.
+    pub async fn release(&self) -> Result<()> {
+        let archive = self.lock().archive.clone();
+        if archive.term > 0 {
+            crate::lease::mark(&archive, &format!("lease/{:08x}.released", archive.term)).await?;
+        }
         Ok(())
     }
 }

@@ -58,17 +58,38 @@ impl Archiver {
             .ok_or_else(|| {
                 Error::Archive(ArchiveError::Locked { path: lock_path.display().to_string() })
             })?;
-        let archive = Archive {
+        let mut archive = Archive {
             store: config.store.clone(),
             prefix: config.prefix.clone(),
             attempts: config.attempts.max(1),
             failpoint: config.failpoint.clone(),
+            term: 0,
         };
         let history = load_meta(&paths, &archive, &config).await?;
+        // Under leases: take the next term before reading the archive (a taker claims first
+        // and lists after, so nothing a fenced writer uploaded in time escapes it).
+        if let Some(node) = &config.node {
+            let (term, previous) = node.acquire(&archive).await?;
+            archive.term = term;
+            take_over_locally(&paths, term, previous)?;
+        }
         let mut journal =
             Journal::new(paths.dir.join("journal"), history, config.failpoint.clone());
         let recovered = journal.recover()?;
         let mut catalog = archive.catalog().await?;
+        if archive.term > 0 {
+            // Where this term's history starts: history of earlier terms from here on is a
+            // fenced writer's, superseded.
+            let from = catalog
+                .segments
+                .iter()
+                .map(|e| e.name.last_seq + 1)
+                .chain(catalog.snapshots.iter().map(|s| s.seq + 1))
+                .max()
+                .unwrap_or(0);
+            crate::lease::mark(&archive, &format!("lease/{:08x}.from-{from:016x}", archive.term))
+                .await?;
+        }
         for s in recovered.sealed {
             catalog.add_segment(s);
         }
@@ -200,6 +221,41 @@ async fn finish_restore(inner: &mut Inner) -> Result<()> {
     sync_dir(&paths.dir)?;
     inner.head.wal = WalPos::fresh();
     Ok(())
+}
+
+/// After taking lease `term`: unless this folder held the term before it (`previous`, 0 for
+/// none), another node has written the object since, so the local copy is stale and goes;
+/// the object opens from the archive. Then records `term` as this folder's.
+fn take_over_locally(paths: &Paths, term: u32, previous: u32) -> Result<()> {
+    let term_file = paths.dir.join("term");
+    let local_term = match std::fs::read_to_string(&term_file) {
+        Ok(s) => s.trim().parse::<u32>().ok(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_error("read", &term_file)(e)),
+    };
+    let journal = paths.dir.join("journal");
+    let journal_files = match std::fs::read_dir(&journal) {
+        Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io_error("read", &journal)(e)),
+    };
+    let local_state = paths.db.exists() || !journal_files.is_empty();
+    if previous > 0 && local_term != Some(previous) && local_state {
+        tracing::warn!(
+            db = %paths.db.display(),
+            local_term,
+            previous,
+            "another node wrote this object since this folder held it: discarding the local copy, opening from the archive"
+        );
+        for path in [&paths.db, &paths.wal, &paths.shm, &paths.pending, &paths.image] {
+            remove_if_exists(path)?;
+        }
+        for path in &journal_files {
+            remove_if_exists(path)?;
+        }
+        sync_dir(&paths.dir)?;
+    }
+    write_atomic(&term_file, term.to_string().as_bytes())
 }
 
 /// The history's identity: the local copy, else the archive's, else a new one.

@@ -238,6 +238,7 @@ mod tests {
             last_seq: last,
             first_ts: 1_000 + first,
             last_ts: 1_000 + last,
+            term: 0,
         }
     }
 
@@ -247,6 +248,7 @@ mod tests {
             prefix: "o".into(),
             attempts: 1,
             failpoint: None,
+            term: 0,
         };
         let mut catalog = Catalog::default();
         for &(first, last) in segments {
@@ -323,7 +325,7 @@ mod tests {
         block_on(async {
             let mut src = sources(&[(5, 6)]).await;
             let image = vec![4u8; 6 * PAGE as usize];
-            let snap = SnapName { epoch: 0, seq: 4, ts: 1_004 };
+            let snap = SnapName { epoch: 0, seq: 4, ts: 1_004, term: 0 };
             let h = SnapshotHeader { page_size: PAGE, epoch: 0, db_pages: 6, seq: 4, ts_ms: 1_004 };
             let bytes = record::encode_snapshot(&h, &history(), &image);
             src.archive.put_immutable(&format!("snap/{}", snap.file_name()), bytes).await.unwrap();
@@ -332,7 +334,7 @@ mod tests {
             assert_eq!(rebuilt.data[0], 6);
             assert_eq!(rebuilt.data[PAGE as usize], 4, "pages from the snapshot");
             // A snapshot whose header disagrees with its name is refused.
-            let liar = SnapName { epoch: 0, seq: 4, ts: 1_005 };
+            let liar = SnapName { epoch: 0, seq: 4, ts: 1_005, term: 0 };
             src.catalog.snapshots = vec![liar];
             let h = SnapshotHeader { ts_ms: 1_004, ..h };
             let bytes = record::encode_snapshot(&h, &history(), &image);

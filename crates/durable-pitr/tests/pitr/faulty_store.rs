@@ -28,6 +28,9 @@ struct Faults {
     put_attempts: usize,
     /// Calls failed by this wrapper.
     injected: usize,
+    /// Puts to keys containing this fail (a partition that hits some writes only, such as
+    /// a node's heartbeats).
+    failing_keys: Option<String>,
 }
 
 /// Wraps a store and fails the calls its switches select.
@@ -58,6 +61,11 @@ impl FaultyStore {
         self.faults().fail_next_puts = n;
     }
 
+    /// Every put to a key containing `part` fails until [`heal`](FaultyStore::heal).
+    pub fn fail_puts_to(&self, part: &str) {
+        self.faults().failing_keys = Some(part.to_owned());
+    }
+
     /// Every get and list fails until [`heal`](FaultyStore::heal).
     pub fn fail_reads(&self) {
         self.faults().fail_reads = true;
@@ -69,6 +77,7 @@ impl FaultyStore {
         f.full = false;
         f.fail_next_puts = 0;
         f.fail_reads = false;
+        f.failing_keys = None;
     }
 
     /// Put attempts seen so far.
@@ -81,9 +90,13 @@ impl FaultyStore {
         self.faults().injected
     }
 
-    fn check_put(&self) -> object_store::Result<()> {
+    fn check_put(&self, location: &Path) -> object_store::Result<()> {
         let mut f = self.faults();
         f.put_attempts += 1;
+        if f.failing_keys.as_deref().is_some_and(|part| location.as_ref().contains(part)) {
+            f.injected += 1;
+            return Err(transient("put"));
+        }
         if f.full {
             f.injected += 1;
             return Err(enospc());
@@ -130,7 +143,7 @@ impl ObjectStore for FaultyStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        self.check_put()?;
+        self.check_put(location)?;
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -139,7 +152,7 @@ impl ObjectStore for FaultyStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.check_put()?;
+        self.check_put(location)?;
         self.inner.put_multipart_opts(location, opts).await
     }
 
@@ -177,7 +190,7 @@ impl ObjectStore for FaultyStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
-        self.check_put()?;
+        self.check_put(to)?;
         self.inner.copy_opts(from, to, options).await
     }
 }

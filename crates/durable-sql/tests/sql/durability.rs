@@ -320,3 +320,27 @@ fn group_commit_reports_a_wal_it_cannot_reach() {
         Ok(()) => panic!("the sync cannot have reached the WAL"),
     }
 }
+
+#[test]
+fn a_host_can_stop_the_pipeline_for_good_under_either_durability() {
+    for durability in [Durability::Full, Durability::Group] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = with_table(dir.path(), durability);
+        db.sync().unwrap();
+        let log = Log::default();
+        log.attach(&db);
+        db.fail_durability(std::io::Error::other("taken over"));
+        // Commits still go to the local file, but none is reported durable again.
+        assert_eq!(write(&db, 1), Some(2), "{durability:?}");
+        let err = db.sync().unwrap_err();
+        assert!(err.to_string().contains("taken over"), "{durability:?}: {err}");
+        let progress = db.commit_progress();
+        assert_eq!(progress.durable, 1, "{durability:?}");
+        assert!(progress.failed.is_some(), "{durability:?}");
+        assert_eq!(
+            log.events(),
+            ["sync failed after 1: taken over", "committed 2"],
+            "{durability:?}"
+        );
+    }
+}

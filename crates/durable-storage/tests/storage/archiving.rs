@@ -36,12 +36,22 @@ async fn add(object: &durable_storage::ObjectHandle<Doc>, n: i64) {
         .unwrap();
 }
 
-/// The notes of `name` as a machine with an empty data folder sees them from the archive.
+/// The notes of `name` as another machine sees them in the archive (read-only: the object
+/// may still be owned by the first one).
 fn from_the_archive_alone(store: Arc<dyn ObjectStore>, name: &str) -> Vec<i64> {
     let dir = Dir::new();
     let ns = dir.open(options(store, Duration::from_secs(60)));
-    let s = ns.storage(name).unwrap();
-    let Ok(cursor) = s.sql().unwrap().exec("SELECT n FROM notes ORDER BY n", &[]) else {
+    let image = match ns.archived_image(name, None) {
+        Ok((_, image)) => image,
+        Err(Error::Pitr(durable_storage::pitr::Error::Archive(
+            durable_storage::pitr::ArchiveError::Missing { .. },
+        ))) => return Vec::new(),
+        Err(e) => panic!("{e}"),
+    };
+    let file = dir.path().join("copy.sqlite");
+    std::fs::write(&file, image).unwrap();
+    let db = durable_storage::Database::open(&file, Default::default()).unwrap();
+    let Ok(cursor) = db.exec("SELECT n FROM notes ORDER BY n", &[]) else {
         return Vec::new();
     };
     cursor.map(|r| r.unwrap().get::<i64>("n").unwrap()).collect()

@@ -1,0 +1,85 @@
+//! Read-only access to an object's archived history, without opening the object: no lock,
+//! no lease, nothing written. For tools that copy a state out of the archive while the
+//! object runs elsewhere (`durable export`), and for checking what another node uploaded.
+
+use super::rebuild::{Sources, materialize};
+use crate::archive::Archive;
+use crate::bookmark::HistoryKey;
+use crate::config::ArchiveConfig;
+use crate::error::{BookmarkError, Error, Result, missing};
+use crate::record;
+
+/// What an object's archive holds, read once (see [`ArchiveReader::open`]).
+pub struct ArchiveReader {
+    sources: Sources,
+    /// The newest archived position: (epoch, seq, ts).
+    newest: Option<(u32, u64, u64)>,
+}
+
+impl std::fmt::Debug for ArchiveReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveReader")
+            .field("archive", &self.sources.archive)
+            .field("newest", &self.newest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArchiveReader {
+    /// Reads the object's identity and the list of its archived history (the history a
+    /// later lease term superseded left out). Fails with `Missing` when nothing was ever
+    /// archived there.
+    pub async fn open(config: &ArchiveConfig) -> Result<ArchiveReader> {
+        let archive = Archive {
+            store: config.store.clone(),
+            prefix: config.prefix.clone(),
+            attempts: config.attempts.max(1),
+            failpoint: None,
+            term: 0,
+        };
+        let meta = archive.get("meta").await?.ok_or_else(|| missing("the archive's meta"))?;
+        let history: HistoryKey = record::decode_meta(&meta, "archive meta")?;
+        let catalog = archive.catalog().await?;
+        let newest = match catalog.chain().last() {
+            Some(last) => {
+                let what = last.name.file_name();
+                let bytes = archive
+                    .get(&format!("seg/{what}"))
+                    .await?
+                    .ok_or_else(|| missing(what.clone()))?;
+                let records = record::decode_segment(&bytes, &history, &what)?;
+                records
+                    .iter()
+                    .rev()
+                    .map(|r| r.header)
+                    .find(|h| h.kind.is_position())
+                    .map(|h| (h.epoch, h.seq, h.ts_ms))
+            }
+            None => None,
+        };
+        let sources = Sources { archive, history, catalog, open_journal: None };
+        Ok(ArchiveReader { sources, newest })
+    }
+
+    /// The bookmark of the newest archived commit (`None` when no commit is archived).
+    pub fn latest_bookmark(&self) -> Option<String> {
+        let (epoch, seq, ts) = self.newest?;
+        Some(self.sources.history.bookmark(epoch, seq, ts).to_string())
+    }
+
+    /// The database image at the newest archived commit.
+    pub async fn latest_image(&self) -> Result<Vec<u8>> {
+        let (_, seq, _) = self.newest.ok_or_else(|| missing("an archived commit"))?;
+        Ok(materialize(&self.sources, seq, None).await?.data)
+    }
+
+    /// The database image at `bookmark` (one of this object's, archived).
+    pub async fn image_at(&self, bookmark: &str) -> Result<Vec<u8>> {
+        let b = self.sources.history.parse(bookmark)?;
+        let newest = self.newest.map_or(0, |(_, s, _)| s);
+        if b.is_sentinel() || b.seq > newest {
+            return Err(Error::Bookmark(BookmarkError::Future { bookmark: bookmark.to_owned() }));
+        }
+        Ok(materialize(&self.sources, b.seq, Some((b.epoch, b.ts_ms))).await?.data)
+    }
+}
