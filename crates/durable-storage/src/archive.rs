@@ -16,6 +16,7 @@ use std::time::Duration;
 use durable_pitr::object_store::ObjectStore;
 use durable_pitr::object_store::memory::InMemory;
 use durable_pitr::{ArchiveConfig, Archiver, Node, Owner};
+use durable_txn::Replicated;
 use tokio::sync::{Semaphore, watch};
 
 use crate::error::{Error, Result};
@@ -233,6 +234,8 @@ pub(crate) struct Pace {
     pub lag: Duration,
     /// How often an object that uploaded runs compaction and retention.
     pub maintain_every: Duration,
+    /// `Replication::Replicated`: upload at once, and results wait for it (at most this).
+    pub replicated: Option<Duration>,
 }
 
 /// This namespace as a node taking single-writer leases (from
@@ -353,15 +356,39 @@ impl Archiving {
     /// Starts the task that keeps `archiver`'s object archived: it uploads what the object
     /// commits within the lag bound and runs compaction and retention now and then. It ends
     /// when the archiver is dropped, or when [`close`](Archiving::close) stops it.
-    pub(crate) fn keep(&self, name: &str, archiver: &Arc<Archiver>) -> tokio::task::JoinHandle<()> {
+    ///
+    /// Under `Replicated`, also returns what the object's results wait for: the commits in
+    /// the store (or failed after the timeout).
+    pub(crate) fn keep(
+        &self,
+        name: &str,
+        archiver: &Arc<Archiver>,
+    ) -> (tokio::task::JoinHandle<()>, Option<watch::Receiver<Replicated>>) {
+        let replica = self.pace.replicated.map(|timeout| {
+            let (tx, rx) = watch::channel(Replicated::default());
+            (tx, rx, timeout)
+        });
+        let (report, rx) = match replica {
+            Some((tx, rx, timeout)) => (Some((tx, timeout)), Some(rx)),
+            None => (None, None),
+        };
         let task = keep_archived(
             name.to_owned(),
             Arc::downgrade(archiver),
             archiver.watch_head(),
             self.pace,
             self.permits.clone(),
+            report.map(|(tx, timeout)| {
+                let watcher = replication_watch(
+                    Arc::downgrade(archiver),
+                    archiver.watch_replicated(),
+                    tx,
+                    timeout,
+                );
+                AbortOnDrop(self.rt.handle().spawn(watcher))
+            }),
         );
-        self.rt.handle().spawn(task)
+        (self.rt.handle().spawn(task), rx)
     }
 
     /// Stops the object's keeper, uploads the rest of its history in the background, then
@@ -467,6 +494,49 @@ async fn heartbeats(node: Arc<Node>) {
     }
 }
 
+/// Aborts a task when dropped (a keeper's companion ends with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `Replicated`: forwards the archiver's replicated commits to the object's results, and
+/// fails the waiting ones once the oldest has waited `timeout` for the store.
+async fn replication_watch(
+    archiver: Weak<Archiver>,
+    mut replicated: watch::Receiver<u64>,
+    report: watch::Sender<Replicated>,
+    timeout: Duration,
+) {
+    let check = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    loop {
+        let changed = tokio::time::timeout(check, replicated.changed()).await;
+        if matches!(changed, Ok(Err(_))) {
+            return;
+        }
+        let seq = *replicated.borrow_and_update();
+        let Some(status) = archiver.upgrade().map(|a| a.status()) else { return };
+        let late = status.pending > 0 && Duration::from_millis(status.lag_ms) >= timeout;
+        report.send_if_modified(|r| {
+            let before = r.clone();
+            r.seq = r.seq.max(seq);
+            r.failed = late.then(|| {
+                let why = status.last_error.as_deref().unwrap_or("no answer");
+                (
+                    u64::MAX,
+                    format!(
+                        "the archive store did not confirm the write within {timeout:?}: {why}"
+                    ),
+                )
+            });
+            *r != before
+        });
+    }
+}
+
 /// The delay before retry `n` (1, 2, ...) of a failed upload: 100 ms, doubling, at most 5 s.
 fn retry_delay(failures: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << failures.min(6).saturating_sub(1)))
@@ -480,6 +550,7 @@ async fn keep_archived(
     mut head: watch::Receiver<u64>,
     pace: Pace,
     permits: Arc<Semaphore>,
+    _replication: Option<AbortOnDrop>,
 ) {
     let mut failures = 0u32;
     let mut maintained = tokio::time::Instant::now();
@@ -495,7 +566,10 @@ async fn keep_archived(
         }
         // One upload carries every commit made meanwhile: wait until the oldest waiting
         // commit is half the lag bound old (or longer after failures).
-        let mut wait = (pace.lag / 2).saturating_sub(Duration::from_millis(status.lag_ms));
+        // Under `Replicated`, results wait for the upload: it starts at once (and carries
+        // whatever was committed while the previous one was in flight).
+        let half_lag = if pace.replicated.is_some() { Duration::ZERO } else { pace.lag / 2 };
+        let mut wait = half_lag.saturating_sub(Duration::from_millis(status.lag_ms));
         if failures > 0 {
             wait = wait.max(retry_delay(failures));
         }

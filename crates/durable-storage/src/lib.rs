@@ -109,5 +109,7 @@ pub use archive::{Archive, ArchiveStore, ConfigureArchive};
 pub use error::{Error, Result};
 pub use index::INDEX_FILE;
 pub use names::{MAX_ESCAPED, SUFFIX};
-pub use namespace::{Backend, LOCK_FILE, Namespace, NamespaceOptions, ObjectHandle, StorageHandle};
+pub use namespace::{
+    Backend, LOCK_FILE, Namespace, NamespaceOptions, ObjectHandle, Replication, StorageHandle,
+};
 pub use scheduler::AlarmScheduler;

@@ -33,6 +33,22 @@ use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::names::{self, Decoded, Stem};
 
+/// When an object's results are released (its output gate opens).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Replication {
+    /// Once its commits are durable on the local disk (fsync). The archive store follows
+    /// within [`NamespaceOptions::archive_lag`]: losing the machine loses at most that.
+    #[default]
+    Local,
+    /// Once its commits are also in the archive store, so a confirmed write survives the
+    /// loss of the machine, as on Cloudflare. Uploads start as soon as a commit is durable
+    /// locally; each carries every commit made while the previous one was in flight. A
+    /// store that does not confirm within [`NamespaceOptions::replication_timeout`] fails
+    /// the waiting results (nothing confirmed is lost; the history uploads later). Needs
+    /// an archive.
+    Replicated,
+}
+
 /// Where a namespace's objects keep their data (the seed's choice per class).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Backend {
@@ -104,6 +120,12 @@ pub struct NamespaceOptions {
     /// The address this node advertises in its leases (for example `10.0.0.7:8080`), so
     /// others can forward requests for its objects ([`Namespace::owner`]).
     pub advertise: Option<String>,
+    /// When results are released: after the local fsync ([`Replication::Local`], the
+    /// default) or once the archive store holds the commits too.
+    pub replication: Replication,
+    /// Under [`Replication::Replicated`], how long results wait for the archive store
+    /// before they fail (30 s).
+    pub replication_timeout: Duration,
 }
 
 impl Default for NamespaceOptions {
@@ -128,6 +150,8 @@ impl Default for NamespaceOptions {
             lease_wait: Duration::ZERO,
             node_id: None,
             advertise: None,
+            replication: Replication::Local,
+            replication_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -149,6 +173,8 @@ impl std::fmt::Debug for NamespaceOptions {
             .field("lease_wait", &self.lease_wait)
             .field("node_id", &self.node_id)
             .field("advertise", &self.advertise)
+            .field("replication", &self.replication)
+            .field("replication_timeout", &self.replication_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -506,7 +532,15 @@ impl Namespace {
             }
             (Backend::Sqlite, Archive::Store(store)) => (Some(store.clone()), true),
         };
-        let pace = Pace { lag: options.archive_lag, maintain_every: options.archive_maintenance };
+        if options.replication == Replication::Replicated && archive.is_none() {
+            return Err(Error::NoArchive);
+        }
+        let pace = Pace {
+            lag: options.archive_lag,
+            maintain_every: options.archive_maintenance,
+            replicated: (options.replication == Replication::Replicated)
+                .then_some(options.replication_timeout),
+        };
         let leases = if leased {
             let id = match &options.node_id {
                 Some(id) => id.clone(),
@@ -794,8 +828,10 @@ impl Namespace {
                             options.lease_wait,
                         ))?;
                         let a = Arc::new(a);
-                        keeper = Some(archiving.keep(name, &a));
+                        let (kept, replicated) = archiving.keep(name, &a);
+                        keeper = Some(kept);
                         let storage = Storage::new(db);
+                        storage.set_replication(replicated);
                         let recovery = ArchiveRecovery {
                             archiver: Arc::downgrade(&a),
                             rt: rt.handle().clone(),

@@ -26,6 +26,8 @@ mod names;
 mod namespace;
 #[path = "storage/pitr.rs"]
 mod pitr;
+#[path = "storage/replication.rs"]
+mod replication;
 #[cfg(feature = "s3-tests")]
 #[path = "storage/s3.rs"]
 mod s3;

@@ -12,7 +12,7 @@
 //! committed sequence number `n` hands the runtime a future that resolves once `n` is
 //! durable, and the output gate holds the turn's results until then.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use durable_sql::{CommitEvent, Database, SubscriptionId};
 use tokio::sync::watch;
@@ -32,11 +32,38 @@ fn sync_error(error: &std::io::Error) -> Error {
     Error::WriteFailed(format!("sync failed: {error}"))
 }
 
+/// How far an object's commits have reached a second copy beyond the local disk (the
+/// archive store), as its host reports it: results wait for this too once a host installs
+/// it ([`Storage::set_replication`](crate::Storage::set_replication)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Replicated {
+    /// Every commit up to this one (the database's commit pipeline numbers) is replicated.
+    pub seq: u64,
+    /// Commits up to this one that are not replicated yet will not be confirmed: their
+    /// results fail with this message (the copy timed out, or this node lost the object).
+    pub failed: Option<(u64, String)>,
+}
+
+impl Replicated {
+    /// Every commit up to `seq` is replicated.
+    pub fn up_to(seq: u64) -> Replicated {
+        Replicated { seq, failed: None }
+    }
+
+    /// Commits up to `seq` not yet replicated fail with `message`.
+    pub fn failing(self, seq: u64, message: impl Into<String>) -> Replicated {
+        Replicated { failed: Some((seq, message.into())), ..self }
+    }
+}
+
 /// A storage's view of its database's commit pipeline.
 pub(crate) struct Durable {
     db: Database,
     id: SubscriptionId,
     rx: watch::Receiver<Progress>,
+    /// The host's replication, when results wait for it too.
+    replica: Mutex<Option<watch::Receiver<Replicated>>>,
 }
 
 impl Durable {
@@ -65,11 +92,46 @@ impl Durable {
             }
             _ => {}
         }));
-        Durable { db: db.clone(), id, rx }
+        Durable { db: db.clone(), id, rx, replica: Mutex::new(None) }
     }
 
-    /// Resolves once commit `seq` is durable; fails if the pipeline failed first.
+    /// Makes every later wait also wait for replication (`None`: local durability only).
+    pub(crate) fn set_replica(&self, replica: Option<watch::Receiver<Replicated>>) {
+        *self.replica.lock().unwrap_or_else(|p| p.into_inner()) = replica;
+    }
+
+    /// Resolves once commit `seq` is durable, and replicated when the host asks for it.
     pub(crate) fn wait(&self, seq: u64) -> Op<()> {
+        let local = self.wait_local(seq);
+        let replica = self.replica.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(mut replica) = replica else { return local };
+        let reached = move |r: &Replicated| {
+            r.seq >= seq || r.failed.as_ref().is_some_and(|(upto, _)| *upto >= seq)
+        };
+        let outcome = move |r: &Replicated| match &r.failed {
+            Some((_, message)) if r.seq < seq => Err(Error::WriteFailed(message.clone())),
+            _ => Ok(()),
+        };
+        if reached(&replica.borrow()) {
+            return match outcome(&replica.borrow()) {
+                Ok(()) => local,
+                Err(e) => Op::ready(Err(e)),
+            };
+        }
+        Op::io(async move {
+            local.await?;
+            match replica.wait_for(reached).await {
+                Ok(r) => outcome(&r),
+                Err(_) => Err(Error::WriteFailed(
+                    "the object closed before its write was replicated".into(),
+                )),
+            }
+        })
+    }
+
+    /// Resolves once commit `seq` is durable on the local disk; fails if the pipeline
+    /// failed first.
+    fn wait_local(&self, seq: u64) -> Op<()> {
         let reached = move |p: &Progress| p.durable >= seq || p.error.is_some();
         let outcome = move |p: &Progress| match &p.error {
             Some(e) if p.durable < seq => Err(e.clone()),

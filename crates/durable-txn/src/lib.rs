@@ -47,6 +47,7 @@ mod turn;
 
 pub use block::block_on;
 pub use clock::{Clock, Sleep, SystemClock};
+pub use durability::Replicated;
 pub use error::{Error, Result};
 pub use gate::{OutputGate, OutputLock};
 pub use op::Op;

@@ -13,6 +13,7 @@ use durable_backend::cache::CacheOptions;
 use crate::alarm;
 use crate::clock::{Clock, SystemClock};
 use crate::durability::Durable;
+use crate::durability::Replicated;
 use crate::error::{Error, Result};
 use crate::legacy::{KvEngine, map_op};
 use crate::op::Op;
@@ -701,6 +702,17 @@ impl Storage {
     /// Follows the runtime's behaviours of a compatibility date ([`Compatibility`]).
     pub fn set_compatibility(&self, compatibility: Compatibility) {
         self.state().delete_all_deletes_alarm = compatibility.delete_all_deletes_alarm;
+    }
+
+    /// Makes results wait, beyond the local fsync, until the host reports their commits
+    /// replicated (`Replicated` durability: in the archive store, so they survive the loss
+    /// of this machine); `None` goes back to local durability. A result whose commit the
+    /// host reports failed ([`Replicated::failed`]) fails with
+    /// [`Error::WriteFailed`] and the object resets. No effect on KV-backed storage.
+    pub fn set_replication(&self, replication: Option<tokio::sync::watch::Receiver<Replicated>>) {
+        if let Engine::Sqlite { durable, .. } = &self.inner.engine {
+            durable.set_replica(replication);
+        }
     }
 
     /// Installs the object's point-in-time recovery (`None` removes it): what the bookmark

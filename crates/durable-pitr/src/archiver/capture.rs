@@ -196,12 +196,13 @@ impl CommitSubscriber for Capture {
         match event {
             // What became durable goes into the journal, off the commit's path under group
             // commit (this runs on the sync thread).
-            CommitEvent::Durable { db, .. } => {
+            CommitEvent::Durable { db, seq } => {
                 if lock(&self.0).poisoned.is_some() {
                     return;
                 }
-                if let Err(error) = capture_locked(db, &self.0, false) {
-                    tracing::warn!(%error, "archive capture failed");
+                match capture_locked(db, &self.0, false) {
+                    Ok(()) => lock(&self.0).note_captured(*seq),
+                    Err(error) => tracing::warn!(%error, "archive capture failed"),
                 }
             }
             // The database is locked: the files are about to go, capture what they hold.
@@ -211,7 +212,7 @@ impl CommitSubscriber for Capture {
                     let _ = inner.capture();
                 }
             }
-            CommitEvent::Reset { .. } => {
+            CommitEvent::Reset { seq } => {
                 let mut inner = lock(&self.0);
                 if inner.poisoned.is_some() {
                     return;
@@ -219,7 +220,9 @@ impl CommitSubscriber for Capture {
                 let result = read_db_file(&inner.paths.db.clone()).and_then(|(page_size, data)| {
                     inner.append_image(Kind::Reset, page_size, &data)
                 });
-                let _ = inner.poison(result);
+                if inner.poison(result).is_ok() {
+                    inner.note_captured(*seq);
+                }
             }
             _ => {}
         }

@@ -100,6 +100,7 @@ impl Archiver {
                     e.remote = true;
                 }
                 inner.upload_error = None;
+                inner.publish_replicated();
                 count += 1;
                 Ok(count)
             }
@@ -155,7 +156,9 @@ impl Archiver {
             }
             count += 1;
         }
-        self.lock().upload_error = None;
+        let mut inner = self.lock();
+        inner.upload_error = None;
+        inner.publish_replicated();
         Ok(count)
     }
 

@@ -109,6 +109,12 @@ struct Inner {
     /// The newest position, for whoever waits for history to upload
     /// ([`Archiver::watch_head`]).
     head_tx: tokio::sync::watch::Sender<u64>,
+    /// Commits of the database (its pipeline's numbers) captured but not yet in the archive
+    /// store, each with the position that holds it: (commit, position).
+    replica: std::collections::VecDeque<(u64, u64)>,
+    /// The newest commit whose history is in the archive store
+    /// ([`Archiver::watch_replicated`]).
+    replicated_tx: tokio::sync::watch::Sender<u64>,
     /// The WAL, kept open between captures.
     wal_reader: wal::WalReader,
     /// Held for the archiver's life: one archiver per object.
@@ -349,6 +355,32 @@ impl Inner {
         segments.chain(journal).min().is_none_or(|first| first > 0)
     }
 
+    /// Commits up to `commit` are captured, in positions up to the head.
+    pub(super) fn note_captured(&mut self, commit: u64) {
+        self.replica.push_back((commit, self.head.seq));
+        self.publish_replicated();
+    }
+
+    /// Tells [`Archiver::watch_replicated`] which commits are in the archive store now.
+    pub(super) fn publish_replicated(&mut self) {
+        let uploaded = self.uploaded_seq();
+        let mut newest = None;
+        while let Some(&(commit, position)) = self.replica.front() {
+            if position > uploaded {
+                break;
+            }
+            newest = Some(commit);
+            self.replica.pop_front();
+        }
+        if let Some(commit) = newest {
+            self.replicated_tx.send_if_modified(|r| {
+                let newer = commit > *r;
+                *r = (*r).max(commit);
+                newer
+            });
+        }
+    }
+
     /// The newest position in the archive store.
     pub(super) fn uploaded_seq(&self) -> u64 {
         self.catalog
@@ -414,6 +446,14 @@ impl Archiver {
     /// upload soon after (continuous archiving).
     pub fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
         self.lock().head_tx.subscribe()
+    }
+
+    /// A receiver of the newest commit of the database (numbered as its commit pipeline
+    /// numbers them, [`durable_sql::CommitEvent`]) whose history is in the archive store:
+    /// what a host waits on to release results only once they survive the loss of this
+    /// machine.
+    pub fn watch_replicated(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.lock().replicated_tx.subscribe()
     }
 
     /// Captures, checkpoints, seals and uploads: after this the archive holds the object's

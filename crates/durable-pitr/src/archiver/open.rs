@@ -118,6 +118,8 @@ impl Archiver {
             poisoned: None,
             upload_error: None,
             head_tx: tokio::sync::watch::Sender::new(0),
+            replica: std::collections::VecDeque::new(),
+            replicated_tx: tokio::sync::watch::Sender::new(0),
             // Unless every COMMIT syncs, the journal syncs the WAL before itself.
             wal_reader: wal::WalReader::new(
                 paths.wal.clone(),
