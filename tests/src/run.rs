@@ -1068,11 +1068,11 @@ fn cursor_result(cursor: &mut Cursor, mode: &str) -> Result<Json, durable_sql::E
     };
     match mode {
         "toArray" | "iterate" => {
-            let rows = cursor.to_array()?;
+            let rows = cursor.to_array::<durable_storage::Row>()?;
             out.insert("result".into(), Json::Array(rows.iter().map(row_json).collect()));
         }
         "one" => {
-            let row = cursor.one()?;
+            let row = cursor.one::<durable_storage::Row>()?;
             out.insert("result".into(), row_json(&row));
         }
         "raw" => {

@@ -3,8 +3,8 @@
 
 use durable_storage::txn::Error as TxnError;
 use durable_storage::{
-    Actor, GetOptions, ListOptions, Namespace, PutOptions, SqlValue, Storage, StorageHandle, Value,
-    params,
+    Actor, GetOptions, ListOptions, Namespace, PutOptions, Row, SqlValue, Storage, StorageHandle,
+    Value, params,
 };
 use serde_json::json;
 
@@ -96,24 +96,23 @@ fn sql_api(s: &mut Steps<'_>, storage: &Storage) -> Result<()> {
          &params![\"Ada\", \"active\", \"Grace\", \"active\", \"Linus\", \"away\"])?",
         format!("rows written: {}", c.rows_written()),
     )?;
-    let rows = sql.exec("SELECT * FROM users WHERE status = ?", &params!["active"])?.to_array()?;
+    let rows =
+        sql.exec("SELECT * FROM users WHERE status = ?", &params!["active"])?.to_array::<Row>()?;
     s.step(
         "every row: cursor.toArray()",
-        "sql.exec(\"SELECT * FROM users WHERE status = ?\", &params![\"active\"])?.to_array()?",
+        "sql.exec(\"SELECT * FROM users WHERE status = ?\", &params![\"active\"])?.to_array::<Row>()?",
         rows_json(&rows),
     )?;
-    let name: String =
-        sql.exec("SELECT name FROM users WHERE id = ?", &params![1])?.one()?.get("name")?;
+    let name: String = sql.exec("SELECT name FROM users WHERE id = ?", &params![1])?.one()?;
     s.step(
         "exactly one row: cursor.one()",
-        "let name: String = sql.exec(\"SELECT name FROM users WHERE id = ?\", &params![1])?\n    \
-         .one()?.get(\"name\")?;",
+        "let name: String = sql.exec(\"SELECT name FROM users WHERE id = ?\", &params![1])?.one()?;",
         format!("{name:?}"),
     )?;
-    let one_err = sql.exec("SELECT * FROM users", &[])?.one().map(|_| ()).unwrap_err();
+    let one_err = sql.exec("SELECT * FROM users", &[])?.one::<Row>().map(|_| ()).unwrap_err();
     s.step(
         "one() on three rows is an error (the runtime's message)",
-        "sql.exec(\"SELECT * FROM users\", &[])?.one()",
+        "sql.exec(\"SELECT * FROM users\", &[])?.one::<Row>()",
         format!("Err({one_err})"),
     )?;
     let mut cursor = sql.exec("SELECT id, name FROM users ORDER BY id", &[])?;
@@ -137,11 +136,11 @@ fn sql_api(s: &mut Steps<'_>, storage: &Storage) -> Result<()> {
     )?;
     let mut c = sql
         .exec("UPDATE users SET status = 'away' WHERE name = ? RETURNING id", &params!["Grace"])?;
-    let returned = c.to_array()?;
+    let returned = c.to_array::<Row>()?;
     s.step(
         "cursor properties: columnNames, rowsRead, rowsWritten",
         "let mut c = sql.exec(\"UPDATE users SET status = 'away' WHERE name = ? RETURNING id\", \
-         &params![\"Grace\"])?;\nc.to_array()?; (c.column_names(), c.rows_read(), c.rows_written())",
+         &params![\"Grace\"])?;\nc.to_array::<Row>()?; (c.column_names(), c.rows_read(), c.rows_written())",
         format!(
             "{:?}, rows read {}, rows written {} ({} row returned)",
             c.column_names(),
@@ -186,7 +185,7 @@ fn transaction_sync(s: &mut Steps<'_>, storage: &Storage) -> Result<()> {
         })
     };
     let balances = || -> Result<String> {
-        Ok(rows_json(&sql.exec("SELECT * FROM accounts ORDER BY id", &[])?.to_array()?))
+        Ok(rows_json(&sql.exec("SELECT * FROM accounts ORDER BY id", &[])?.to_array::<Row>()?))
     };
     transfer(30)?;
     s.step(
@@ -439,7 +438,7 @@ fn runtime_steps(s: &mut Steps<'_>, ns: &Namespace, storage: &Storage, object: &
 }
 
 fn count_users(storage: &Storage) -> Result<i64> {
-    Ok(storage.sql()?.exec("SELECT count(*) AS n FROM users", &[])?.one()?.get("n")?)
+    Ok(storage.sql()?.exec("SELECT count(*) FROM users", &[])?.one()?)
 }
 
 fn pitr_steps(

@@ -165,7 +165,7 @@ fn inspect(dir: &Path, name: &str, pitr: bool) -> Result<Found, String> {
     let mut sql = BTreeMap::new();
     let has_rows = db
         .exec("SELECT count(*) AS n FROM sqlite_master WHERE name = 'rows'", &[])
-        .and_then(|mut c| c.one())
+        .and_then(|mut c| c.one::<durable_storage::Row>())
         .and_then(|r| r.get::<i64>("n"))
         .map_err(|e| e.to_string())?;
     if has_rows == 1 {

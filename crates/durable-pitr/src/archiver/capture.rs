@@ -349,8 +349,13 @@ mod tests {
         }
         let offset = archiver.lock().head.wal.offset;
         assert!(offset < 8 * FRAME_BYTES, "the WAL restarted: capture stands at {offset}");
-        let n: i64 =
-            db.exec("SELECT count(*) AS n FROM t", &[]).unwrap().one().unwrap().get("n").unwrap();
+        let n: i64 = db
+            .exec("SELECT count(*) AS n FROM t", &[])
+            .unwrap()
+            .one::<durable_sql::Row>()
+            .unwrap()
+            .get("n")
+            .unwrap();
         assert_eq!(n, 10);
     }
 }

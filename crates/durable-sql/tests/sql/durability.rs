@@ -127,7 +127,7 @@ fn group_commit_reports_commits_durable_from_a_sync_thread() {
             let n: i64 = db
                 .exec("SELECT count(*) AS n FROM t", &[])
                 .unwrap()
-                .one()
+                .one::<durable_sql::Row>()
                 .unwrap()
                 .get("n")
                 .unwrap();
@@ -252,8 +252,13 @@ fn reset_and_close_are_events_between_the_commits() {
         ["committed 2", "resetting", "reset after 2", "committed 3", "closed at 3 true"]
     );
     let db = Database::open(dir.path().join("o.sqlite"), Options::default()).unwrap();
-    let n: i64 =
-        db.exec("SELECT count(*) AS n FROM u", &[]).unwrap().one().unwrap().get("n").unwrap();
+    let n: i64 = db
+        .exec("SELECT count(*) AS n FROM u", &[])
+        .unwrap()
+        .one::<durable_sql::Row>()
+        .unwrap()
+        .get("n")
+        .unwrap();
     assert_eq!(n, 1, "the final commit reached the file");
 }
 

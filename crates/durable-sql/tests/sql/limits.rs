@@ -75,7 +75,7 @@ fn statement_text_stops_at_100000_bytes_for_the_whole_call() {
     let db = db();
     let exact = statement_of(100_000, "");
     assert_eq!(exact.len(), 100_000);
-    let out = db.exec(&exact, &[]).unwrap().one().unwrap();
+    let out = db.exec(&exact, &[]).unwrap().one::<durable_sql::Row>().unwrap();
     assert_eq!(out.get::<String>("v").unwrap().len(), 100_000 - "SELECT '' AS v".len());
     check(&db, &statement_of(100_001, ""), "error: statement too long: SQLITE_TOOBIG");
     // The limit applies to the whole exec() string, not per statement.

@@ -8,7 +8,12 @@ use crate::support::Dir;
 fn count(ns: &Namespace) -> i64 {
     let s = ns.storage("doc").unwrap();
     let db = s.sql().unwrap();
-    db.exec("SELECT count(*) AS n FROM notes", &[]).unwrap().one().unwrap().get("n").unwrap()
+    db.exec("SELECT count(*) AS n FROM notes", &[])
+        .unwrap()
+        .one::<durable_storage::Row>()
+        .unwrap()
+        .get("n")
+        .unwrap()
 }
 
 fn add(ns: &Namespace, n: i64) {

@@ -49,7 +49,12 @@ impl Server {
 
 fn count(s: &durable_storage::Storage) -> i64 {
     let db = s.sql().unwrap();
-    db.exec("SELECT count(*) AS n FROM t", &[]).unwrap().one().unwrap().get("n").unwrap()
+    db.exec("SELECT count(*) AS n FROM t", &[])
+        .unwrap()
+        .one::<durable_storage::Row>()
+        .unwrap()
+        .get("n")
+        .unwrap()
 }
 
 #[test]

@@ -67,8 +67,13 @@ fn transaction_sync_spans_sql_and_kv_and_rolls_back_both() {
         Err(Error::Aborted("no".into()))
     });
     assert_eq!(result.unwrap_err(), Error::Aborted("no".into()));
-    let rows =
-        storage.sql().unwrap().exec("SELECT count(*) AS n FROM t", &[]).unwrap().one().unwrap();
+    let rows = storage
+        .sql()
+        .unwrap()
+        .exec("SELECT count(*) AS n FROM t", &[])
+        .unwrap()
+        .one::<durable_sql::Row>()
+        .unwrap();
     assert_eq!(rows.get::<i64>("n").unwrap(), 0);
     assert_eq!(read_i64(&storage, "k"), None);
     assert_eq!(read_i64(&storage, "async"), None);

@@ -142,7 +142,7 @@ fn a_failed_commit_resets_the_object_wherever_the_commit_runs() {
                     .unwrap()
                     .exec("SELECT count(*) AS n FROM child", &[])
                     .unwrap()
-                    .one()
+                    .one::<durable_sql::Row>()
                     .unwrap()
                     .get("n")
                     .unwrap();
