@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use durable_backend::KvBackend;
 use durable_backend::cache::CacheOptions;
 
-use crate::alarm;
+use crate::alarm::{self, AlarmTime};
 use crate::clock::{Clock, SystemClock};
 use crate::durability::Durable;
 use crate::error::{Error, Result};
@@ -459,14 +459,15 @@ impl Storage {
         self.route().alarm()
     }
 
-    /// Sets the alarm to `time_ms` (milliseconds since the epoch; a past time means now).
-    pub fn set_alarm(&self, time_ms: i64) -> Op<()> {
-        self.set_alarm_with(time_ms, PutOptions::default())
+    /// Sets the alarm to `time` (`setAlarm()`): milliseconds since the epoch (an `i64`) or a
+    /// [`SystemTime`](std::time::SystemTime) ([`AlarmTime`]); a past time means now.
+    pub fn set_alarm(&self, time: impl Into<AlarmTime>) -> Op<()> {
+        self.set_alarm_with(time, PutOptions::default())
     }
 
     /// [`set_alarm`](Storage::set_alarm) with options.
-    pub fn set_alarm_with(&self, time_ms: i64, options: PutOptions) -> Op<()> {
-        Op::ready(self.set_alarm_now(time_ms, options))
+    pub fn set_alarm_with(&self, time: impl Into<AlarmTime>, options: PutOptions) -> Op<()> {
+        Op::ready(self.set_alarm_now(time.into().as_millis(), options))
     }
 
     fn set_alarm_now(&self, time_ms: i64, options: PutOptions) -> Result<()> {

@@ -139,6 +139,44 @@ fn alarms_are_transactional_and_validated() {
     assert_eq!(storage.get_alarm().now().ok().unwrap().unwrap(), None);
 }
 
+/// Issue 19: `set_alarm` takes a `SystemTime` as well as milliseconds, on both backends and
+/// in an async transaction; `i64` calls compile as before.
+#[test]
+fn set_alarm_takes_a_system_time_or_milliseconds() {
+    use std::time::{Duration, UNIX_EPOCH};
+    const AT: i64 = 4_000_000_000_000;
+    // Cut to whole milliseconds, as a JavaScript `Date`.
+    let at = UNIX_EPOCH + Duration::from_millis(AT as u64) + Duration::from_micros(999);
+    let kv = durable_txn::Storage::kv_backed(
+        std::sync::Arc::new(durable_backend::MemoryBackend::new()),
+        Default::default(),
+    );
+    for storage in [Storage::open_in_memory().unwrap(), kv] {
+        storage.set_alarm(at).now().ok().unwrap().unwrap();
+        assert_eq!(durable_txn::block_on(storage.get_alarm()).unwrap(), Some(AT));
+        storage.set_alarm(AT + 5).now().ok().unwrap().unwrap();
+        assert_eq!(durable_txn::block_on(storage.get_alarm()).unwrap(), Some(AT + 5));
+        storage.set_alarm(durable_txn::AlarmTime::from_millis(AT + 6)).now().ok().unwrap().unwrap();
+        assert_eq!(durable_txn::block_on(storage.get_alarm()).unwrap(), Some(AT + 6));
+        // The epoch itself and times before it are `<= 0`: the runtime's TypeError.
+        for bad in [UNIX_EPOCH, UNIX_EPOCH - Duration::from_millis(1)] {
+            let err = storage.set_alarm(bad).now().ok().unwrap().unwrap_err();
+            assert!(matches!(err, Error::AlarmTimeNotPositive), "{err:?}");
+        }
+        // An async transaction's `set_alarm` takes the same.
+        let later = at + Duration::from_secs(1);
+        durable_txn::block_on(storage.transaction(|txn| async move {
+            txn.set_alarm(later).await?;
+            Ok::<_, Error>(())
+        }))
+        .unwrap();
+        assert_eq!(durable_txn::block_on(storage.get_alarm()).unwrap(), Some(AT + 1_000));
+    }
+    // Before the epoch rounds down, as `Date` does: 1.5 ms before is -2.
+    let before = UNIX_EPOCH - Duration::from_micros(1_500);
+    assert_eq!(durable_txn::AlarmTime::from(before).as_millis(), -2);
+}
+
 #[test]
 fn setting_the_same_alarm_again_writes_nothing() {
     let dir = Dir::new();
