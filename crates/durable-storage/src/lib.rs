@@ -81,6 +81,7 @@
 #![forbid(unsafe_code)]
 
 mod archive;
+mod call;
 mod error;
 mod index;
 mod names;
@@ -96,7 +97,7 @@ pub use durable_txn as txn;
 pub use durable_kv::{Kv, ListOptions, Value};
 pub use durable_sql::{Cursor, Database, Row, SqlValue, params};
 pub use durable_txn::{
-    Actor, AlarmInfo, Clock, Compatibility, Context, GetOptions, HandlerError, Object,
+    Actor, AlarmInfo, AlarmTime, Clock, Compatibility, Context, GetOptions, HandlerError, Object,
     ObjectOptions, Op, PutOptions, Recovery, Storage, SystemClock, Transaction, TurnEnd,
 };
 
