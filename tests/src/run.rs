@@ -280,7 +280,7 @@ fn open(
             }
         }
     }
-    let options = NamespaceOptions { backend, compatibility, ..NamespaceOptions::default() };
+    let options = NamespaceOptions::new().backend(backend).compatibility(compatibility);
     let ns = Namespace::open(dir, options)?;
     let object = spawn(&ns, name)?;
     Ok((ns, object))
@@ -894,14 +894,13 @@ fn list_options(op: &Json) -> Result<ListOptions, JsError> {
         Some(Json::String(s)) => !s.is_empty(),
         Some(_) => true,
     };
-    Ok(ListOptions {
-        prefix: text("prefix")?,
-        start: text("start")?,
-        start_after: text("startAfter")?,
-        end: text("end")?,
-        limit,
-        reverse,
-    })
+    let mut options = ListOptions::new().reverse(reverse);
+    options.prefix = text("prefix")?;
+    options.start = text("start")?;
+    options.start_after = text("startAfter")?;
+    options.end = text("end")?;
+    options.limit = limit;
+    Ok(options)
 }
 
 /// WebIDL `long` conversion of a list limit.

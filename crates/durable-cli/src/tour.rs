@@ -227,15 +227,12 @@ fn sync_kv(s: &mut Steps<'_>, storage: &Storage) -> Result<()> {
         kv.put(k, &Value::from(v))?;
     }
     let mut listed = Vec::new();
-    for entry in kv
-        .list_iter::<Value>(&ListOptions { prefix: Some("member:".into()), ..Default::default() })?
-    {
+    for entry in kv.list_iter::<Value>(&ListOptions::new().prefix("member:"))? {
         listed.push(entry?);
     }
     s.step(
         "list with a prefix (a lazy iterator)",
-        "for entry in kv.list_iter::<Value>(&ListOptions { prefix: Some(\"member:\".into()), \
-         ..Default::default() })? { ... }",
+        "for entry in kv.list_iter::<Value>(&ListOptions::new().prefix(\"member:\"))? { ... }",
         entries_json(&listed),
     )?;
     Ok(())
@@ -278,51 +275,37 @@ fn async_kv(s: &mut Steps<'_>, storage: &Storage) -> Result<()> {
     for i in 100..=205 {
         storage.put(&format!("user:{i}"), &Value::from(i64::from(i))).wait()?;
     }
-    let options = ListOptions {
-        prefix: Some("user:".into()),
-        start: Some("user:100".into()),
-        end: Some("user:200".into()),
-        limit: Some(3),
-        reverse: true,
-        ..Default::default()
-    };
+    let options =
+        ListOptions::new().prefix("user:").start("user:100").end("user:200").limit(3).reverse(true);
     let listed: Vec<(String, Value)> = storage.list(&options).wait()?;
     s.step(
         "list with options",
-        "storage.list::<Value>(&ListOptions { prefix: Some(\"user:\".into()), start: \
-         Some(\"user:100\".into()),\n    end: Some(\"user:200\".into()), limit: Some(3), \
-         reverse: true, ..Default::default() }).await?",
+        "storage.list::<Value>(&ListOptions::new().prefix(\"user:\").start(\"user:100\")\n    \
+         .end(\"user:200\").limit(3).reverse(true)).await?",
         entries_json(&listed),
     )?;
-    let bad = storage
-        .list::<Value>(&ListOptions { limit: Some(0), ..Default::default() })
-        .wait()
-        .unwrap_err();
+    let bad = storage.list::<Value>(&ListOptions::new().limit(0)).wait().unwrap_err();
     s.step(
         "a refused option (the runtime's message)",
-        "storage.list::<Value>(&ListOptions { limit: Some(0), ..Default::default() }).await",
+        "storage.list::<Value>(&ListOptions::new().limit(0)).await",
         format!("Err({bad})"),
     )?;
 
     s.section("Storage options")?;
     let v: Option<Value> = storage
-        .get_with("user:100", GetOptions { allow_concurrency: true, no_cache: true })
+        .get_with("user:100", GetOptions::new().allow_concurrency(true).no_cache(true))
         .wait()?;
     s.step(
         "get with allowConcurrency / noCache",
-        "storage.get_with::<Value>(\"user:100\", GetOptions { allow_concurrency: true, no_cache: true }).await?",
+        "storage.get_with::<Value>(\"user:100\", GetOptions::new().allow_concurrency(true).no_cache(true)).await?",
         v.as_ref().map_or("None".into(), |v| value_to_json(v).to_string()),
     )?;
     storage
-        .put_with(
-            "fast",
-            &Value::Bool(true),
-            PutOptions { allow_unconfirmed: true, ..Default::default() },
-        )
+        .put_with("fast", &Value::Bool(true), PutOptions::new().allow_unconfirmed(true))
         .wait()?;
     s.step(
         "put with allowUnconfirmed (results need not wait for this write)",
-        "storage.put_with(\"fast\", &true, PutOptions { allow_unconfirmed: true, ..Default::default() }).await?",
+        "storage.put_with(\"fast\", &true, PutOptions::new().allow_unconfirmed(true)).await?",
         "Ok(())",
     )?;
     Ok(())

@@ -283,7 +283,8 @@ impl Transaction {
             Err(e) => return Op::ready(Err(e.into())),
         };
         let written = self.shared.visible();
-        let unlimited = ListOptions { limit: None, ..options.clone() };
+        let mut unlimited = options.clone();
+        unlimited.limit = None;
         let alarm_key = engine.alarm_key();
         map_op(engine.list_raw(&unlimited, GetOptions::default()), move |stored| {
             let mut all: BTreeMap<Vec<u8>, Vec<u8>> =

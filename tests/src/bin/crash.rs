@@ -39,8 +39,7 @@ fn object_name(object: usize) -> String {
 /// `pitr`, each object's history archived locally.
 fn namespace(dir: &Path, pitr: bool) -> Result<Namespace, String> {
     let archive = if pitr { Archive::Local } else { Archive::Off };
-    Namespace::open(dir, NamespaceOptions { archive, ..NamespaceOptions::default() })
-        .map_err(|e| e.to_string())
+    Namespace::open(dir, NamespaceOptions::new().archive(archive)).map_err(|e| e.to_string())
 }
 
 /// The child: writes batches on every object until it is killed.

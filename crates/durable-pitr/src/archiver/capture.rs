@@ -274,7 +274,7 @@ mod tests {
     ) -> (Database, Archiver) {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let config = ArchiveConfig::in_memory().with_clock(std::sync::Arc::new(clock.clone()));
-        let options = Options { durability, ..Options::default() };
+        let options = Options::new().durability(durability);
         rt.block_on(Archiver::open(dir.join("o.sqlite"), options, config)).unwrap()
     }
 

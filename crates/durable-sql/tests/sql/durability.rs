@@ -85,8 +85,7 @@ fn write(db: &Database, x: i64) -> Option<u64> {
 }
 
 fn with_table(dir: &std::path::Path, durability: Durability) -> Database {
-    let db =
-        Database::open(dir.join("o.sqlite"), Options { durability, ..Options::default() }).unwrap();
+    let db = Database::open(dir.join("o.sqlite"), Options::new().durability(durability)).unwrap();
     db.exec("CREATE TABLE t(x)", &[]).unwrap();
     db.commit().unwrap();
     db
@@ -284,9 +283,7 @@ fn an_unsubscribed_subscriber_hears_nothing_more() {
 
 #[test]
 fn group_commit_in_memory_has_nothing_to_sync() {
-    let db =
-        Database::open_in_memory(Options { durability: Durability::Group, ..Options::default() })
-            .unwrap();
+    let db = Database::open_in_memory(Options::new().durability(Durability::Group)).unwrap();
     db.exec("CREATE TABLE t(x)", &[]).unwrap();
     db.commit().unwrap();
     db.sync().unwrap();
@@ -300,11 +297,8 @@ fn group_commit_reports_a_wal_it_cannot_reach() {
     let dir = tempfile::tempdir().unwrap();
     let sub = dir.path().join("objects");
     std::fs::create_dir(&sub).unwrap();
-    let db = Database::open(
-        sub.join("o.sqlite"),
-        Options { durability: Durability::Group, ..Options::default() },
-    )
-    .unwrap();
+    let db =
+        Database::open(sub.join("o.sqlite"), Options::new().durability(Durability::Group)).unwrap();
     db.exec("CREATE TABLE t(x)", &[]).unwrap();
     db.sync().unwrap();
     // Hold the pool off, so the next commit is synced by `sync` after the folder is gone.

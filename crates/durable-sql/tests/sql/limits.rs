@@ -180,10 +180,8 @@ fn trigger_recursion_stops_at_depth_10() {
 
 #[test]
 fn a_small_max_database_size_fills_up() {
-    let options = Options {
-        limits: Limits { max_database_size: 16 * 4096, ..Limits::default() },
-        ..Options::default()
-    };
+    let options =
+        Options::new().limits(Limits { max_database_size: 16 * 4096, ..Limits::default() });
     let db = db_with(options);
     run(&db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
     db.exec("INSERT INTO t VALUES (1, ?)", &params![vec![1u8; 10_000]]).unwrap();
@@ -202,21 +200,18 @@ fn a_small_max_database_size_fills_up() {
 
 #[test]
 fn every_limit_follows_the_options() {
-    let options = Options {
-        limits: Limits {
-            max_database_size: 10_000_000_000,
-            max_columns: 6,
-            max_statement_length: 200,
-            max_bound_parameters: 2,
-            max_value_size: 1000,
-            max_compound_select: 2,
-            max_expression_depth: 5,
-            max_function_arguments: 2,
-            max_like_pattern_length: 3,
-            max_trigger_depth: 2,
-        },
-        ..Options::default()
-    };
+    let options = Options::new().limits(Limits {
+        max_database_size: 10_000_000_000,
+        max_columns: 6,
+        max_statement_length: 200,
+        max_bound_parameters: 2,
+        max_value_size: 1000,
+        max_compound_select: 2,
+        max_expression_depth: 5,
+        max_function_arguments: 2,
+        max_like_pattern_length: 3,
+        max_trigger_depth: 2,
+    });
     let db = db_with(options);
     check_all(
         &db,

@@ -85,7 +85,7 @@ fn try_call_lets_one_handler_use_question_mark_on_every_layer() {
         let e = room
             .try_call(|ctx| async move {
                 let kv = ctx.storage().kv()?;
-                let options = durable_storage::ListOptions { limit: Some(0), ..Default::default() };
+                let options = durable_storage::ListOptions::new().limit(0);
                 kv.list::<String>(&options)?;
                 Ok(())
             })
@@ -126,7 +126,7 @@ fn try_call_lets_one_handler_use_question_mark_on_every_layer() {
 fn try_call_on_a_kv_backed_object_reports_the_runtimes_refusals() {
     let dir = Dir::new();
     rt().block_on(async {
-        let ns = dir.open(NamespaceOptions { backend: Backend::Kv, ..Default::default() });
+        let ns = dir.open(NamespaceOptions::new().backend(Backend::Kv));
         let room = ns.object("old", |_| Room).unwrap();
         let e = room
             .try_call(|ctx| async move {

@@ -43,7 +43,7 @@ impl Server {
 
     fn options(&self, prefix: &str) -> NamespaceOptions {
         let archive = Archive::Store(ArchiveStore::new(self.store(), prefix));
-        NamespaceOptions { archive, ..NamespaceOptions::default() }
+        NamespaceOptions::new().archive(archive)
     }
 }
 

@@ -165,8 +165,7 @@ impl Valve {
     }
 
     fn open_storage(&self, path: &std::path::Path) -> durable_txn::Result<Storage> {
-        let storage =
-            Storage::open(path, Options { durability: Durability::Group, ..Options::default() })?;
+        let storage = Storage::open(path, Options::new().durability(Durability::Group))?;
         let valve = self.clone();
         storage.sql()?.set_sync_hook(Some(Arc::new(move || {
             let (shut, cv) = &*valve.0;
