@@ -280,7 +280,7 @@ fn open(
             }
         }
     }
-    let options = NamespaceOptions { backend, compatibility, ..NamespaceOptions::default() };
+    let options = NamespaceOptions::new().backend(backend).compatibility(compatibility);
     let ns = Namespace::open(dir, options)?;
     let object = spawn(&ns, name)?;
     Ok((ns, object))
@@ -894,14 +894,13 @@ fn list_options(op: &Json) -> Result<ListOptions, JsError> {
         Some(Json::String(s)) => !s.is_empty(),
         Some(_) => true,
     };
-    Ok(ListOptions {
-        prefix: text("prefix")?,
-        start: text("start")?,
-        start_after: text("startAfter")?,
-        end: text("end")?,
-        limit,
-        reverse,
-    })
+    let mut options = ListOptions::new().reverse(reverse);
+    options.prefix = text("prefix")?;
+    options.start = text("start")?;
+    options.start_after = text("startAfter")?;
+    options.end = text("end")?;
+    options.limit = limit;
+    Ok(options)
 }
 
 /// WebIDL `long` conversion of a list limit.
@@ -1068,11 +1067,11 @@ fn cursor_result(cursor: &mut Cursor, mode: &str) -> Result<Json, durable_sql::E
     };
     match mode {
         "toArray" | "iterate" => {
-            let rows = cursor.to_array()?;
+            let rows = cursor.to_array::<durable_storage::Row>()?;
             out.insert("result".into(), Json::Array(rows.iter().map(row_json).collect()));
         }
         "one" => {
-            let row = cursor.one()?;
+            let row = cursor.one::<durable_storage::Row>()?;
             out.insert("result".into(), row_json(&row));
         }
         "raw" => {

@@ -172,7 +172,10 @@ pub fn call(out: &mut Out, storage: &Storage, command: KvCommand) -> Result<()> 
             out.line(doc["deleted"].to_string())
         }
         KvCommand::List { prefix, start, start_after, end, limit, reverse, .. } => {
-            let options = ListOptions { prefix, start, start_after, end, limit, reverse };
+            // Options the command line may leave out are set as fields.
+            let mut options = ListOptions::new().reverse(reverse);
+            (options.prefix, options.start, options.start_after) = (prefix, start, start_after);
+            (options.end, options.limit) = (end, limit);
             let entries: Vec<(String, Value)> = storage.list(&options).wait().map_err(|e| {
                 if is_decode_error(&e) {
                     Error::msg(format!(

@@ -149,8 +149,7 @@ pub struct Env {
 impl Env {
     /// Opens the namespace in the data directory (creating the directory).
     pub fn namespace(&self) -> Result<Namespace> {
-        let options =
-            NamespaceOptions { archive: self.archive.clone(), ..NamespaceOptions::default() };
+        let options = NamespaceOptions::new().archive(self.archive.clone());
         Ok(Namespace::open(&self.data, options)?)
     }
 

@@ -3,8 +3,8 @@
 
 use durable_storage::txn::Error as TxnError;
 use durable_storage::{
-    Actor, GetOptions, ListOptions, Namespace, PutOptions, SqlValue, Storage, StorageHandle, Value,
-    params,
+    Actor, GetOptions, ListOptions, Namespace, PutOptions, Row, SqlValue, Storage, StorageHandle,
+    Value, params,
 };
 use serde_json::json;
 
@@ -96,24 +96,23 @@ fn sql_api(s: &mut Steps<'_>, storage: &Storage) -> Result<()> {
          &params![\"Ada\", \"active\", \"Grace\", \"active\", \"Linus\", \"away\"])?",
         format!("rows written: {}", c.rows_written()),
     )?;
-    let rows = sql.exec("SELECT * FROM users WHERE status = ?", &params!["active"])?.to_array()?;
+    let rows =
+        sql.exec("SELECT * FROM users WHERE status = ?", &params!["active"])?.to_array::<Row>()?;
     s.step(
         "every row: cursor.toArray()",
-        "sql.exec(\"SELECT * FROM users WHERE status = ?\", &params![\"active\"])?.to_array()?",
+        "sql.exec(\"SELECT * FROM users WHERE status = ?\", &params![\"active\"])?.to_array::<Row>()?",
         rows_json(&rows),
     )?;
-    let name: String =
-        sql.exec("SELECT name FROM users WHERE id = ?", &params![1])?.one()?.get("name")?;
+    let name: String = sql.exec("SELECT name FROM users WHERE id = ?", &params![1])?.one()?;
     s.step(
         "exactly one row: cursor.one()",
-        "let name: String = sql.exec(\"SELECT name FROM users WHERE id = ?\", &params![1])?\n    \
-         .one()?.get(\"name\")?;",
+        "let name: String = sql.exec(\"SELECT name FROM users WHERE id = ?\", &params![1])?.one()?;",
         format!("{name:?}"),
     )?;
-    let one_err = sql.exec("SELECT * FROM users", &[])?.one().map(|_| ()).unwrap_err();
+    let one_err = sql.exec("SELECT * FROM users", &[])?.one::<Row>().map(|_| ()).unwrap_err();
     s.step(
         "one() on three rows is an error (the runtime's message)",
-        "sql.exec(\"SELECT * FROM users\", &[])?.one()",
+        "sql.exec(\"SELECT * FROM users\", &[])?.one::<Row>()",
         format!("Err({one_err})"),
     )?;
     let mut cursor = sql.exec("SELECT id, name FROM users ORDER BY id", &[])?;
@@ -137,11 +136,11 @@ fn sql_api(s: &mut Steps<'_>, storage: &Storage) -> Result<()> {
     )?;
     let mut c = sql
         .exec("UPDATE users SET status = 'away' WHERE name = ? RETURNING id", &params!["Grace"])?;
-    let returned = c.to_array()?;
+    let returned = c.to_array::<Row>()?;
     s.step(
         "cursor properties: columnNames, rowsRead, rowsWritten",
         "let mut c = sql.exec(\"UPDATE users SET status = 'away' WHERE name = ? RETURNING id\", \
-         &params![\"Grace\"])?;\nc.to_array()?; (c.column_names(), c.rows_read(), c.rows_written())",
+         &params![\"Grace\"])?;\nc.to_array::<Row>()?; (c.column_names(), c.rows_read(), c.rows_written())",
         format!(
             "{:?}, rows read {}, rows written {} ({} row returned)",
             c.column_names(),
@@ -186,7 +185,7 @@ fn transaction_sync(s: &mut Steps<'_>, storage: &Storage) -> Result<()> {
         })
     };
     let balances = || -> Result<String> {
-        Ok(rows_json(&sql.exec("SELECT * FROM accounts ORDER BY id", &[])?.to_array()?))
+        Ok(rows_json(&sql.exec("SELECT * FROM accounts ORDER BY id", &[])?.to_array::<Row>()?))
     };
     transfer(30)?;
     s.step(
@@ -228,15 +227,12 @@ fn sync_kv(s: &mut Steps<'_>, storage: &Storage) -> Result<()> {
         kv.put(k, &Value::from(v))?;
     }
     let mut listed = Vec::new();
-    for entry in kv
-        .list_iter::<Value>(&ListOptions { prefix: Some("member:".into()), ..Default::default() })?
-    {
+    for entry in kv.list_iter::<Value>(&ListOptions::new().prefix("member:"))? {
         listed.push(entry?);
     }
     s.step(
         "list with a prefix (a lazy iterator)",
-        "for entry in kv.list_iter::<Value>(&ListOptions { prefix: Some(\"member:\".into()), \
-         ..Default::default() })? { ... }",
+        "for entry in kv.list_iter::<Value>(&ListOptions::new().prefix(\"member:\"))? { ... }",
         entries_json(&listed),
     )?;
     Ok(())
@@ -279,51 +275,37 @@ fn async_kv(s: &mut Steps<'_>, storage: &Storage) -> Result<()> {
     for i in 100..=205 {
         storage.put(&format!("user:{i}"), &Value::from(i64::from(i))).wait()?;
     }
-    let options = ListOptions {
-        prefix: Some("user:".into()),
-        start: Some("user:100".into()),
-        end: Some("user:200".into()),
-        limit: Some(3),
-        reverse: true,
-        ..Default::default()
-    };
+    let options =
+        ListOptions::new().prefix("user:").start("user:100").end("user:200").limit(3).reverse(true);
     let listed: Vec<(String, Value)> = storage.list(&options).wait()?;
     s.step(
         "list with options",
-        "storage.list::<Value>(&ListOptions { prefix: Some(\"user:\".into()), start: \
-         Some(\"user:100\".into()),\n    end: Some(\"user:200\".into()), limit: Some(3), \
-         reverse: true, ..Default::default() }).await?",
+        "storage.list::<Value>(&ListOptions::new().prefix(\"user:\").start(\"user:100\")\n    \
+         .end(\"user:200\").limit(3).reverse(true)).await?",
         entries_json(&listed),
     )?;
-    let bad = storage
-        .list::<Value>(&ListOptions { limit: Some(0), ..Default::default() })
-        .wait()
-        .unwrap_err();
+    let bad = storage.list::<Value>(&ListOptions::new().limit(0)).wait().unwrap_err();
     s.step(
         "a refused option (the runtime's message)",
-        "storage.list::<Value>(&ListOptions { limit: Some(0), ..Default::default() }).await",
+        "storage.list::<Value>(&ListOptions::new().limit(0)).await",
         format!("Err({bad})"),
     )?;
 
     s.section("Storage options")?;
     let v: Option<Value> = storage
-        .get_with("user:100", GetOptions { allow_concurrency: true, no_cache: true })
+        .get_with("user:100", GetOptions::new().allow_concurrency(true).no_cache(true))
         .wait()?;
     s.step(
         "get with allowConcurrency / noCache",
-        "storage.get_with::<Value>(\"user:100\", GetOptions { allow_concurrency: true, no_cache: true }).await?",
+        "storage.get_with::<Value>(\"user:100\", GetOptions::new().allow_concurrency(true).no_cache(true)).await?",
         v.as_ref().map_or("None".into(), |v| value_to_json(v).to_string()),
     )?;
     storage
-        .put_with(
-            "fast",
-            &Value::Bool(true),
-            PutOptions { allow_unconfirmed: true, ..Default::default() },
-        )
+        .put_with("fast", &Value::Bool(true), PutOptions::new().allow_unconfirmed(true))
         .wait()?;
     s.step(
         "put with allowUnconfirmed (results need not wait for this write)",
-        "storage.put_with(\"fast\", &true, PutOptions { allow_unconfirmed: true, ..Default::default() }).await?",
+        "storage.put_with(\"fast\", &true, PutOptions::new().allow_unconfirmed(true)).await?",
         "Ok(())",
     )?;
     Ok(())
@@ -439,7 +421,7 @@ fn runtime_steps(s: &mut Steps<'_>, ns: &Namespace, storage: &Storage, object: &
 }
 
 fn count_users(storage: &Storage) -> Result<i64> {
-    Ok(storage.sql()?.exec("SELECT count(*) AS n FROM users", &[])?.one()?.get("n")?)
+    Ok(storage.sql()?.exec("SELECT count(*) FROM users", &[])?.one()?)
 }
 
 fn pitr_steps(

@@ -21,7 +21,7 @@
 //! assert!(kv.delete("user:1")?);
 //!
 //! let listed: Vec<(String, Value)> =
-//!     kv.list(&ListOptions { prefix: Some("user:".into()), ..Default::default() })?;
+//!     kv.list(&ListOptions::new().prefix("user:"))?;
 //! assert_eq!(listed.len(), 1);
 //!
 //! // Typed values read as `Value` too: a struct is an object of its fields.

@@ -6,7 +6,19 @@ use crate::error::{Error, Result};
 ///
 /// `start` is inclusive, `end` exclusive, in both directions; `start_after` is an exclusive
 /// start; a non-empty `prefix` narrows the range to keys that begin with it.
+///
+/// Built with [`ListOptions::new`] and one method per option (more options may come, so
+/// there is no struct literal outside this crate):
+///
+/// ```
+/// use durable_kv::ListOptions;
+///
+/// let options = ListOptions::new().prefix("user:").start("user:100").limit(50).reverse(true);
+/// assert_eq!(options.limit, Some(50));
+/// assert_eq!(options.prefix.as_deref(), Some("user:"));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListOptions {
     /// Only keys that start with this.
     pub prefix: Option<String>,
@@ -20,6 +32,55 @@ pub struct ListOptions {
     pub limit: Option<i64>,
     /// Largest keys first.
     pub reverse: bool,
+}
+
+impl ListOptions {
+    /// Every key, in order: the same as `ListOptions::default()`. Chain the builder methods to narrow it: `ListOptions::new().prefix("user:").limit(10)`.
+    pub fn new() -> ListOptions {
+        ListOptions::default()
+    }
+
+    /// Only keys that start with `prefix` ([`prefix`](ListOptions::prefix)).
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> ListOptions {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// Keys from `start` on, inclusive ([`start`](ListOptions::start)).
+    #[must_use]
+    pub fn start(mut self, start: impl Into<String>) -> ListOptions {
+        self.start = Some(start.into());
+        self
+    }
+
+    /// Keys after `start_after`, exclusive ([`start_after`](ListOptions::start_after)).
+    #[must_use]
+    pub fn start_after(mut self, start_after: impl Into<String>) -> ListOptions {
+        self.start_after = Some(start_after.into());
+        self
+    }
+
+    /// Keys before `end`, exclusive ([`end`](ListOptions::end)).
+    #[must_use]
+    pub fn end(mut self, end: impl Into<String>) -> ListOptions {
+        self.end = Some(end.into());
+        self
+    }
+
+    /// At most `limit` entries ([`limit`](ListOptions::limit)); checked when the list runs.
+    #[must_use]
+    pub fn limit(mut self, limit: i64) -> ListOptions {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Largest keys first ([`reverse`](ListOptions::reverse)).
+    #[must_use]
+    pub fn reverse(mut self, reverse: bool) -> ListOptions {
+        self.reverse = reverse;
+        self
+    }
 }
 
 /// A compiled range: `start <= key < end`, in order, at most `limit`.

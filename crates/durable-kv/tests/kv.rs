@@ -27,6 +27,28 @@ fn opts(f: impl FnOnce(&mut ListOptions)) -> ListOptions {
     o
 }
 
+/// Issue 19: `ListOptions` is built method by method (it is `#[non_exhaustive]`); each
+/// method sets its one field, and `new()` is `default()`.
+#[test]
+fn list_options_build_one_field_per_method() {
+    assert_eq!(ListOptions::new(), ListOptions::default());
+    let o = ListOptions::new().prefix("user:").start("user:1").end(String::from("user:9")).limit(5);
+    assert_eq!(o.prefix.as_deref(), Some("user:"));
+    assert_eq!(
+        (o.start.as_deref(), o.end.as_deref(), o.limit),
+        (Some("user:1"), Some("user:9"), Some(5))
+    );
+    assert!(!o.reverse && o.start_after.is_none());
+    let o = ListOptions::new().start_after("a").reverse(true);
+    assert_eq!((o.start_after.as_deref(), o.reverse), (Some("a"), true));
+    // Built options compile as literals did: the runtime's checks still apply.
+    assert!(matches!(ListOptions::new().limit(0).compile(), Err(Error::LimitNotPositive)));
+    assert!(matches!(
+        ListOptions::new().start("a").start_after("b").compile(),
+        Err(Error::StartAndStartAfter)
+    ));
+}
+
 #[test]
 fn get_put_delete_round_trip_and_report_existence() {
     let kv = kv();
@@ -203,7 +225,7 @@ fn sqlite_backend_bounds_values_by_the_sqlite_limit() {
 fn after_a_critical_error_kv_reads_and_writes_fail_with_it() {
     const FULL: &str = "database or disk is full: SQLITE_FULL";
     let limits = Limits { max_database_size: 16 * 4096, ..Limits::default() };
-    let db = Database::open_in_memory(Options { limits, ..Options::default() }).unwrap();
+    let db = Database::open_in_memory(Options::new().limits(limits)).unwrap();
     let kv = Kv::new(db.clone());
     kv.put("a", &1i64).unwrap();
     db.commit().unwrap();
@@ -325,7 +347,10 @@ proptest! {
         for k in &stored {
             kv.put(k, &Value::Null).unwrap();
         }
-        let o = ListOptions { prefix: prefix.clone(), start: start.clone(), start_after: start_after.clone(), end: end.clone(), limit, reverse };
+        let o = opts(|o| {
+            (o.prefix, o.start, o.start_after) = (prefix.clone(), start.clone(), start_after.clone());
+            (o.end, o.limit, o.reverse) = (end.clone(), limit, reverse);
+        });
         let got = kv.list::<Value>(&o);
         if start.is_some() && start_after.is_some() {
             prop_assert!(matches!(got, Err(Error::StartAndStartAfter)));
@@ -460,7 +485,10 @@ mod fuzz {
             limit in proptest::option::of(prop_oneof![any::<i64>(), -2i64..8]),
             reverse in any::<bool>(),
         ) {
-            let o = ListOptions { prefix, start, start_after, end, limit, reverse };
+            let o = opts(|o| {
+                (o.prefix, o.start, o.start_after) = (prefix, start, start_after);
+                (o.end, o.limit, o.reverse) = (end, limit, reverse);
+            });
             match o.compile() {
                 Err(Error::StartAndStartAfter) => {
                     prop_assert!(o.start.is_some() && o.start_after.is_some());

@@ -43,7 +43,7 @@
 //!
 //!     // The next session opens at `before`; `undo` would bring the deletion back.
 //!     let (db, archiver) = Archiver::open(&path, Options::default(), config()?).await?;
-//!     let n: i64 = db.exec("SELECT count(*) AS n FROM t", &[])?.one()?.get("n")?;
+//!     let n: i64 = db.exec("SELECT count(*) FROM t", &[])?.one()?;
 //!     assert_eq!(n, 1);
 //!     assert!(undo > before);
 //!     archiver.close().await?;

@@ -340,7 +340,7 @@ mod tests {
         use durable_sql::{CheckpointMode, Database, Options, SqlValue};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o.sqlite");
-        let options = Options { auto_checkpoint: false, ..Options::default() };
+        let options = Options::new().auto_checkpoint(false);
         let db = Database::open(&path, options).unwrap();
         db.exec("CREATE TABLE t(x)", &[]).unwrap();
         db.commit().unwrap();
@@ -374,7 +374,7 @@ mod tests {
     fn a_position_the_wal_does_not_end_a_frame_at_is_a_discontinuity() {
         use durable_sql::{Database, Options, SqlValue};
         let dir = tempfile::tempdir().unwrap();
-        let options = Options { auto_checkpoint: false, ..Options::default() };
+        let options = Options::new().auto_checkpoint(false);
         let db = Database::open(dir.path().join("o.sqlite"), options).unwrap();
         db.exec("CREATE TABLE t(x)", &[]).unwrap();
         db.commit().unwrap();

@@ -96,7 +96,8 @@ fn select_100k_ours(bencher: Bencher<'_, '_>) {
     let (_dir, db) = ours_empty();
     ours_insert(&db);
     bencher.bench_local(|| {
-        let rows = db.exec(SELECT, &[]).expect("select").to_array().expect("rows");
+        let rows =
+            db.exec(SELECT, &[]).expect("select").to_array::<durable_sql::Row>().expect("rows");
         assert_eq!(rows.len(), ROWS as usize);
         rows
     });

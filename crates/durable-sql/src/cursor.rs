@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::db::{Database, Started, State};
+use crate::de::FromRow;
 use crate::error::{Error, Result};
 use crate::value::{FromSqlValue, SqlValue};
 
@@ -15,9 +16,10 @@ thread_local! {
 ///
 /// Like the runtime's cursor it reads one row ahead: after handing out a row it steps to the
 /// next, so [`rows_read`](Cursor::rows_read) runs one ahead of the rows delivered until the
-/// end. Rows can be taken as [`Row`]s (iteration, [`to_array`](Cursor::to_array),
-/// [`one`](Cursor::one)) or as plain value lists ([`raw`](Cursor::raw)); all consume the
-/// same stream. There is no snapshot isolation: a cursor read after other writes sees them
+/// end. Rows can be taken as [`Row`]s (iteration), as any type that implements [`FromRow`]
+/// ([`to_array`](Cursor::to_array), [`one`](Cursor::one), [`rows_as`](Cursor::rows_as): a
+/// `Row`, or any serde `Deserialize` type, such as a struct with a field per column) or as
+/// plain value lists ([`raw`](Cursor::raw)); all consume the same stream. There is no snapshot isolation: a cursor read after other writes sees them
 /// as SQLite's rules for a running scan allow.
 pub struct Cursor {
     db: Database,
@@ -117,9 +119,26 @@ impl Cursor {
         Row { columns: self.columns.clone(), values }
     }
 
-    /// All remaining rows.
-    pub fn to_array(&mut self) -> Result<Vec<Row>> {
-        Ok(self.collect_values()?.into_iter().map(|v| self.row(v)).collect())
+    /// All remaining rows, each read as a `T` (`toArray()`): a [`Row`], or any serde
+    /// `Deserialize` type ([`FromRow`]). A row that cannot be read as a `T` fails the whole
+    /// call, with an error that names its column; the cursor is exhausted either way.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = durable_sql::Database::open(dir.path().join("d"), Default::default())?;
+    /// #[derive(serde::Deserialize)]
+    /// struct Msg { id: i64, body: String }
+    ///
+    /// db.exec("CREATE TABLE msgs(id INTEGER PRIMARY KEY, body TEXT)", &[])?;
+    /// db.exec("INSERT INTO msgs(body) VALUES ('hi'), ('there')", &[])?;
+    /// let msgs: Vec<Msg> = db.exec("SELECT * FROM msgs", &[])?.to_array()?;
+    /// assert_eq!((msgs[1].id, msgs[1].body.as_str()), (2, "there"));
+    /// let rows = db.exec("SELECT * FROM msgs", &[])?.to_array::<durable_sql::Row>()?;
+    /// assert_eq!(rows[0].get::<String>("body")?, "hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn to_array<T: FromRow>(&mut self) -> Result<Vec<T>> {
+        self.collect_values()?.into_iter().map(|v| T::from_row(self.row(v))).collect()
     }
 
     /// All remaining rows as value lists, in column order.
@@ -141,9 +160,11 @@ impl Cursor {
         Ok(out)
     }
 
-    /// Exactly one remaining row; none or several are errors with the runtime's messages.
-    /// The cursor is exhausted afterwards.
-    pub fn one(&mut self) -> Result<Row> {
+    /// Exactly one remaining row, read as a `T` (`one()`): none or several are errors with
+    /// the runtime's messages ([`Error::NoResults`], [`Error::MultipleResults`]). The cursor
+    /// is exhausted afterwards. With a row of one column, `T` can be that column's type:
+    /// `let n: i64 = db.exec("SELECT count(*) FROM t", &[])?.one()?;`.
+    pub fn one<T: FromRow>(&mut self) -> Result<T> {
         let first = match self.next_values() {
             None => return Err(Error::NoResults),
             Some(result) => result?,
@@ -152,7 +173,26 @@ impl Cursor {
             self.close();
             return Err(Error::MultipleResults);
         }
-        Ok(self.row(first))
+        T::from_row(self.row(first))
+    }
+
+    /// An iterator over the remaining rows, each read as a `T` ([`FromRow`]); it consumes
+    /// the same rows as iterating the cursor. A row that cannot be read as a `T` is an
+    /// `Err` item, and iteration may go on past it.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = durable_sql::Database::open(dir.path().join("d"), Default::default())?;
+    /// let mut total = 0;
+    /// for pair in db.exec("SELECT 1, 'a' UNION ALL SELECT 2, 'b'", &[])?.rows_as::<(u8, String)>() {
+    ///     let (n, _letter) = pair?;
+    ///     total += n;
+    /// }
+    /// assert_eq!(total, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn rows_as<T: FromRow>(&mut self) -> RowsAs<'_, T> {
+        RowsAs { cursor: self, _type: std::marker::PhantomData }
     }
 
     /// An iterator over the remaining rows as value lists, in column order; it consumes the
@@ -197,6 +237,27 @@ impl Iterator for Raw<'_> {
     }
 }
 
+/// Iterator over a cursor's rows read as `T`; see [`Cursor::rows_as`].
+pub struct RowsAs<'a, T> {
+    cursor: &'a mut Cursor,
+    _type: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: FromRow> Iterator for RowsAs<'_, T> {
+    type Item = Result<T>;
+
+    fn next(&mut self) -> Option<Result<T>> {
+        let values = self.cursor.next_values()?;
+        Some(values.and_then(|v| T::from_row(self.cursor.row(v))))
+    }
+}
+
+impl<T> std::fmt::Debug for RowsAs<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowsAs").field("cursor", &self.cursor).finish()
+    }
+}
+
 /// One row: values with their column names.
 ///
 /// Looking a value up by name finds the *last* column of that name, as the runtime's row
@@ -228,14 +289,23 @@ impl Row {
         self.columns.iter().rposition(|c| c == name).map(|i| &self.values[i])
     }
 
-    /// The last column named `name`, converted.
+    /// The last column named `name`, converted. A value that does not convert is an
+    /// [`Error::Column`] that names the column (`column "age": 300 is out of range for u8`).
     pub fn get<T: FromSqlValue>(&self, name: &str) -> Result<T> {
-        self.value(name).ok_or_else(|| Error::NoSuchColumn(name.to_owned()))?.get()
+        let value = self.value(name).ok_or_else(|| Error::NoSuchColumn(name.to_owned()))?;
+        value.get().map_err(|e| e.in_column(name))
     }
 
-    /// The column at `index`, converted.
+    /// The column at `index`, converted (errors as [`get`](Row::get)'s).
     pub fn get_index<T: FromSqlValue>(&self, index: usize) -> Result<T> {
-        self.values.get(index).ok_or_else(|| Error::NoSuchColumn(index.to_string()))?.get()
+        let value = self.values.get(index).ok_or_else(|| Error::NoSuchColumn(index.to_string()))?;
+        value.get().map_err(|e| e.in_column(&self.columns[index]))
+    }
+
+    /// The whole row read as a `T` ([`FromRow`]): a struct with a field per column, a
+    /// tuple of the columns, `serde_json::Value`...
+    pub fn read<T: FromRow>(self) -> Result<T> {
+        T::from_row(self)
     }
 
     /// The row as the runtime's row object: each distinct name once, where it first

@@ -170,7 +170,7 @@ impl Database {
     /// let db = Database::open_in_memory(Options::default())?;
     /// db.exec("CREATE TABLE t(x)", &[])?;
     /// db.exec("INSERT INTO t VALUES (?), (?)", &params![1, 2])?;
-    /// let total: i64 = db.exec("SELECT sum(x) AS s FROM t", &[])?.one()?.get("s")?;
+    /// let total: i64 = db.exec("SELECT sum(x) AS s FROM t", &[])?.one()?;
     /// assert_eq!(total, 3);
     /// # Ok::<(), durable_sql::Error>(())
     /// ```

@@ -110,6 +110,32 @@ pub enum Error {
         /// The Rust type asked for.
         to: &'static str,
     },
+    /// A value is of the right storage class but does not fit the Rust type asked for (an
+    /// integer too large for `u8`, a negative one for `u64`, a real too large for `f32`).
+    #[error("{value} is out of range for {to}")]
+    OutOfRange {
+        /// The value found, as text.
+        value: String,
+        /// The Rust type asked for.
+        to: &'static str,
+    },
+    /// A value or row could not be decoded into the Rust type asked for: what serde's
+    /// `Deserialize` implementation said (a missing field, an unknown enum variant), or text
+    /// that is not the JSON a JSON column should hold.
+    #[error("{message}")]
+    Decode {
+        /// What went wrong.
+        message: String,
+    },
+    /// Reading one column of a row failed: the column's name and why.
+    #[error("column {column:?}: {source}")]
+    Column {
+        /// The column's name.
+        column: String,
+        /// Why its value could not be read ([`Error::Conversion`], [`Error::OutOfRange`],
+        /// [`Error::Decode`]).
+        source: Box<Error>,
+    },
     /// A column name or index that the row does not have.
     #[error("no such column: {0}")]
     NoSuchColumn(String),
@@ -136,8 +162,10 @@ impl Error {
     /// The JavaScript error class the runtime throws for this error (`Error` or `TypeError`).
     pub fn js_name(&self) -> &'static str {
         match self {
-            Error::Conversion { .. } => "TypeError",
-            Error::Broken(inner) => inner.js_name(),
+            Error::Conversion { .. } | Error::OutOfRange { .. } | Error::Decode { .. } => {
+                "TypeError"
+            }
+            Error::Broken(inner) | Error::Column { source: inner, .. } => inner.js_name(),
             _ => "Error",
         }
     }
@@ -149,6 +177,27 @@ impl Error {
             Error::Broken(inner) => inner.sqlite(),
             _ => None,
         }
+    }
+}
+
+impl Error {
+    /// Names the column a conversion error happened in (errors that already name one, and
+    /// errors that are not about a value, pass through).
+    pub(crate) fn in_column(self, column: &str) -> Error {
+        match self {
+            Error::Conversion { .. } | Error::OutOfRange { .. } | Error::Decode { .. } => {
+                Error::Column { column: column.to_owned(), source: Box::new(self) }
+            }
+            other => other,
+        }
+    }
+}
+
+/// Typed rows report serde's complaints (a missing field, an unknown variant) as
+/// [`Error::Decode`].
+impl serde::de::Error for Error {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        Error::Decode { message: msg.to_string() }
     }
 }
 

@@ -50,6 +50,7 @@ mod auth;
 mod cache;
 mod cursor;
 mod db;
+mod de;
 mod error;
 pub mod files;
 mod held;
@@ -62,8 +63,9 @@ pub mod testing;
 mod value;
 
 pub use auth::{RESERVED_PREFIX, is_reserved};
-pub use cursor::{Cursor, Raw, Row};
+pub use cursor::{Cursor, Raw, Row, RowsAs};
 pub use db::{CheckpointMode, Database, Internal};
+pub use de::FromRow;
 pub use error::{Error, Result, SqliteFailure, code_name, extended_code_name};
 pub use held::Held;
 pub use options::{Durability, Limits, Options};

@@ -74,7 +74,18 @@ impl Default for Limits {
 }
 
 /// How to open an object's database.
+///
+/// Built with [`Options::new`] (or `default()`) and one method per option; more options may
+/// come, so there is no struct literal outside this crate:
+///
+/// ```
+/// use durable_sql::{Durability, Options};
+///
+/// let options = Options::new().durability(Durability::Group).exclusive_locking(true);
+/// assert!(options.auto_checkpoint);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Options {
     /// When commits are durable ([`Durability::Full`] by default).
     pub durability: Durability,
@@ -99,5 +110,47 @@ impl Default for Options {
             auto_checkpoint: true,
             statement_cache_bytes: 1 << 20,
         }
+    }
+}
+
+impl Options {
+    /// The defaults (`Options::default()`); chain the builder methods to change them: `Options::new().durability(Durability::Group)`.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// When commits are durable ([`durability`](Options::durability)).
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Options {
+        self.durability = durability;
+        self
+    }
+
+    /// The limits to enforce ([`limits`](Options::limits)).
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Options {
+        self.limits = limits;
+        self
+    }
+
+    /// Holds the file with `locking_mode=EXCLUSIVE` ([`exclusive_locking`](Options::exclusive_locking)).
+    #[must_use]
+    pub fn exclusive_locking(mut self, exclusive_locking: bool) -> Options {
+        self.exclusive_locking = exclusive_locking;
+        self
+    }
+
+    /// Lets SQLite checkpoint the WAL by itself ([`auto_checkpoint`](Options::auto_checkpoint)).
+    #[must_use]
+    pub fn auto_checkpoint(mut self, auto_checkpoint: bool) -> Options {
+        self.auto_checkpoint = auto_checkpoint;
+        self
+    }
+
+    /// Bytes of SQL text the statement cache may hold ([`statement_cache_bytes`](Options::statement_cache_bytes)).
+    #[must_use]
+    pub fn statement_cache_bytes(mut self, statement_cache_bytes: usize) -> Options {
+        self.statement_cache_bytes = statement_cache_bytes;
+        self
     }
 }

@@ -60,11 +60,56 @@ impl FromSqlValue for SqlValue {
     }
 }
 
-impl FromSqlValue for i64 {
+/// Integers read from INTEGER values only (a REAL is refused rather than truncated), range
+/// checked: a value that does not fit is [`Error::OutOfRange`].
+macro_rules! to_int {
+    ($($t:ty),*) => {$(
+        impl FromSqlValue for $t {
+            fn from_sql_value(value: &SqlValue) -> Result<Self> {
+                match value {
+                    SqlValue::Integer(i) => <$t>::try_from(*i).map_err(|_| Error::OutOfRange {
+                        value: i.to_string(),
+                        to: stringify!($t),
+                    }),
+                    other => mismatch(other, stringify!($t)),
+                }
+            }
+        }
+    )*};
+}
+to_int!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize);
+
+/// A REAL outside `f32`'s range is [`Error::OutOfRange`]; one inside it is rounded to the
+/// nearest `f32`.
+impl FromSqlValue for f32 {
+    fn from_sql_value(value: &SqlValue) -> Result<Self> {
+        let wide = f64::from_sql_value(value).or_else(|_| mismatch(value, "f32"))?;
+        to_f32(wide)
+    }
+}
+
+pub(crate) fn to_f32(wide: f64) -> Result<f32> {
+    let narrow = wide as f32;
+    if narrow.is_infinite() && wide.is_finite() {
+        return Err(Error::OutOfRange { value: wide.to_string(), to: "f32" });
+    }
+    Ok(narrow)
+}
+
+/// A JSON column: TEXT is parsed as JSON ([`Error::Decode`] when it is not JSON); NULL,
+/// INTEGER and REAL become the JSON null and numbers. A BLOB is refused, and so is an
+/// infinite REAL, which JSON cannot hold.
+impl FromSqlValue for serde_json::Value {
     fn from_sql_value(value: &SqlValue) -> Result<Self> {
         match value {
-            SqlValue::Integer(i) => Ok(*i),
-            other => mismatch(other, "i64"),
+            SqlValue::Null => Ok(serde_json::Value::Null),
+            SqlValue::Integer(i) => Ok((*i).into()),
+            SqlValue::Real(f) => serde_json::Number::from_f64(*f)
+                .map(serde_json::Value::Number)
+                .ok_or_else(|| Error::OutOfRange { value: f.to_string(), to: "a JSON number" }),
+            SqlValue::Text(text) => serde_json::from_str(text)
+                .map_err(|e| Error::Decode { message: format!("not JSON: {e}") }),
+            other => mismatch(other, "serde_json::Value"),
         }
     }
 }
@@ -113,6 +158,57 @@ impl<T: FromSqlValue> FromSqlValue for Option<T> {
             SqlValue::Null => Ok(None),
             other => T::from_sql_value(other).map(Some),
         }
+    }
+}
+
+/// Any SQL value, as the [`SqlValue`] of its storage class (for a field of a typed row that
+/// takes whatever the column holds).
+impl<'de> serde::Deserialize<'de> for SqlValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = SqlValue;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an SQL value")
+            }
+            fn visit_unit<E>(self) -> Result<SqlValue, E> {
+                Ok(SqlValue::Null)
+            }
+            fn visit_none<E>(self) -> Result<SqlValue, E> {
+                Ok(SqlValue::Null)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<SqlValue, D::Error> {
+                serde::Deserialize::deserialize(d)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<SqlValue, E> {
+                Ok(SqlValue::Integer(i64::from(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<SqlValue, E> {
+                Ok(SqlValue::Integer(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SqlValue, E> {
+                i64::try_from(v)
+                    .map(SqlValue::Integer)
+                    .map_err(|_| E::custom(format!("{v} is out of range for an SQL integer")))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<SqlValue, E> {
+                Ok(SqlValue::Real(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<SqlValue, E> {
+                Ok(SqlValue::Text(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<SqlValue, E> {
+                Ok(SqlValue::Text(v))
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<SqlValue, E> {
+                Ok(SqlValue::Blob(v.to_vec()))
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<SqlValue, E> {
+                Ok(SqlValue::Blob(v))
+            }
+        }
+        deserializer.deserialize_any(Visit)
     }
 }
 

@@ -30,5 +30,7 @@ mod open;
 mod size;
 #[path = "sql/transactions.rs"]
 mod transactions;
+#[path = "sql/typed.rs"]
+mod typed;
 #[path = "sql/values.rs"]
 mod values;

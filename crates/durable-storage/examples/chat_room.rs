@@ -55,7 +55,7 @@ async fn snapshot(room: &ObjectHandle<Room>, n: i64) -> Result<(Vec<String>, Vec
     room.call(move |ctx| async move {
         let storage = ctx.storage();
         let here: Vec<(String, bool)> = storage
-            .list(&ListOptions { prefix: Some("presence:".into()), ..Default::default() })
+            .list(&ListOptions::new().prefix("presence:"))
             .await?;
         let here = here.into_iter().map(|(k, _)| k["presence:".len()..].to_owned()).collect();
         let mut lines = Vec::new();

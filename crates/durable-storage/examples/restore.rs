@@ -8,7 +8,7 @@
 use durable_storage::{Namespace, NamespaceOptions, StorageHandle, params};
 
 fn count(room: &StorageHandle) -> Result<i64, Box<dyn std::error::Error>> {
-    Ok(room.sql()?.exec("SELECT count(*) AS n FROM messages", &[])?.one()?.get("n")?)
+    Ok(room.sql()?.exec("SELECT count(*) FROM messages", &[])?.one()?)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,8 +1,19 @@
 //! Errors of the facade: the turn layer's errors plus what opening a namespace can refuse.
+//! It is the one error type of object code: every layer's error converts into it (`From`),
+//! so `?` works on SQL, KV, alarm and PITR calls in one handler
+//! ([`ObjectHandle::try_call`](crate::ObjectHandle::try_call)).
 
 use std::path::PathBuf;
 
-/// Everything the facade can refuse or fail with.
+use durable_txn::HandlerError;
+
+/// Everything the facade can refuse or fail with, and the one error type of object code.
+///
+/// Each layer's error converts into it with `From` (durable-sql's, durable-kv's,
+/// durable-backend's, durable-txn's, durable-pitr's), so `?` works on any storage call in a
+/// handler that returns `Result<_, durable_storage::Error>`; an error of the object's own
+/// code joins them through [`Error::other`]. Wherever the runtime has a message, `Display`
+/// is that message, unchanged (the layers' errors are wrapped transparently).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -85,9 +96,27 @@ pub enum Error {
     /// An object runtime was asked for outside a tokio runtime.
     #[error("object runtimes need a tokio runtime; none is running on this thread")]
     NoRuntime,
+    /// An error of the object's own code (see [`Error::other`]), shown as it is.
+    #[error(transparent)]
+    Other(HandlerError),
 }
 
 impl Error {
+    /// An error of the object's own code, so a handler can fail with it beside storage
+    /// errors: `Err(Error::other("no such user"))`, or any `std::error::Error` type.
+    pub fn other(error: impl Into<HandlerError>) -> Error {
+        Error::Other(error.into())
+    }
+
+    /// The turn layer's error inside, when this is one ([`Error::Storage`]): to ask what the
+    /// runtime would (`is_overloaded`, `resets_object`, `js_name`).
+    pub fn as_storage(&self) -> Option<&durable_txn::Error> {
+        match self {
+            Error::Storage(e) => Some(e),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io { path: path.into(), source }
     }
@@ -96,6 +125,12 @@ impl Error {
 impl From<durable_sql::Error> for Error {
     fn from(e: durable_sql::Error) -> Error {
         Error::Storage(durable_txn::Error::Sql(e))
+    }
+}
+
+impl From<durable_kv::Error> for Error {
+    fn from(e: durable_kv::Error) -> Error {
+        Error::Storage(durable_txn::Error::Kv(e))
     }
 }
 

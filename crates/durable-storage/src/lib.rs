@@ -40,7 +40,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! With the object runtime (inside a tokio runtime), events run in turns:
+//! With the object runtime (inside a tokio runtime), events run in turns. [`Error`] is the
+//! one error type of object code: every layer's error converts into it, so a handler uses
+//! `?` on any storage call, and [`ObjectHandle::try_call`] hands back the handler's error and
+//! the event's own (the object was reset under it) as one `Error`:
 //!
 //! ```
 //! use std::sync::Arc;
@@ -55,12 +58,12 @@
 //! let ns = Namespace::open(&dir, NamespaceOptions::default())?;
 //! let counter = ns.object("visits", |_| Counter)?;
 //! let n = counter
-//!     .call(|ctx| async move {
+//!     .try_call(|ctx| async move {
 //!         let n: i64 = ctx.storage().get("n").await?.unwrap_or(0);
 //!         ctx.storage().put("n", &(n + 1));  // committed when the turn ends
-//!         Ok::<i64, durable_storage::txn::Error>(n + 1)
+//!         Ok(n + 1)
 //!     })
-//!     .await??;
+//!     .await?;
 //! assert_eq!(n, 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # })?;
@@ -81,6 +84,7 @@
 #![forbid(unsafe_code)]
 
 mod archive;
+mod call;
 mod error;
 mod index;
 mod names;
@@ -96,7 +100,7 @@ pub use durable_txn as txn;
 pub use durable_kv::{Kv, ListOptions, Value};
 pub use durable_sql::{Cursor, Database, Row, SqlValue, params};
 pub use durable_txn::{
-    Actor, AlarmInfo, Clock, Compatibility, Context, GetOptions, HandlerError, Object,
+    Actor, AlarmInfo, AlarmTime, Clock, Compatibility, Context, GetOptions, HandlerError, Object,
     ObjectOptions, Op, PutOptions, Recovery, Storage, SystemClock, Transaction, TurnEnd,
 };
 

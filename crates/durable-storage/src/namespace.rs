@@ -62,8 +62,11 @@ pub enum Backend {
     Kv,
 }
 
-/// How a [`Namespace`] opens and keeps its objects.
+/// How a [`Namespace`] opens and keeps its objects: `NamespaceOptions::new()` and one
+/// builder method per option (more may come, so there is no struct literal outside this
+/// crate).
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct NamespaceOptions {
     /// The objects' backend.
     pub backend: Backend,
@@ -132,11 +135,7 @@ impl Default for NamespaceOptions {
     fn default() -> Self {
         NamespaceOptions {
             backend: Backend::default(),
-            sql: Options {
-                exclusive_locking: true,
-                durability: Durability::Group,
-                ..Options::default()
-            },
+            sql: Options::default().exclusive_locking(true).durability(Durability::Group),
             cache: CacheOptions::default(),
             keep_open: 0,
             clock: Arc::new(SystemClock),
@@ -153,6 +152,93 @@ impl Default for NamespaceOptions {
             replication: Replication::Local,
             replication_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+impl NamespaceOptions {
+    /// The defaults (`NamespaceOptions::default()`); chain the builder methods to change them: `NamespaceOptions::new().backend(Backend::Kv).keep_open(16)`.
+    pub fn new() -> NamespaceOptions {
+        NamespaceOptions::default()
+    }
+
+    /// The objects' backend ([`backend`](NamespaceOptions::backend)).
+    #[must_use]
+    pub fn backend(mut self, backend: Backend) -> NamespaceOptions {
+        self.backend = backend;
+        self
+    }
+
+    /// How each object's database is opened ([`sql`](NamespaceOptions::sql)).
+    #[must_use]
+    pub fn sql(mut self, sql: Options) -> NamespaceOptions {
+        self.sql = sql;
+        self
+    }
+
+    /// The write-behind cache of KV-backed objects ([`cache`](NamespaceOptions::cache)).
+    #[must_use]
+    pub fn cache(mut self, cache: CacheOptions) -> NamespaceOptions {
+        self.cache = cache;
+        self
+    }
+
+    /// How many idle objects stay open ([`keep_open`](NamespaceOptions::keep_open)).
+    #[must_use]
+    pub fn keep_open(mut self, keep_open: usize) -> NamespaceOptions {
+        self.keep_open = keep_open;
+        self
+    }
+
+    /// The clock objects and alarms follow ([`clock`](NamespaceOptions::clock)); an `Arc<dyn Clock>` is a clock too.
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> NamespaceOptions {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Point-in-time recovery of SQLite-backed objects ([`archive`](NamespaceOptions::archive)).
+    #[must_use]
+    pub fn archive(mut self, archive: Archive) -> NamespaceOptions {
+        self.archive = archive;
+        self
+    }
+
+    /// How long a critical section may hold an object's input gate ([`critical_section_timeout`](NamespaceOptions::critical_section_timeout)).
+    #[must_use]
+    pub fn critical_section_timeout(
+        mut self,
+        critical_section_timeout: Duration,
+    ) -> NamespaceOptions {
+        self.critical_section_timeout = critical_section_timeout;
+        self
+    }
+
+    /// The runtime behaviours the objects follow ([`compatibility`](NamespaceOptions::compatibility)).
+    #[must_use]
+    pub fn compatibility(mut self, compatibility: Compatibility) -> NamespaceOptions {
+        self.compatibility = compatibility;
+        self
+    }
+
+    /// The most a commit waits before it is in the archive store ([`archive_lag`](NamespaceOptions::archive_lag)).
+    #[must_use]
+    pub fn archive_lag(mut self, archive_lag: Duration) -> NamespaceOptions {
+        self.archive_lag = archive_lag;
+        self
+    }
+
+    /// How often archived objects run compaction and retention ([`archive_maintenance`](NamespaceOptions::archive_maintenance)).
+    #[must_use]
+    pub fn archive_maintenance(mut self, archive_maintenance: Duration) -> NamespaceOptions {
+        self.archive_maintenance = archive_maintenance;
+        self
+    }
+
+    /// How long dropping the last namespace handle waits for final uploads ([`close_timeout`](NamespaceOptions::close_timeout)).
+    #[must_use]
+    pub fn close_timeout(mut self, close_timeout: Duration) -> NamespaceOptions {
+        self.close_timeout = close_timeout;
+        self
     }
 }
 

@@ -14,6 +14,8 @@ mod archiving;
 mod backend;
 #[path = "storage/counter.rs"]
 mod counter;
+#[path = "storage/errors.rs"]
+mod errors;
 #[path = "storage/faults.rs"]
 mod faults;
 #[path = "../../durable-pitr/tests/pitr/faulty_store.rs"]

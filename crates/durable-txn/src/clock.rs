@@ -15,6 +15,17 @@ pub trait Clock: Send + Sync + 'static {
     fn sleep_until(&self, at_ms: i64) -> Sleep;
 }
 
+/// A shared clock is a clock (so `NamespaceOptions::clock` takes an `Arc<dyn Clock>` too).
+impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
+    fn now_ms(&self) -> i64 {
+        (**self).now_ms()
+    }
+
+    fn sleep_until(&self, at_ms: i64) -> Sleep {
+        (**self).sleep_until(at_ms)
+    }
+}
+
 /// The system clock, with tokio timers.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;

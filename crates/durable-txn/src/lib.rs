@@ -45,6 +45,7 @@ mod target;
 mod transaction;
 mod turn;
 
+pub use alarm::AlarmTime;
 pub use block::block_on;
 pub use clock::{Clock, Sleep, SystemClock};
 pub use durability::Replicated;

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use durable_backend::KvBackend;
 use durable_backend::cache::CacheOptions;
 
-use crate::alarm;
+use crate::alarm::{self, AlarmTime};
 use crate::clock::{Clock, SystemClock};
 use crate::durability::Durable;
 use crate::durability::Replicated;
@@ -21,8 +21,9 @@ use crate::recovery::Recovery;
 use crate::target::Target;
 use crate::transaction::{self, Transaction, TxnShared};
 
-/// Options of a read (`get`, `list`, `get_alarm`).
+/// Options of a read (`get`, `list`, `get_alarm`): `GetOptions::new().no_cache(true)`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GetOptions {
     /// Let other events run while this read waits for I/O (the input gate stays open).
     pub allow_concurrency: bool,
@@ -30,8 +31,10 @@ pub struct GetOptions {
     pub no_cache: bool,
 }
 
-/// Options of a write (`put`, `delete`, `set_alarm`, `delete_alarm`).
+/// Options of a write (`put`, `delete`, `set_alarm`, `delete_alarm`):
+/// `PutOptions::new().allow_unconfirmed(true)`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PutOptions {
     /// Accepted for symmetry with reads; writes never wait for I/O.
     pub allow_concurrency: bool,
@@ -39,6 +42,55 @@ pub struct PutOptions {
     pub allow_unconfirmed: bool,
     /// Keep the written entry out of the cache once it is flushed.
     pub no_cache: bool,
+}
+
+impl GetOptions {
+    /// No options (`GetOptions::default()`): `GetOptions::new().allow_concurrency(true)`.
+    pub fn new() -> GetOptions {
+        GetOptions::default()
+    }
+
+    /// Lets other events run while the read waits for I/O ([`allow_concurrency`](GetOptions::allow_concurrency)).
+    #[must_use]
+    pub fn allow_concurrency(mut self, allow_concurrency: bool) -> GetOptions {
+        self.allow_concurrency = allow_concurrency;
+        self
+    }
+
+    /// Keeps what the read fetches out of the cache ([`no_cache`](GetOptions::no_cache)).
+    #[must_use]
+    pub fn no_cache(mut self, no_cache: bool) -> GetOptions {
+        self.no_cache = no_cache;
+        self
+    }
+}
+
+impl PutOptions {
+    /// No options (`PutOptions::default()`): `PutOptions::new().allow_unconfirmed(true)`.
+    pub fn new() -> PutOptions {
+        PutOptions::default()
+    }
+
+    /// Accepted for symmetry with reads ([`allow_concurrency`](PutOptions::allow_concurrency)).
+    #[must_use]
+    pub fn allow_concurrency(mut self, allow_concurrency: bool) -> PutOptions {
+        self.allow_concurrency = allow_concurrency;
+        self
+    }
+
+    /// Lets the object's results out before this write is durable ([`allow_unconfirmed`](PutOptions::allow_unconfirmed)).
+    #[must_use]
+    pub fn allow_unconfirmed(mut self, allow_unconfirmed: bool) -> PutOptions {
+        self.allow_unconfirmed = allow_unconfirmed;
+        self
+    }
+
+    /// Keeps the written entry out of the cache once flushed ([`no_cache`](PutOptions::no_cache)).
+    #[must_use]
+    pub fn no_cache(mut self, no_cache: bool) -> PutOptions {
+        self.no_cache = no_cache;
+        self
+    }
 }
 
 /// Behaviours the runtime changed at a compatibility date, and which ones a storage follows.
@@ -460,14 +512,15 @@ impl Storage {
         self.route().alarm()
     }
 
-    /// Sets the alarm to `time_ms` (milliseconds since the epoch; a past time means now).
-    pub fn set_alarm(&self, time_ms: i64) -> Op<()> {
-        self.set_alarm_with(time_ms, PutOptions::default())
+    /// Sets the alarm to `time` (`setAlarm()`): milliseconds since the epoch (an `i64`) or a
+    /// [`SystemTime`](std::time::SystemTime) ([`AlarmTime`]); a past time means now.
+    pub fn set_alarm(&self, time: impl Into<AlarmTime>) -> Op<()> {
+        self.set_alarm_with(time, PutOptions::default())
     }
 
     /// [`set_alarm`](Storage::set_alarm) with options.
-    pub fn set_alarm_with(&self, time_ms: i64, options: PutOptions) -> Op<()> {
-        Op::ready(self.set_alarm_now(time_ms, options))
+    pub fn set_alarm_with(&self, time: impl Into<AlarmTime>, options: PutOptions) -> Op<()> {
+        Op::ready(self.set_alarm_now(time.into().as_millis(), options))
     }
 
     fn set_alarm_now(&self, time_ms: i64, options: PutOptions) -> Result<()> {

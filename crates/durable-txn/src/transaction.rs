@@ -7,6 +7,7 @@ use durable_kv::ListOptions;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::alarm::AlarmTime;
 use crate::error::{Error, Result};
 use crate::legacy::{KvEngine, decode, decode_entry, map_op};
 use crate::op::Op;
@@ -282,7 +283,8 @@ impl Transaction {
             Err(e) => return Op::ready(Err(e.into())),
         };
         let written = self.shared.visible();
-        let unlimited = ListOptions { limit: None, ..options.clone() };
+        let mut unlimited = options.clone();
+        unlimited.limit = None;
         let alarm_key = engine.alarm_key();
         map_op(engine.list_raw(&unlimited, GetOptions::default()), move |stored| {
             let mut all: BTreeMap<Vec<u8>, Vec<u8>> =
@@ -327,8 +329,10 @@ impl Transaction {
         }
     }
 
-    /// Sets the alarm.
-    pub fn set_alarm(&self, time_ms: i64) -> Op<()> {
+    /// Sets the alarm, as [`Storage::set_alarm`]: milliseconds since the epoch or a
+    /// [`SystemTime`](std::time::SystemTime).
+    pub fn set_alarm(&self, time: impl Into<AlarmTime>) -> Op<()> {
+        let time_ms = time.into().as_millis();
         let Some(engine) = self.kv_engine() else {
             return self.guarded("setAlarm()", |s| s.set_alarm(time_ms));
         };

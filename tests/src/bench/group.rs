@@ -46,17 +46,16 @@ enum Mode {
 
 /// Group commit, normal locking, no archive.
 fn group_namespace(dir: &std::path::Path) -> BenchResult<Namespace> {
-    namespace(dir, Options { durability: Durability::Group, ..Options::default() }, Archive::Off)
+    namespace(dir, Options::new().durability(Durability::Group), Archive::Off)
 }
 
 fn open_namespace(dir: &std::path::Path, mode: Mode) -> BenchResult<Namespace> {
     match mode {
         Mode::Fsync => namespace(dir, Options::default(), Archive::Off),
         Mode::Group => group_namespace(dir),
-        Mode::GroupArchived => Ok(Namespace::open(
-            dir,
-            NamespaceOptions { archive: Archive::Local, ..NamespaceOptions::default() },
-        )?),
+        Mode::GroupArchived => {
+            Ok(Namespace::open(dir, NamespaceOptions::new().archive(Archive::Local))?)
+        }
     }
 }
 

@@ -178,7 +178,7 @@ pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
         if config.wants("c") {
             for exclusive in [false, true] {
                 // Exclusive: what `durable_storage::Namespace` opens its objects with.
-                let options = Options { exclusive_locking: exclusive, ..Options::default() };
+                let options = Options::new().exclusive_locking(exclusive);
                 let c = pair(
                     runs,
                     || {
@@ -300,12 +300,7 @@ type Opener = Box<dyn Fn() -> BenchResult<KvObject>>;
 fn kv_namespace(dir: &Path) -> BenchResult<Opener> {
     let ns = Namespace::open(
         dir,
-        NamespaceOptions {
-            backend: Backend::Kv,
-            sql: Options::default(),
-            archive: Archive::Off,
-            ..NamespaceOptions::default()
-        },
+        NamespaceOptions::new().backend(Backend::Kv).sql(Options::default()).archive(Archive::Off),
     )?;
     Ok(Box::new(move || Ok(KvObject::Product(ns.storage("kv")?))))
 }

@@ -184,7 +184,7 @@ pub fn tempdir() -> BenchResult<tempfile::TempDir> {
 /// and archive as `archive` says; the rest is the namespace's default. Workloads that measure
 /// the product open their objects through one, as a program does.
 pub fn namespace(dir: &Path, sql: Options, archive: Archive) -> BenchResult<Namespace> {
-    Ok(Namespace::open(dir, NamespaceOptions { sql, archive, ..NamespaceOptions::default() })?)
+    Ok(Namespace::open(dir, NamespaceOptions::new().sql(sql).archive(archive))?)
 }
 
 /// The object `name` (the file `dir/<name>.sqlite`, `name` being lowercase letters, digits

@@ -34,10 +34,7 @@ fn object_path(dir: &Path, i: usize) -> PathBuf {
 /// keep them all open; print the seconds taken and the growth of resident memory.
 pub fn child(side: &str, dir: &Path, n: usize) -> BenchResult<()> {
     let ns = match side {
-        "ours" => Some(Namespace::open(
-            dir,
-            NamespaceOptions { archive: Archive::Off, ..NamespaceOptions::default() },
-        )?),
+        "ours" => Some(Namespace::open(dir, NamespaceOptions::new().archive(Archive::Off))?),
         _ => None,
     };
     let before = rss()?;

@@ -104,7 +104,7 @@ pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
         let select = |raw: bool| {
             let storage = open_object(dir.path(), "select", Options::default())?;
             let sql = storage.sql()?;
-            sql.exec("SELECT * FROM bench LIMIT 1", &[])?.to_array()?;
+            sql.exec("SELECT * FROM bench LIMIT 1", &[])?.to_array::<durable_storage::Row>()?;
             time(|| {
                 let mut cursor = sql.exec("SELECT * FROM bench", &[])?;
                 if raw {
@@ -112,7 +112,7 @@ pub fn run(config: &Config, rows: &mut Vec<Row>) -> BenchResult<()> {
                     assert_eq!(all.len(), n);
                     keep(all);
                 } else {
-                    let all = cursor.to_array()?;
+                    let all = cursor.to_array::<durable_storage::Row>()?;
                     assert_eq!(all.len(), n);
                     keep(all);
                 }

@@ -39,8 +39,7 @@ fn object_name(object: usize) -> String {
 /// `pitr`, each object's history archived locally.
 fn namespace(dir: &Path, pitr: bool) -> Result<Namespace, String> {
     let archive = if pitr { Archive::Local } else { Archive::Off };
-    Namespace::open(dir, NamespaceOptions { archive, ..NamespaceOptions::default() })
-        .map_err(|e| e.to_string())
+    Namespace::open(dir, NamespaceOptions::new().archive(archive)).map_err(|e| e.to_string())
 }
 
 /// The child: writes batches on every object until it is killed.
@@ -165,7 +164,7 @@ fn inspect(dir: &Path, name: &str, pitr: bool) -> Result<Found, String> {
     let mut sql = BTreeMap::new();
     let has_rows = db
         .exec("SELECT count(*) AS n FROM sqlite_master WHERE name = 'rows'", &[])
-        .and_then(|mut c| c.one())
+        .and_then(|mut c| c.one::<durable_storage::Row>())
         .and_then(|r| r.get::<i64>("n"))
         .map_err(|e| e.to_string())?;
     if has_rows == 1 {

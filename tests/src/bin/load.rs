@@ -157,7 +157,9 @@ fn main() -> ExitCode {
                     let n: i64 = ctx.storage().get("n").await?.unwrap_or(0);
                     let db = ctx.storage().sql()?;
                     let rows = if n > 0 {
-                        db.exec("SELECT count(*) AS c FROM log", &[])?.one()?.get::<i64>("c")?
+                        db.exec("SELECT count(*) AS c FROM log", &[])?
+                            .one::<durable_storage::Row>()?
+                            .get::<i64>("c")?
                     } else {
                         0
                     };

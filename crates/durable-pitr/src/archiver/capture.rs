@@ -277,7 +277,7 @@ mod tests {
     ) -> (Database, Archiver) {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let config = ArchiveConfig::in_memory().with_clock(std::sync::Arc::new(clock.clone()));
-        let options = Options { durability, ..Options::default() };
+        let options = Options::new().durability(durability);
         rt.block_on(Archiver::open(dir.join("o.sqlite"), options, config)).unwrap()
     }
 
@@ -352,8 +352,13 @@ mod tests {
         }
         let offset = archiver.lock().head.wal.offset;
         assert!(offset < 8 * FRAME_BYTES, "the WAL restarted: capture stands at {offset}");
-        let n: i64 =
-            db.exec("SELECT count(*) AS n FROM t", &[]).unwrap().one().unwrap().get("n").unwrap();
+        let n: i64 = db
+            .exec("SELECT count(*) AS n FROM t", &[])
+            .unwrap()
+            .one::<durable_sql::Row>()
+            .unwrap()
+            .get("n")
+            .unwrap();
         assert_eq!(n, 10);
     }
 }

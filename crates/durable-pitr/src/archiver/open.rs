@@ -390,7 +390,13 @@ mod tests {
             config(store),
         ))
         .unwrap();
-        let x: i64 = db.exec("SELECT x FROM t", &[]).unwrap().one().unwrap().get("x").unwrap();
+        let x: i64 = db
+            .exec("SELECT x FROM t", &[])
+            .unwrap()
+            .one::<durable_sql::Row>()
+            .unwrap()
+            .get("x")
+            .unwrap();
         assert_eq!(x, 42);
     }
 }

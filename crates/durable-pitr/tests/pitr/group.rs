@@ -45,7 +45,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test]
 async fn captures_follow_syncs_and_keep_every_commit_a_point_of_history() {
     let env = Env::new();
-    let options = Options { durability: Durability::Group, ..Options::default() };
+    let options = Options::new().durability(Durability::Group);
     let (db, archiver) = Archiver::open(&env.path, options, env.config()).await.unwrap();
     let start = archiver.status().seq;
 

@@ -437,7 +437,8 @@ fn pragmas_on_the_allow_list_work() {
             ("PRAGMA optimize", "[]"),
         ],
     );
-    let data_version = db.exec("PRAGMA data_version", &[]).unwrap().one().unwrap();
+    let data_version =
+        db.exec("PRAGMA data_version", &[]).unwrap().one::<durable_sql::Row>().unwrap();
     assert_eq!(names(data_version.column_names()), ["data_version"]);
     assert!(data_version.get::<i64>("data_version").is_ok());
 }

@@ -28,13 +28,14 @@ fn every_mode_reads_the_same_rows() {
 #[test]
 fn rows_carry_their_column_names() {
     let db = db();
-    let rows = db.exec(UNION, &[]).unwrap().to_array().unwrap();
+    let rows = db.exec(UNION, &[]).unwrap().to_array::<durable_sql::Row>().unwrap();
     let values: Vec<&SqlValue> = rows.iter().map(|r| r.value("col").unwrap()).collect();
     assert_eq!(
         values,
         [&SqlValue::Integer(1), &SqlValue::Text("foo".into()), &SqlValue::Integer(3)]
     );
-    let row = db.exec("SELECT 123 AS foo, 'abc' AS bar", &[]).unwrap().one().unwrap();
+    let row =
+        db.exec("SELECT 123 AS foo, 'abc' AS bar", &[]).unwrap().one::<durable_sql::Row>().unwrap();
     assert_eq!(names(row.column_names()), ["foo", "bar"]);
     assert_eq!(row.get::<i64>("foo").unwrap(), 123);
     assert_eq!(row.get::<String>("bar").unwrap(), "abc");
@@ -89,7 +90,7 @@ fn duplicate_column_names_keep_every_value_and_name_the_last() {
     let sql = "SELECT * FROM abc, cde ORDER BY abc.a, cde.c DESC";
     let mut cursor = db.exec(sql, &[]).unwrap();
     assert_eq!(names(cursor.column_names()), ["a", "b", "c", "c", "d", "e"]);
-    let rows = cursor.to_array().unwrap();
+    let rows = cursor.to_array::<durable_sql::Row>().unwrap();
     assert_eq!(names(cursor.column_names()), ["a", "b", "c", "c", "d", "e"], "after the end");
     let raw: Vec<Vec<SqlValue>> = rows.iter().map(|r| r.values().to_vec()).collect();
     assert_eq!(
@@ -106,7 +107,7 @@ fn duplicate_column_names_keep_every_value_and_name_the_last() {
             .map(|(k, v)| (k, v.to_owned()))
     );
 
-    let row = db.exec("SELECT 1 AS x, 2 AS x", &[]).unwrap().one().unwrap();
+    let row = db.exec("SELECT 1 AS x, 2 AS x", &[]).unwrap().one::<durable_sql::Row>().unwrap();
     assert_eq!(row.value("x"), Some(&SqlValue::Integer(2)));
     assert_eq!(row.entries(), [("x", &SqlValue::Integer(2))]);
     assert_eq!(row.values(), [SqlValue::Integer(1), SqlValue::Integer(2)]);
@@ -118,12 +119,16 @@ fn one_wants_exactly_one_row() {
     let db = db();
     run(&db, "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)");
 
-    let e = db.exec("SELECT x FROM t WHERE x = 99", &[]).unwrap().one().unwrap_err();
+    let e = db
+        .exec("SELECT x FROM t WHERE x = 99", &[])
+        .unwrap()
+        .one::<durable_sql::Row>()
+        .unwrap_err();
     assert!(matches!(e, Error::NoResults));
     assert_eq!(e.to_string(), "Expected exactly one result from SQL query, but got no results.");
 
     let mut many = db.exec("SELECT x FROM t", &[]).unwrap();
-    let e = many.one().unwrap_err();
+    let e = many.one::<durable_sql::Row>().unwrap_err();
     assert!(matches!(e, Error::MultipleResults));
     assert_eq!(
         e.to_string(),
@@ -132,19 +137,23 @@ fn one_wants_exactly_one_row() {
     assert!(many.next().is_none(), "one() closes the cursor on multiple results");
 
     let mut single = db.exec("SELECT x FROM t WHERE x = 2", &[]).unwrap();
-    assert_eq!(single.one().unwrap().get_index::<i64>(0).unwrap(), 2);
+    assert_eq!(single.one::<durable_sql::Row>().unwrap().get_index::<i64>(0).unwrap(), 2);
     assert!(single.next().is_none(), "exhausted after one()");
-    assert!(single.to_array().unwrap().is_empty());
-    assert!(matches!(single.one(), Err(Error::NoResults)));
+    assert!(single.to_array::<durable_sql::Row>().unwrap().is_empty());
+    assert!(matches!(single.one::<durable_sql::Row>(), Err(Error::NoResults)));
 
     // one() checks the rows that remain on a partly read cursor.
     let mut partly = db.exec("SELECT x FROM t ORDER BY x", &[]).unwrap();
     partly.next().unwrap().unwrap();
     partly.next().unwrap().unwrap();
-    assert_eq!(partly.one().unwrap().get_index::<i64>(0).unwrap(), 3);
+    assert_eq!(partly.one::<durable_sql::Row>().unwrap().get_index::<i64>(0).unwrap(), 3);
 
     // An aggregate over nothing is still one row.
-    let row = db.exec("SELECT max(x) AS m FROM t WHERE x > 100", &[]).unwrap().one().unwrap();
+    let row = db
+        .exec("SELECT max(x) AS m FROM t WHERE x > 100", &[])
+        .unwrap()
+        .one::<durable_sql::Row>()
+        .unwrap();
     assert_eq!(row.value("m"), Some(&SqlValue::Null));
 }
 
@@ -160,7 +169,7 @@ fn modes_share_one_stream() {
     assert!(cursor.next().is_none());
     assert!(cursor.next().is_none(), "stays exhausted");
     assert!(cursor.raw().next().is_none());
-    assert!(cursor.to_array().unwrap().is_empty());
+    assert!(cursor.to_array::<durable_sql::Row>().unwrap().is_empty());
     assert_eq!(names(cursor.column_names()), ["x"]);
 }
 
@@ -210,7 +219,7 @@ fn nested_cursors_count_separately() {
     for row in &mut outer {
         row.unwrap();
         let mut inner = db.exec("SELECT * FROM cde", &[]).unwrap();
-        inner_rows += inner.to_array().unwrap().len();
+        inner_rows += inner.to_array::<durable_sql::Row>().unwrap().len();
         assert_eq!(inner.rows_read(), 2);
     }
     assert_eq!(inner_rows, 4);
@@ -225,7 +234,7 @@ fn an_error_after_the_first_row_surfaces_when_reading() {
     let sql = "SELECT id, CASE WHEN id = 2 THEN abs(-9223372036854775808) ELSE id END AS v \
                FROM t ORDER BY id";
     let mut cursor = db.exec(sql, &[]).unwrap();
-    let e = cursor.to_array().unwrap_err();
+    let e = cursor.to_array::<durable_sql::Row>().unwrap_err();
     assert_eq!(e.to_string(), "integer overflow: SQLITE_ERROR");
     assert!(cursor.next().is_none(), "a failed cursor is finished");
 }
@@ -262,7 +271,7 @@ fn counters_belong_to_one_execution() {
     assert_eq!((first.rows_read(), first.rows_written()), (1, 1));
     assert_eq!((second.rows_read(), second.rows_written()), (1, 1));
     let mut scan = db.exec("SELECT * FROM tbl", &[]).unwrap();
-    scan.to_array().unwrap();
+    scan.to_array::<durable_sql::Row>().unwrap();
     assert_eq!(scan.rows_read(), 2);
     // The statement went back to the cache; running it again leaves this cursor's counters.
     let mut again = db.exec("SELECT * FROM tbl WHERE 0 OR 1", &[]).unwrap();

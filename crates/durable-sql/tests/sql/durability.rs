@@ -85,8 +85,7 @@ fn write(db: &Database, x: i64) -> Option<u64> {
 }
 
 fn with_table(dir: &std::path::Path, durability: Durability) -> Database {
-    let db =
-        Database::open(dir.join("o.sqlite"), Options { durability, ..Options::default() }).unwrap();
+    let db = Database::open(dir.join("o.sqlite"), Options::new().durability(durability)).unwrap();
     db.exec("CREATE TABLE t(x)", &[]).unwrap();
     db.commit().unwrap();
     db
@@ -127,7 +126,7 @@ fn group_commit_reports_commits_durable_from_a_sync_thread() {
             let n: i64 = db
                 .exec("SELECT count(*) AS n FROM t", &[])
                 .unwrap()
-                .one()
+                .one::<durable_sql::Row>()
                 .unwrap()
                 .get("n")
                 .unwrap();
@@ -252,8 +251,13 @@ fn reset_and_close_are_events_between_the_commits() {
         ["committed 2", "resetting", "reset after 2", "committed 3", "closed at 3 true"]
     );
     let db = Database::open(dir.path().join("o.sqlite"), Options::default()).unwrap();
-    let n: i64 =
-        db.exec("SELECT count(*) AS n FROM u", &[]).unwrap().one().unwrap().get("n").unwrap();
+    let n: i64 = db
+        .exec("SELECT count(*) AS n FROM u", &[])
+        .unwrap()
+        .one::<durable_sql::Row>()
+        .unwrap()
+        .get("n")
+        .unwrap();
     assert_eq!(n, 1, "the final commit reached the file");
 }
 
@@ -279,9 +283,7 @@ fn an_unsubscribed_subscriber_hears_nothing_more() {
 
 #[test]
 fn group_commit_in_memory_has_nothing_to_sync() {
-    let db =
-        Database::open_in_memory(Options { durability: Durability::Group, ..Options::default() })
-            .unwrap();
+    let db = Database::open_in_memory(Options::new().durability(Durability::Group)).unwrap();
     db.exec("CREATE TABLE t(x)", &[]).unwrap();
     db.commit().unwrap();
     db.sync().unwrap();
@@ -295,11 +297,8 @@ fn group_commit_reports_a_wal_it_cannot_reach() {
     let dir = tempfile::tempdir().unwrap();
     let sub = dir.path().join("objects");
     std::fs::create_dir(&sub).unwrap();
-    let db = Database::open(
-        sub.join("o.sqlite"),
-        Options { durability: Durability::Group, ..Options::default() },
-    )
-    .unwrap();
+    let db =
+        Database::open(sub.join("o.sqlite"), Options::new().durability(Durability::Group)).unwrap();
     db.exec("CREATE TABLE t(x)", &[]).unwrap();
     db.sync().unwrap();
     // Hold the pool off, so the next commit is synced by `sync` after the folder is gone.

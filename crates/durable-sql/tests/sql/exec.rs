@@ -470,7 +470,7 @@ fn fts5_matches_the_runtime() {
 #[test]
 fn a_tiny_statement_cache_changes_nothing_visible() {
     for cache in [0, 40] {
-        let db = db_with(Options { statement_cache_bytes: cache, ..Options::default() });
+        let db = db_with(Options::new().statement_cache_bytes(cache));
         run(&db, "CREATE TABLE t(id INTEGER PRIMARY KEY)");
         for i in 0..50 {
             check_params(&db, "INSERT INTO t VALUES (?)", &params![i], "[]");

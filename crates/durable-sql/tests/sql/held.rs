@@ -130,8 +130,7 @@ fn user_sql_with_a_held_statements_text_is_still_authorized() {
 
 #[test]
 fn held_statements_work_on_an_in_memory_database_with_exclusive_locking() {
-    let db = Database::open_in_memory(Options { exclusive_locking: true, ..Options::default() })
-        .unwrap();
+    let db = Database::open_in_memory(Options::new().exclusive_locking(true)).unwrap();
     create(&db);
     db.internal(|i| write(i, "a", b"1")).unwrap();
     assert_eq!(read(&db, "a").unwrap().as_deref(), Some(&b"1"[..]));

@@ -497,8 +497,13 @@ fn the_hostile_corpus_is_refused_or_harmless() {
     assert_eq!(integrity(db), ["ok"]);
     db.exec("INSERT INTO t VALUES (3, 'three')", &[]).unwrap();
     db.commit().unwrap();
-    let n: i64 =
-        db.exec("SELECT count(*) AS n FROM t", &[]).unwrap().one().unwrap().get("n").unwrap();
+    let n: i64 = db
+        .exec("SELECT count(*) AS n FROM t", &[])
+        .unwrap()
+        .one::<durable_sql::Row>()
+        .unwrap()
+        .get("n")
+        .unwrap();
     assert!(n >= 1);
 
     // Nothing was attached, copied or written next to the database, nor in the process's

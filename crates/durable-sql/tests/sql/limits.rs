@@ -75,7 +75,7 @@ fn statement_text_stops_at_100000_bytes_for_the_whole_call() {
     let db = db();
     let exact = statement_of(100_000, "");
     assert_eq!(exact.len(), 100_000);
-    let out = db.exec(&exact, &[]).unwrap().one().unwrap();
+    let out = db.exec(&exact, &[]).unwrap().one::<durable_sql::Row>().unwrap();
     assert_eq!(out.get::<String>("v").unwrap().len(), 100_000 - "SELECT '' AS v".len());
     check(&db, &statement_of(100_001, ""), "error: statement too long: SQLITE_TOOBIG");
     // The limit applies to the whole exec() string, not per statement.
@@ -180,10 +180,8 @@ fn trigger_recursion_stops_at_depth_10() {
 
 #[test]
 fn a_small_max_database_size_fills_up() {
-    let options = Options {
-        limits: Limits { max_database_size: 16 * 4096, ..Limits::default() },
-        ..Options::default()
-    };
+    let options =
+        Options::new().limits(Limits { max_database_size: 16 * 4096, ..Limits::default() });
     let db = db_with(options);
     run(&db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
     db.exec("INSERT INTO t VALUES (1, ?)", &params![vec![1u8; 10_000]]).unwrap();
@@ -202,21 +200,18 @@ fn a_small_max_database_size_fills_up() {
 
 #[test]
 fn every_limit_follows_the_options() {
-    let options = Options {
-        limits: Limits {
-            max_database_size: 10_000_000_000,
-            max_columns: 6,
-            max_statement_length: 200,
-            max_bound_parameters: 2,
-            max_value_size: 1000,
-            max_compound_select: 2,
-            max_expression_depth: 5,
-            max_function_arguments: 2,
-            max_like_pattern_length: 3,
-            max_trigger_depth: 2,
-        },
-        ..Options::default()
-    };
+    let options = Options::new().limits(Limits {
+        max_database_size: 10_000_000_000,
+        max_columns: 6,
+        max_statement_length: 200,
+        max_bound_parameters: 2,
+        max_value_size: 1000,
+        max_compound_select: 2,
+        max_expression_depth: 5,
+        max_function_arguments: 2,
+        max_like_pattern_length: 3,
+        max_trigger_depth: 2,
+    });
     let db = db_with(options);
     check_all(
         &db,

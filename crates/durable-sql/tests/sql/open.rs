@@ -15,6 +15,23 @@ fn pragma(db: &Database, name: &str) -> String {
     .unwrap()
 }
 
+/// Issue 19: `Options` is built method by method; each method sets its one field.
+#[test]
+fn options_build_one_field_per_method() {
+    assert_eq!(Options::new(), Options::default());
+    let limits = durable_sql::Limits { max_columns: 7, ..Default::default() };
+    let o = Options::new()
+        .durability(Durability::Group)
+        .limits(limits.clone())
+        .exclusive_locking(true)
+        .auto_checkpoint(false)
+        .statement_cache_bytes(4096);
+    assert_eq!(o.durability, Durability::Group);
+    assert_eq!(o.limits, limits);
+    assert!(o.exclusive_locking && !o.auto_checkpoint);
+    assert_eq!(o.statement_cache_bytes, 4096);
+}
+
 #[test]
 fn the_connection_is_configured_from_the_options() {
     let cases = [
@@ -23,7 +40,7 @@ fn the_connection_is_configured_from_the_options() {
         (Durability::Off, "Integer(0)"),
     ];
     for (durability, expect) in cases {
-        let db = db_with(Options { durability, ..Options::default() });
+        let db = db_with(Options::new().durability(durability));
         assert_eq!(db.durability(), durability);
         assert_eq!(pragma(&db, "synchronous"), expect, "{durability:?}");
         assert_eq!(pragma(&db, "journal_mode"), "Text(\"wal\")");
@@ -32,8 +49,7 @@ fn the_connection_is_configured_from_the_options() {
         assert_eq!(pragma(&db, "locking_mode"), "Text(\"normal\")");
         assert_eq!(pragma(&db, "page_size"), "Integer(4096)");
     }
-    let db =
-        db_with(Options { auto_checkpoint: false, exclusive_locking: true, ..Options::default() });
+    let db = db_with(Options::new().auto_checkpoint(false).exclusive_locking(true));
     assert_eq!(pragma(&db, "wal_autocheckpoint"), "Integer(0)");
     assert_eq!(pragma(&db, "locking_mode"), "Text(\"exclusive\")");
     // The configuration survives a reset (a new connection is made).
@@ -55,7 +71,7 @@ fn a_second_handle_sees_committed_data_unless_locking_is_exclusive() {
     check(&other, "SELECT x FROM t ORDER BY x", "[[1], [2]]");
     drop(other);
 
-    let exclusive = db_with(Options { exclusive_locking: true, ..Options::default() });
+    let exclusive = db_with(Options::new().exclusive_locking(true));
     run(&exclusive, "CREATE TABLE t(x)");
     exclusive.commit().unwrap();
     // Another connection waits for the lock (rusqlite's busy timeout) and then fails; it
@@ -112,7 +128,7 @@ fn clones_share_one_connection() {
 
 #[test]
 fn checkpoints_copy_the_wal_into_the_database() {
-    let db = db_with(Options { auto_checkpoint: false, ..Options::default() });
+    let db = db_with(Options::new().auto_checkpoint(false));
     run(
         &db,
         "CREATE TABLE t(id INTEGER PRIMARY KEY, v); INSERT INTO t VALUES (1, randomblob(10000))",

@@ -193,7 +193,9 @@ pub struct Outcome {
 pub fn consume(cursor: &mut Cursor, mode: Mode) -> Result<Vec<Vec<SqlValue>>, Error> {
     Ok(match mode {
         Mode::None => Vec::new(),
-        Mode::ToArray => cursor.to_array()?.into_iter().map(|r| r.into_values()).collect(),
+        Mode::ToArray => {
+            cursor.to_array::<durable_sql::Row>()?.into_iter().map(|r| r.into_values()).collect()
+        }
         Mode::Raw => cursor.raw().collect::<Result<_, _>>()?,
         Mode::Next => cursor.next().transpose()?.map(|r| r.into_values()).into_iter().collect(),
         Mode::Iterate => {

@@ -470,7 +470,7 @@ fn reset_deletes_everything_and_cancels_cursors() {
     let e = cursor.next().unwrap().unwrap_err();
     assert!(matches!(e, Error::Canceled), "{e:?}");
     assert_eq!(e.to_string(), "SQLite query was canceled because the database was deleted.");
-    assert!(matches!(unread.to_array(), Err(Error::Canceled)));
+    assert!(matches!(unread.to_array::<durable_sql::Row>(), Err(Error::Canceled)));
 
     check_all(
         &db,

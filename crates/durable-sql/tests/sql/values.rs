@@ -228,14 +228,23 @@ fn rows_convert_through_the_cursor() {
     let row = db
         .exec("SELECT 1 AS i, 2.5 AS r, 'x' AS t, x'01' AS b, NULL AS n", &[])
         .unwrap()
-        .one()
+        .one::<durable_sql::Row>()
         .unwrap();
     assert_eq!(row.get::<i64>("i").unwrap(), 1);
     assert_eq!(row.get::<f64>("r").unwrap(), 2.5);
     assert_eq!(row.get::<String>("t").unwrap(), "x");
     assert_eq!(row.get::<Vec<u8>>("b").unwrap(), [1]);
     assert_eq!(row.get::<Option<i64>>("n").unwrap(), None);
-    assert_eq!(row.get::<i64>("t").unwrap_err().to_string(), "cannot convert SQL text to i64");
+    // A row's errors name the column; the value's own error is inside.
+    let e = row.get::<i64>("t").unwrap_err();
+    assert_eq!(e.to_string(), r#"column "t": cannot convert SQL text to i64"#);
+    assert!(matches!(&e, Error::Column { column, source }
+        if column == "t" && matches!(**source, Error::Conversion { from: "text", to: "i64" })));
+    assert_eq!(e.js_name(), "TypeError");
+    assert_eq!(
+        row.get_index::<u8>(1).unwrap_err().to_string(),
+        r#"column "r": cannot convert SQL real to u8"#
+    );
     // The rendering helper agrees with the typed reads.
     assert_eq!(query(&db, "SELECT 1 AS i, 2.5 AS r", &[]), "[[1, 2.5]]");
 }

@@ -18,11 +18,7 @@ struct Doc;
 impl Actor for Doc {}
 
 fn options(store: Arc<dyn ObjectStore>, lag: Duration) -> NamespaceOptions {
-    NamespaceOptions {
-        archive: Archive::Store(ArchiveStore::new(store, "ns")),
-        archive_lag: lag,
-        ..NamespaceOptions::default()
-    }
+    NamespaceOptions::new().archive(Archive::Store(ArchiveStore::new(store, "ns"))).archive_lag(lag)
 }
 
 async fn add(object: &durable_storage::ObjectHandle<Doc>, n: i64) {

@@ -6,7 +6,7 @@ use durable_storage::{Backend, NamespaceOptions, txn};
 use crate::support::{Dir, T0, fast, now, rt};
 
 fn kv_options() -> NamespaceOptions {
-    NamespaceOptions { backend: Backend::Kv, ..Default::default() }
+    NamespaceOptions::new().backend(Backend::Kv)
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn a_kv_namespace_indexes_alarms_committed_by_its_objects() {
     let dir = Dir::new();
     let clock = durable_storage::ManualClock::new(T0);
     rt().block_on(async {
-        let ns = dir.open(NamespaceOptions { backend: Backend::Kv, ..fast(&clock) });
+        let ns = dir.open(fast(&clock).backend(Backend::Kv));
         let object = ns.object("room", |_| Plain).unwrap();
         object
             .call(|ctx| async move { ctx.storage().set_alarm(T0 + 10).await })

@@ -31,7 +31,7 @@ fn counted(instances: &Arc<AtomicUsize>) -> impl Fn(&Storage) -> Counted + Send 
 }
 
 fn tiny(archive: Archive) -> NamespaceOptions {
-    let mut options = NamespaceOptions { archive, ..NamespaceOptions::default() };
+    let mut options = NamespaceOptions::new().archive(archive);
     options.sql.limits.max_database_size = 64 * 1024;
     options
 }
@@ -143,7 +143,7 @@ fn a_full_archive_target_fails_maintenance_but_never_a_commit() {
     rt().block_on(async {
         let store = FaultyStore::new(Arc::new(InMemory::new()));
         let dir = Dir::new();
-        let ns = dir.open(NamespaceOptions { archive: archive_in(&store), ..Default::default() });
+        let ns = dir.open(NamespaceOptions::new().archive(archive_in(&store)));
         let object = ns.object("doc", counted(&Arc::new(AtomicUsize::new(0)))).unwrap();
         add(&object, 0).await;
         let handle = ns.storage("doc").unwrap();

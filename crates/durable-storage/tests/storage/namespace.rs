@@ -5,6 +5,47 @@ use durable_storage::{Error, LOCK_FILE, ManualClock, Namespace, NamespaceOptions
 
 use crate::support::{Dir, T0, fast, now};
 
+/// Issue 19: `NamespaceOptions` is built method by method; `new()` is `default()`, each
+/// method sets its one field, and the clock takes a clock or a shared `Arc<dyn Clock>`.
+#[test]
+fn namespace_options_build_one_field_per_method() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use durable_storage::{Archive, Backend, Clock, Compatibility};
+
+    let default = NamespaceOptions::default();
+    let new = NamespaceOptions::new();
+    assert_eq!(format!("{new:?}"), format!("{default:?}"));
+    assert_eq!(new.sql.durability, durable_storage::sql::Durability::Group);
+    let clock = ManualClock::new(T0);
+    let o = NamespaceOptions::new()
+        .backend(Backend::Kv)
+        .sql(durable_storage::sql::Options::new())
+        .cache(Default::default())
+        .keep_open(3)
+        .clock(clock.clone())
+        .archive(Archive::Off)
+        .critical_section_timeout(Duration::from_secs(2))
+        .compatibility(Compatibility::for_date(2025, 1, 1))
+        .archive_lag(Duration::from_millis(10))
+        .archive_maintenance(Duration::from_secs(5))
+        .close_timeout(Duration::from_secs(1));
+    assert_eq!((o.backend, o.keep_open), (Backend::Kv, 3));
+    assert_eq!(o.sql, durable_storage::sql::Options::default());
+    assert!(matches!(o.archive, Archive::Off));
+    assert_eq!(o.critical_section_timeout, Duration::from_secs(2));
+    assert!(!o.compatibility.delete_all_deletes_alarm);
+    assert_eq!(
+        (o.archive_lag, o.archive_maintenance, o.close_timeout),
+        (Duration::from_millis(10), Duration::from_secs(5), Duration::from_secs(1))
+    );
+    clock.advance(5);
+    assert_eq!(o.clock.now_ms(), T0 + 5, "the namespace follows the clock it was given");
+    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+    assert_eq!(NamespaceOptions::new().clock(shared).clock.now_ms(), T0 + 5);
+}
+
 #[test]
 fn open_creates_the_folder_and_takes_the_lock() {
     let dir = Dir::new();
@@ -67,7 +108,7 @@ fn an_object_closes_when_its_last_handle_is_dropped_and_keeps_its_writes() {
 #[test]
 fn keep_open_keeps_the_most_recently_used_idle_objects() {
     let dir = Dir::new();
-    let ns = dir.open(NamespaceOptions { keep_open: 2, ..Default::default() });
+    let ns = dir.open(NamespaceOptions::new().keep_open(2));
     for name in ["a", "b", "c"] {
         drop(ns.storage(name).unwrap());
     }
@@ -177,7 +218,7 @@ fn objects_group_commit_by_default_with_and_without_the_archiver() {
     use durable_storage::{Archive, TurnEnd};
     for archive in [Archive::Local, Archive::Off] {
         let dir = Dir::new();
-        let ns = dir.open(NamespaceOptions { archive: archive.clone(), ..Default::default() });
+        let ns = dir.open(NamespaceOptions::new().archive(archive.clone()));
         let s = ns.storage("room").unwrap();
         s.put("k", &1_i64);
         match s.end_turn().unwrap() {
@@ -190,7 +231,7 @@ fn objects_group_commit_by_default_with_and_without_the_archiver() {
         }
         drop((s, ns));
         // Full durability: each commit syncs inside COMMIT, and the turn ends durable.
-        let mut options = NamespaceOptions { archive, ..Default::default() };
+        let mut options = NamespaceOptions::new().archive(archive);
         options.sql.durability = durable_storage::sql::Durability::Full;
         let ns = dir.open(options);
         let s = ns.storage("room").unwrap();

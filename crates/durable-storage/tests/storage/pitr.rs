@@ -8,7 +8,12 @@ use crate::support::Dir;
 fn count(ns: &Namespace) -> i64 {
     let s = ns.storage("doc").unwrap();
     let db = s.sql().unwrap();
-    db.exec("SELECT count(*) AS n FROM notes", &[]).unwrap().one().unwrap().get("n").unwrap()
+    db.exec("SELECT count(*) AS n FROM notes", &[])
+        .unwrap()
+        .one::<durable_storage::Row>()
+        .unwrap()
+        .get("n")
+        .unwrap()
 }
 
 fn add(ns: &Namespace, n: i64) {
@@ -69,8 +74,8 @@ fn kv_backed_and_unarchived_objects_answer_with_the_runtime_error() {
     let message =
         "This Durable Object's storage back-end does not implement point-in-time recovery.";
     for options in [
-        NamespaceOptions { backend: Backend::Kv, ..NamespaceOptions::default() },
-        NamespaceOptions { archive: Archive::Off, ..NamespaceOptions::default() },
+        NamespaceOptions::new().backend(Backend::Kv),
+        NamespaceOptions::new().archive(Archive::Off),
     ] {
         let dir = Dir::new();
         let ns = dir.open(options);
@@ -104,7 +109,7 @@ fn history_lists_every_commit_and_each_point_rebuilds() {
     assert_eq!([first, rest].concat(), points);
     // Objects without an archive answer with the runtime's error.
     let off = Dir::new();
-    let ns = off.open(NamespaceOptions { archive: Archive::Off, ..NamespaceOptions::default() });
+    let ns = off.open(NamespaceOptions::new().archive(Archive::Off));
     let s = ns.storage("doc").unwrap();
     assert!(s.history(None, 10).is_err());
     assert!(s.image_at("x").is_err());

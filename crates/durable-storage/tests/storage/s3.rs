@@ -43,13 +43,18 @@ impl Server {
 
     fn options(&self, prefix: &str) -> NamespaceOptions {
         let archive = Archive::Store(ArchiveStore::new(self.store(), prefix));
-        NamespaceOptions { archive, ..NamespaceOptions::default() }
+        NamespaceOptions::new().archive(archive)
     }
 }
 
 fn count(s: &durable_storage::Storage) -> i64 {
     let db = s.sql().unwrap();
-    db.exec("SELECT count(*) AS n FROM t", &[]).unwrap().one().unwrap().get("n").unwrap()
+    db.exec("SELECT count(*) AS n FROM t", &[])
+        .unwrap()
+        .one::<durable_storage::Row>()
+        .unwrap()
+        .get("n")
+        .unwrap()
 }
 
 #[test]

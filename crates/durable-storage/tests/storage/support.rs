@@ -1,6 +1,5 @@
 //! Test helpers: namespaces in temporary folders, fast options, a multi-threaded runtime.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use durable_storage::sql::Durability;
@@ -32,7 +31,7 @@ impl Dir {
 
 /// Options without fsync (tests need no power-loss safety), on `clock`.
 pub fn fast(clock: &ManualClock) -> NamespaceOptions {
-    let mut options = NamespaceOptions { clock: Arc::new(clock.clone()), ..Default::default() };
+    let mut options = NamespaceOptions::new().clock(clock.clone());
     options.sql.durability = Durability::Off;
     options
 }

@@ -13,7 +13,7 @@ use crate::support::{Dir, Plain, count_commits};
 
 /// Group commit, as a namespace opens objects.
 fn group() -> Options {
-    Options { durability: Durability::Group, ..Options::default() }
+    Options::new().durability(Durability::Group)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -174,7 +174,7 @@ fn allow_unconfirmed_writes_do_not_hold_results_but_any_confirmed_write_does() {
     let valve = Valve::shut();
     runtime().block_on(async {
         let object = valve.object(&dir);
-        let unconfirmed = PutOptions { allow_unconfirmed: true, ..PutOptions::default() };
+        let unconfirmed = PutOptions::new().allow_unconfirmed(true);
         let fast = object.call(move |ctx| async move {
             let s = ctx.storage();
             s.put_with("a", &1, unconfirmed);

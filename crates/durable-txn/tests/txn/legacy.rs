@@ -111,7 +111,7 @@ fn the_output_gate_holds_a_result_until_its_flush_is_durable() {
         // Every write unconfirmed: the result goes out before the flush completes.
         let unconfirmed = object
             .call(|ctx| async move {
-                let o = PutOptions { allow_unconfirmed: true, ..Default::default() };
+                let o = PutOptions::new().allow_unconfirmed(true);
                 ctx.storage().put_with("u", &2i64, o);
                 8
             })
@@ -270,8 +270,7 @@ fn the_alarm_lives_beside_the_data_and_delete_all_follows_the_compatibility_flag
         }
         let s = storage(&backend);
         assert_eq!(s.get_alarm().await.unwrap(), Some(4_000_000_000_000));
-        let listed: Vec<(String, i64)> =
-            s.list(&ListOptions { limit: Some(1), ..Default::default() }).await.unwrap();
+        let listed: Vec<(String, i64)> = s.list(&ListOptions::new().limit(1)).await.unwrap();
         assert_eq!(listed, vec![("x".to_string(), 1)], "the alarm never shows in a list");
         s.set_compatibility(Compatibility::for_date(2026, 1, 1));
         s.delete_all().await.unwrap();

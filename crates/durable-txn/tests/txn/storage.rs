@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use durable_kv::ListOptions;
-use durable_txn::{Compatibility, Error, PutOptions, Storage};
+use durable_txn::{Compatibility, Error, GetOptions, PutOptions, Storage};
 
 use crate::support::{Dir, count_commits, read_i64};
 
@@ -17,7 +17,7 @@ fn writes_between_commit_points_commit_once_and_together() {
     storage.sql().unwrap().exec("CREATE TABLE t (x)", &[]).unwrap();
     storage.sql().unwrap().exec("INSERT INTO t VALUES (1)", &[]).unwrap();
     storage.kv().unwrap().put("b", &2i64).unwrap();
-    storage.put_with("c", &3i64, PutOptions { allow_unconfirmed: true, ..Default::default() });
+    storage.put_with("c", &3i64, PutOptions::new().allow_unconfirmed(true));
     assert_eq!(commits.load(Ordering::SeqCst), 0, "nothing commits before the commit point");
     storage.sync().now().ok().unwrap().unwrap();
     assert_eq!(commits.load(Ordering::SeqCst), 1, "one commit for SQL, sync KV and async KV");
@@ -67,8 +67,13 @@ fn transaction_sync_spans_sql_and_kv_and_rolls_back_both() {
         Err(Error::Aborted("no".into()))
     });
     assert_eq!(result.unwrap_err(), Error::Aborted("no".into()));
-    let rows =
-        storage.sql().unwrap().exec("SELECT count(*) AS n FROM t", &[]).unwrap().one().unwrap();
+    let rows = storage
+        .sql()
+        .unwrap()
+        .exec("SELECT count(*) AS n FROM t", &[])
+        .unwrap()
+        .one::<durable_sql::Row>()
+        .unwrap();
     assert_eq!(rows.get::<i64>("n").unwrap(), 0);
     assert_eq!(read_i64(&storage, "k"), None);
     assert_eq!(read_i64(&storage, "async"), None);
@@ -134,6 +139,67 @@ fn alarms_are_transactional_and_validated() {
     assert_eq!(storage.get_alarm().now().ok().unwrap().unwrap(), None);
 }
 
+/// Issue 19: `GetOptions` and `PutOptions` are built method by method; each method sets its
+/// one field, and the built options work as the fields say.
+#[test]
+fn get_and_put_options_build_one_field_per_method() {
+    assert_eq!(GetOptions::new(), GetOptions::default());
+    let g = GetOptions::new().allow_concurrency(true).no_cache(true);
+    assert!(g.allow_concurrency && g.no_cache);
+    assert_eq!(PutOptions::new(), PutOptions::default());
+    let p = PutOptions::new().allow_concurrency(true).allow_unconfirmed(true).no_cache(true);
+    assert!(p.allow_concurrency && p.allow_unconfirmed && p.no_cache);
+    assert!(!PutOptions::new().no_cache(true).allow_unconfirmed);
+
+    let storage = Storage::open_in_memory().unwrap();
+    storage
+        .put_with("k", &1, PutOptions::new().allow_unconfirmed(true))
+        .now()
+        .ok()
+        .unwrap()
+        .unwrap();
+    let got: Option<i64> = storage.get_with("k", g).now().ok().unwrap().unwrap();
+    assert_eq!(got, Some(1));
+}
+
+/// Issue 19: `set_alarm` takes a `SystemTime` as well as milliseconds, on both backends and
+/// in an async transaction; `i64` calls compile as before.
+#[test]
+fn set_alarm_takes_a_system_time_or_milliseconds() {
+    use std::time::{Duration, UNIX_EPOCH};
+    const AT: i64 = 4_000_000_000_000;
+    // Cut to whole milliseconds, as a JavaScript `Date`.
+    let at = UNIX_EPOCH + Duration::from_millis(AT as u64) + Duration::from_micros(999);
+    let kv = durable_txn::Storage::kv_backed(
+        std::sync::Arc::new(durable_backend::MemoryBackend::new()),
+        Default::default(),
+    );
+    for storage in [Storage::open_in_memory().unwrap(), kv] {
+        storage.set_alarm(at).now().ok().unwrap().unwrap();
+        assert_eq!(durable_txn::block_on(storage.get_alarm()).unwrap(), Some(AT));
+        storage.set_alarm(AT + 5).now().ok().unwrap().unwrap();
+        assert_eq!(durable_txn::block_on(storage.get_alarm()).unwrap(), Some(AT + 5));
+        storage.set_alarm(durable_txn::AlarmTime::from_millis(AT + 6)).now().ok().unwrap().unwrap();
+        assert_eq!(durable_txn::block_on(storage.get_alarm()).unwrap(), Some(AT + 6));
+        // The epoch itself and times before it are `<= 0`: the runtime's TypeError.
+        for bad in [UNIX_EPOCH, UNIX_EPOCH - Duration::from_millis(1)] {
+            let err = storage.set_alarm(bad).now().ok().unwrap().unwrap_err();
+            assert!(matches!(err, Error::AlarmTimeNotPositive), "{err:?}");
+        }
+        // An async transaction's `set_alarm` takes the same.
+        let later = at + Duration::from_secs(1);
+        durable_txn::block_on(storage.transaction(|txn| async move {
+            txn.set_alarm(later).await?;
+            Ok::<_, Error>(())
+        }))
+        .unwrap();
+        assert_eq!(durable_txn::block_on(storage.get_alarm()).unwrap(), Some(AT + 1_000));
+    }
+    // Before the epoch rounds down, as `Date` does: 1.5 ms before is -2.
+    let before = UNIX_EPOCH - Duration::from_micros(1_500);
+    assert_eq!(durable_txn::AlarmTime::from(before).as_millis(), -2);
+}
+
 #[test]
 fn setting_the_same_alarm_again_writes_nothing() {
     let dir = Dir::new();
@@ -160,11 +226,6 @@ fn async_kv_reads_see_uncommitted_writes_and_list_orders_by_bytes() {
     assert_eq!(got, vec![("a".to_string(), 1), ("b".to_string(), 2)]);
     assert_eq!(storage.delete_multiple(&["a", "a", "nope"]).now().ok().unwrap().unwrap(), 1);
     assert!(storage.delete("b").now().ok().unwrap().unwrap());
-    let err = storage
-        .list::<i64>(&ListOptions { limit: Some(0), ..Default::default() })
-        .now()
-        .ok()
-        .unwrap()
-        .unwrap_err();
+    let err = storage.list::<i64>(&ListOptions::new().limit(0)).now().ok().unwrap().unwrap_err();
     assert_eq!(err.to_string(), "List limit must be positive.");
 }

@@ -142,7 +142,7 @@ fn a_failed_commit_resets_the_object_wherever_the_commit_runs() {
                     .unwrap()
                     .exec("SELECT count(*) AS n FROM child", &[])
                     .unwrap()
-                    .one()
+                    .one::<durable_sql::Row>()
                     .unwrap()
                     .get("n")
                     .unwrap();
@@ -165,8 +165,7 @@ impl Valve {
     }
 
     fn open_storage(&self, path: &std::path::Path) -> durable_txn::Result<Storage> {
-        let storage =
-            Storage::open(path, Options { durability: Durability::Group, ..Options::default() })?;
+        let storage = Storage::open(path, Options::new().durability(Durability::Group))?;
         let valve = self.clone();
         storage.sql()?.set_sync_hook(Some(Arc::new(move || {
             let (shut, cv) = &*valve.0;
