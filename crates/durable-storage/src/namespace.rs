@@ -240,6 +240,48 @@ impl NamespaceOptions {
         self.close_timeout = close_timeout;
         self
     }
+
+    /// How long a lease outlives its node's last heartbeat ([`lease`](NamespaceOptions::lease)).
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> NamespaceOptions {
+        self.lease = lease;
+        self
+    }
+
+    /// How long opening an object owned elsewhere waits ([`lease_wait`](NamespaceOptions::lease_wait)).
+    #[must_use]
+    pub fn lease_wait(mut self, lease_wait: Duration) -> NamespaceOptions {
+        self.lease_wait = lease_wait;
+        self
+    }
+
+    /// This node's id ([`node_id`](NamespaceOptions::node_id)).
+    #[must_use]
+    pub fn node_id(mut self, node_id: impl Into<String>) -> NamespaceOptions {
+        self.node_id = Some(node_id.into());
+        self
+    }
+
+    /// The address this node advertises ([`advertise`](NamespaceOptions::advertise)).
+    #[must_use]
+    pub fn advertise(mut self, address: impl Into<String>) -> NamespaceOptions {
+        self.advertise = Some(address.into());
+        self
+    }
+
+    /// When results are released ([`replication`](NamespaceOptions::replication)).
+    #[must_use]
+    pub fn replication(mut self, replication: Replication) -> NamespaceOptions {
+        self.replication = replication;
+        self
+    }
+
+    /// How long replicated results wait for the store ([`replication_timeout`](NamespaceOptions::replication_timeout)).
+    #[must_use]
+    pub fn replication_timeout(mut self, timeout: Duration) -> NamespaceOptions {
+        self.replication_timeout = timeout;
+        self
+    }
 }
 
 impl std::fmt::Debug for NamespaceOptions {

@@ -19,14 +19,12 @@ struct Doc;
 impl Actor for Doc {}
 
 fn node(store: ArchiveStore, id: &str, lease: Duration) -> NamespaceOptions {
-    NamespaceOptions {
-        archive: Archive::Store(store),
-        archive_lag: Duration::from_millis(100),
-        lease,
-        node_id: Some(id.into()),
-        advertise: Some(format!("{id}.internal:8080")),
-        ..NamespaceOptions::default()
-    }
+    NamespaceOptions::new()
+        .archive(Archive::Store(store))
+        .archive_lag(Duration::from_millis(100))
+        .lease(lease)
+        .node_id(id)
+        .advertise(format!("{id}.internal:8080"))
 }
 
 async fn add(object: &ObjectHandle<Doc>, n: i64) -> Result<(), String> {

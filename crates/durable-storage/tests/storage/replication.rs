@@ -19,14 +19,12 @@ struct Doc;
 impl Actor for Doc {}
 
 fn options(store: Arc<dyn ObjectStore>, replication: Replication) -> NamespaceOptions {
-    NamespaceOptions {
-        archive: Archive::Store(ArchiveStore::new(store, "ns")),
+    NamespaceOptions::new()
+        .archive(Archive::Store(ArchiveStore::new(store, "ns")))
         // Local mode would wait this long: only `Replicated` uploads at once.
-        archive_lag: Duration::from_secs(60),
-        replication,
-        replication_timeout: Duration::from_millis(800),
-        ..NamespaceOptions::default()
-    }
+        .archive_lag(Duration::from_secs(60))
+        .replication(replication)
+        .replication_timeout(Duration::from_millis(800))
 }
 
 async fn add(object: &ObjectHandle<Doc>, n: i64) -> Result<(), String> {
