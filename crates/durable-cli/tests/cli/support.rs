@@ -25,7 +25,6 @@ impl Data {
     }
 
     /// Every run of this data directory gets `vars` in its environment.
-    #[cfg_attr(not(feature = "s3-tests"), allow(dead_code))]
     pub fn with_env(mut self, vars: impl IntoIterator<Item = (impl Into<String>, String)>) -> Data {
         self.env.extend(vars.into_iter().map(|(k, v)| (k.into(), v)));
         self
