@@ -365,11 +365,12 @@ impl Input {
     fn remember(&mut self, entry: &str) {
         if let Input::Terminal { editor, file } = self {
             let _ = editor.add_history_entry(entry);
-            if let Some(file) = file
-                && let Err(e) = editor.append_history(file)
+            let failed = file.as_ref().and_then(|path| editor.append_history(path).err());
+            if let Some(e) = failed
+                && let Some(path) = file.take()
             {
-                eprintln!("durable: history not saved to {}: {e}", file.display());
-                *file = PathBuf::new();
+                // Said once; the session goes on with its history in memory.
+                eprintln!("durable: history not saved to {}: {e}", path.display());
             }
         }
     }

@@ -255,3 +255,25 @@ fn durable_history_chooses_the_history_file() {
     assert!(history.contains("SELECT 'kept' AS w;"), "{history}");
     assert!(!data.home().join(".durable_history").exists());
 }
+
+#[test]
+fn a_history_file_that_cannot_be_written_is_said_once_and_the_session_goes_on() {
+    let data = Data::new();
+    // A folder where the file should be: neither loading nor appending works.
+    let folder = data.root().join("a-folder");
+    std::fs::create_dir_all(&folder).unwrap();
+    let data = data.with_env([("DURABLE_HISTORY", folder.to_str().unwrap().to_owned())]);
+    let mut term = Terminal::open(&data, "o");
+    term.expect("o> ");
+    term.type_keys("SELECT 'first' AS w;\r");
+    term.expect("history not saved to");
+    term.expect("first");
+    term.expect("o> ");
+    term.type_keys("SELECT 'second' AS w;\r");
+    term.expect("second");
+    term.expect("o> ");
+    assert!(!term.rest().contains("history not saved"), "{}", term.rest());
+    term.type_keys(".history\r");
+    term.expect("    2  SELECT 'second' AS w;");
+    term.quit();
+}
