@@ -24,6 +24,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["durable-sql", "durable-kv", "durable-backend", "durable-txn", "durable-pitr"],
     ),
     ("durable-cli", &["durable-storage"]),
+    // Example programs: users of the facade, like any program outside the workspace.
+    ("durable-chat-server", &["durable-storage"]),
     // Test infrastructure: an S3 server for the tests, depending on no layer.
     ("durable-s3-server", &[]),
     (

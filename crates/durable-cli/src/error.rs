@@ -1,4 +1,5 @@
-//! The command's error: one line of text for stderr.
+//! The command's error: one line of text for stderr (or, for clap's messages in the shell,
+//! its lines as clap wrote them).
 
 use std::fmt;
 
@@ -6,6 +7,8 @@ use std::fmt;
 #[derive(Debug)]
 pub struct Error {
     message: String,
+    /// Keep the message's lines (clap's usage and suggestions) rather than join them.
+    lines: bool,
     /// Standard output went away (`durable kv list | head`): stop quietly.
     pub broken_pipe: bool,
 }
@@ -13,12 +16,20 @@ pub struct Error {
 impl Error {
     /// An error with this message.
     pub fn msg(message: impl Into<String>) -> Error {
-        Error { message: message.into(), broken_pipe: false }
+        Error { message: message.into(), lines: false, broken_pipe: false }
+    }
+
+    /// An error whose message keeps its lines (a usage text and its suggestions).
+    pub fn lines(message: impl Into<String>) -> Error {
+        Error { message: message.into(), lines: true, broken_pipe: false }
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lines {
+            return f.write_str(self.message.trim_end());
+        }
         // Every message fits on one line, whatever the library or the input put in it.
         let mut first = true;
         for line in self.message.lines() {
@@ -34,7 +45,11 @@ impl fmt::Display for Error {
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Error {
-        Error { broken_pipe: e.kind() == std::io::ErrorKind::BrokenPipe, message: e.to_string() }
+        Error {
+            broken_pipe: e.kind() == std::io::ErrorKind::BrokenPipe,
+            lines: false,
+            message: e.to_string(),
+        }
     }
 }
 

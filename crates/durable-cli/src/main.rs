@@ -5,8 +5,11 @@
 //! library, open an interactive shell, and take the tour of every storage API. See
 //! `durable --help` and `docs/guide.md`.
 //!
-//! Every failure is one line on standard error and a non-zero exit status; results go to
-//! standard output, as text or, with `--json`, as one JSON document per result.
+//! A failure is one line on standard error and a non-zero exit status (a bad command line
+//! gets clap's full message: what is wrong, a suggestion, the usage); results go to standard
+//! output, as text or, with `--json`, as one JSON document per result. Warnings of the
+//! library (a failing archive upload, say) go to standard error through a tracing subscriber
+//! (`-v`, `-q`, `RUST_LOG`).
 #![forbid(unsafe_code)]
 // The command is the one crate that reports on standard output.
 #![allow(clippy::print_stdout)]
@@ -23,6 +26,7 @@ mod time;
 mod tour;
 mod values;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,6 +35,7 @@ use durable_storage::{Archive, ArchiveStore, Namespace, NamespaceOptions, Storag
 
 use crate::error::{Error, Result};
 use crate::out::Out;
+use crate::time::TimeArg;
 
 /// The `durable` command line.
 #[derive(Parser, Debug)]
@@ -41,16 +46,29 @@ use crate::out::Out;
 )]
 struct Cli {
     /// The data directory: one database file per object.
-    #[arg(long, global = true, value_name = "DIR", default_value = "durable-data")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "DURABLE_DATA",
+        default_value = "durable-data"
+    )]
     data: PathBuf,
     /// Where history is archived: a folder path (default: `archive/` in the data directory),
     /// `file:///path`, or an object store URL: `s3://bucket/prefix` (builds with the `s3`
     /// feature; settings from `AWS_*` variables), `gs://` (`gcs`), `az://` (`azure`).
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL", env = "DURABLE_ARCHIVE")]
     archive: Option<String>,
     /// Print results as JSON documents, one per line.
     #[arg(long, global = true)]
     json: bool,
+    /// Say more on standard error: `-v` the library's info messages, `-vv` debug.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Say less on standard error: errors only, no warnings. (`RUST_LOG` adds directives
+    /// such as `durable_pitr=debug` to the level these choose; the default is warnings.)
+    #[arg(short, long, global = true)]
+    quiet: bool,
     /// What to do.
     #[command(subcommand)]
     command: Command,
@@ -87,9 +105,10 @@ enum Command {
     Bookmark {
         /// The object's name.
         object: String,
-        /// The time (RFC 3339, milliseconds since the epoch, or `15m` for 15 minutes ago).
+        /// The time: `15m` (15 minutes ago; humantime units such as `2h30m`, `1d`), RFC 3339
+        /// (`2025-01-31T12:00:00Z`, any offset), or milliseconds since the epoch.
         #[arg(long, value_name = "TIME")]
-        at: Option<String>,
+        at: Option<TimeArg>,
     },
     /// The object's history: each retained commit with its time, bookmark and database
     /// size, newest first, one page at a time.
@@ -110,9 +129,10 @@ enum Command {
         object: String,
         /// The bookmark to restore to.
         bookmark: Option<String>,
-        /// Restore to the state at this time instead (RFC 3339 or `15m`).
+        /// Restore to the state at this time instead (`15m` ago, RFC 3339, or milliseconds
+        /// since the epoch).
         #[arg(long, value_name = "TIME", conflicts_with = "bookmark")]
-        at: Option<String>,
+        at: Option<TimeArg>,
     },
     /// The archive of the objects' history: status, verify, prune.
     Archive {
@@ -171,45 +191,52 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Kv { command } => kv::run(&mut env, command)?,
         Command::Shell { object } => return shell::run(&mut env, &object),
         Command::Tour { object } => tour::run(&mut env, &object)?,
-        Command::Bookmark { object, at } => pitr::bookmark(&mut env, &object, at.as_deref())?,
+        Command::Bookmark { object, at } => pitr::bookmark(&mut env, &object, at)?,
         Command::History { object, limit, before } => {
             pitr::history(&mut env, &object, limit, before.as_deref())?
         }
         Command::Restore { object, bookmark, at } => {
-            pitr::restore(&mut env, &object, bookmark.as_deref(), at.as_deref())?
+            pitr::restore(&mut env, &object, bookmark.as_deref(), at)?
         }
         Command::Archive { command } => pitr::archive(&mut env, command)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// Sends the library's `tracing` events to standard error: warnings by default, `-v` info,
+/// `-vv` (or more) debug, `-q` errors only; `RUST_LOG` directives refine that level.
+fn logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::LevelFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => LevelFilter::ERROR,
+        (false, 0) => LevelFilter::WARN,
+        (false, 1) => LevelFilter::INFO,
+        (false, _) => LevelFilter::DEBUG,
+    };
+    // The level first, then RUST_LOG's directives: `durable_pitr=debug` adds to the level,
+    // a bare `debug` replaces it.
+    let directives = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.trim().is_empty() => format!("{level},{env}"),
+        _ => level.to_string(),
+    };
+    let filter = EnvFilter::builder().parse_lossy(directives);
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .try_init();
+}
+
 fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("durable: internal error: {info}");
     }));
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = e.print();
-                return ExitCode::SUCCESS;
-            }
-            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                // The help goes to stdout; stderr keeps its one line.
-                print!("{}", e.render());
-                eprintln!("durable: a subcommand is needed (see the list above)");
-                return ExitCode::from(2);
-            }
-            // One line: clap's first line, without its "error: " prefix.
-            let text = e.kind().as_str().map(str::to_owned).unwrap_or_default();
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or(&text);
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("durable: {first} (see durable --help)");
-            return ExitCode::from(2);
-        }
-    };
+    // A bad command line: clap's whole message (what is wrong, "a similar ... exists",
+    // the usage, where to look) on stderr and status 2; help and version on stdout.
+    let cli = Cli::parse();
+    logging(cli.verbose, cli.quiet);
     match run(cli) {
         Ok(code) => code,
         Err(e) if e.broken_pipe => ExitCode::SUCCESS,

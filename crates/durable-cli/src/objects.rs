@@ -1,8 +1,10 @@
-//! `durable objects`: every stored object with its size, last write time and bookmark.
+//! `durable objects`: every stored object with its size (in human units; bytes in JSON),
+//! last write time and bookmark.
 
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
+use indicatif::HumanBytes;
 use serde_json::json;
 
 use crate::Env;
@@ -63,7 +65,7 @@ pub fn run(env: &mut Env) -> Result<()> {
         .map(|(name, size, written, bookmark)| {
             vec![
                 name.clone(),
-                size.to_string(),
+                HumanBytes(*size).to_string(),
                 written.map_or("-".into(), format_ms),
                 bookmark.clone().unwrap_or_else(|| "-".into()),
             ]

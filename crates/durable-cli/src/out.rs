@@ -26,13 +26,6 @@ impl Out {
         Ok(())
     }
 
-    /// Writes `text` without a newline and flushes (a prompt).
-    pub fn prompt(&mut self, text: &str) -> Result<()> {
-        write!(self.stdout, "{text}")?;
-        self.stdout.flush()?;
-        Ok(())
-    }
-
     /// Writes one JSON document on its own line.
     pub fn json(&mut self, doc: &Json) -> Result<()> {
         let text = serde_json::to_string(doc)?;

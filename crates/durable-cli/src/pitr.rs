@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use durable_storage::{Namespace, StorageHandle};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::Env;
 use crate::error::{Error, Result};
-use crate::time::{format_ms, now_ms, parse_time_ms};
+use crate::time::{TimeArg, format_ms, now_ms};
 
 /// An archive subcommand.
 #[derive(Subcommand, Debug)]
@@ -82,13 +82,13 @@ fn per_object<T>(
 }
 
 /// Runs `durable bookmark OBJECT [--at TIME]`.
-pub fn bookmark(env: &mut Env, object: &str, at: Option<&str>) -> Result<()> {
+pub fn bookmark(env: &mut Env, object: &str, at: Option<TimeArg>) -> Result<()> {
     let ns = env.namespace()?;
     let handle = env.existing(&ns, object)?;
     let (bookmark, at_ms) = match at {
         None => (handle.current_bookmark()?, None),
-        Some(text) => {
-            let t = parse_time_ms(text, now_ms())?;
+        Some(at) => {
+            let t = at.resolve_ms(now_ms());
             (handle.bookmark_for_time(t)?, Some(t))
         }
     };
@@ -137,7 +137,7 @@ pub fn history(env: &mut Env, object: &str, limit: usize, before: Option<&str>) 
             vec![
                 e.seq.to_string(),
                 format_ms(e.time_ms as i64),
-                e.db_bytes.to_string(),
+                HumanBytes(e.db_bytes).to_string(),
                 e.kind.as_str().to_owned(),
                 e.bookmark.clone(),
             ]
@@ -304,10 +304,10 @@ fn verify(env: &mut Env, ns: &Namespace, names: &[String], all: bool, sample: us
     }
 }
 
-fn target(handle: &StorageHandle, bookmark: Option<&str>, at: Option<&str>) -> Result<String> {
+fn target(handle: &StorageHandle, bookmark: Option<&str>, at: Option<TimeArg>) -> Result<String> {
     match (bookmark, at) {
         (Some(b), None) => Ok(b.to_owned()),
-        (None, Some(text)) => Ok(handle.bookmark_for_time(parse_time_ms(text, now_ms())?)?),
+        (None, Some(at)) => Ok(handle.bookmark_for_time(at.resolve_ms(now_ms()))?),
         _ => Err(Error::msg("give a BOOKMARK or --at TIME (one of them)")),
     }
 }
@@ -318,7 +318,7 @@ pub fn restore(
     env: &mut Env,
     object: &str,
     bookmark: Option<&str>,
-    at: Option<&str>,
+    at: Option<TimeArg>,
 ) -> Result<()> {
     let ns = env.namespace()?;
     let handle = env.existing(&ns, object)?;
@@ -381,9 +381,16 @@ pub fn archive(env: &mut Env, command: ArchiveCommand) -> Result<()> {
                     .collect();
                 return env.out.json(&serde_json::Value::Array(docs));
             }
-            let header =
-                ["object", "epoch", "commits", "local segments", "archived segments", "snapshots"]
-                    .map(String::from);
+            let header = [
+                "object",
+                "epoch",
+                "commits",
+                "local segments",
+                "archived segments",
+                "snapshots",
+                "open segment",
+            ]
+            .map(String::from);
             let cells: Vec<Vec<String>> = rows
                 .iter()
                 .map(|(name, s)| match s {
@@ -395,6 +402,7 @@ pub fn archive(env: &mut Env, command: ArchiveCommand) -> Result<()> {
                         s.local_segments.to_string(),
                         s.archived_segments.to_string(),
                         s.snapshots.to_string(),
+                        HumanBytes(s.open_segment_bytes).to_string(),
                     ],
                 })
                 .collect();

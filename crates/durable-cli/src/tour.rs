@@ -149,11 +149,10 @@ fn sql_api(s: &mut Steps<'_>, storage: &Storage) -> Result<()> {
             returned.len()
         ),
     )?;
-    s.step(
-        "database size: sql.databaseSize",
-        "storage.database_size()?",
-        format!("{} bytes", storage.database_size()?),
-    )?;
+    s.step("database size: sql.databaseSize", "storage.database_size()?", {
+        let size = storage.database_size()?;
+        format!("{size} bytes ({})", indicatif::HumanBytes(size))
+    })?;
     let refused = sql.exec("ATTACH DATABASE 'other.db' AS other", &[]).map(|_| ()).unwrap_err();
     s.step(
         "the authorizer: user SQL stays inside its object",

@@ -6,6 +6,8 @@ mod support;
 
 #[path = "cli/archive_url.rs"]
 mod archive_url;
+#[path = "cli/env.rs"]
+mod env;
 #[path = "cli/errors.rs"]
 mod errors;
 #[path = "cli/history.rs"]

@@ -1,23 +1,60 @@
-//! Bad input of every kind: one line on stderr, a non-zero exit, never a panic.
+//! Bad input of every kind: a bad command line gets clap's whole message and status 2; a
+//! failure after it is one line on stderr and status 1; never a panic.
 
 use crate::support::Data;
+
+#[test]
+fn a_bad_command_line_gets_clap_s_message_with_usage_and_status_2() {
+    let data = Data::new();
+    for args in [
+        &["--bogus"][..],
+        &["sql", "o"],
+        &["kv", "frob", "o"],
+        &["kv", "get", "o"],
+        &["kv", "put", "o", "k"],
+        &["kv", "list", "o", "--limit", "many"],
+        &["-v", "-q", "objects"],
+    ] {
+        data.usage_error(args);
+    }
+    // What is missing or unexpected comes with the usage of the command.
+    let err = data.usage_error(&["kv", "get", "o"]);
+    assert!(err.contains("Usage: durable kv get <OBJECT> <KEYS>..."), "{err}");
+    // A missing subcommand: the help, on stderr, with status 2.
+    for args in [&["kv"][..], &["archive"]] {
+        let run = data.run(args);
+        assert_eq!(run.code, 2, "{run:?}");
+        assert!(run.stderr.contains("Usage: durable"), "{run:?}");
+        assert!(run.stderr.contains("Commands:"), "{run:?}");
+    }
+}
+
+#[test]
+fn typos_get_clap_s_suggestion() {
+    let data = Data::new();
+    let err = data.usage_error(&["objcts"]);
+    assert!(err.contains("unrecognized subcommand 'objcts'"), "{err}");
+    assert!(err.contains("similar subcommand exists: 'objects'"), "{err}");
+    let err = data.usage_error(&["kv", "lst", "o"]);
+    assert!(err.contains("similar subcommand exists: 'list'"), "{err}");
+    assert!(err.contains("Usage: durable kv"), "{err}");
+    let err = data.usage_error(&["kv", "list", "o", "--prefx", "a"]);
+    assert!(err.contains("similar argument exists: '--prefix'"), "{err}");
+    let err = data.usage_error(&["--jsn", "objects"]);
+    assert!(err.contains("'--json'"), "{err}");
+    // A value that looks like an option: clap's tip says how to pass it.
+    let err = data.usage_error(&["sql", "o", "--weird"]);
+    assert!(err.contains("tip:") && err.contains("-- --weird"), "{err}");
+}
 
 #[test]
 fn bad_input_is_one_line_and_a_failure() {
     let data = Data::new();
     data.ok(&["kv", "put", "o", "k", "1"]);
     for args in [
-        &["--bogus"][..],
-        &["sql"],
-        &["sql", "o"],
-        &["kv"],
-        &["kv", "frob", "o"],
-        &["kv", "get", "o"],
-        &["kv", "put", "o", "k"],
-        &["kv", "put", "o", "k", "v", "dangling"],
+        &["kv", "put", "o", "k", "v", "dangling"][..],
         &["kv", "put", "o", "k", r#"{"$bytes": "zz"}"#],
         &["kv", "put", "o", "k", r#"{"$nope": 1}"#],
-        &["kv", "list", "o", "--limit", "many"],
         &["sql", "o", ""],
         &["sql", "o", "SELECT 1;;"],
         &["sql", "o", "BEGIN"],

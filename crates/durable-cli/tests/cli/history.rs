@@ -52,6 +52,11 @@ fn history_lists_commits_newest_first_and_pages() {
     assert!(text.contains("more: durable history \"o\" --limit 2 --before "), "{text}");
     let text = data.ok(&["history", "o"]);
     assert!(!text.contains("more:"), "{text}");
+    // Sizes in human units: the newest commit's line shows its KiB.
+    let newest = all[0]["size"].as_u64().unwrap();
+    let human = format!("| {:.2} KiB ", newest as f64 / 1024.0);
+    let line = text.lines().find(|l| l.contains(current.trim())).unwrap();
+    assert!(line.contains(&human), "{human} in {line}");
 
     let err = data.fails(&["history", "missing"]);
     assert!(err.contains("no object named"), "{err}");

@@ -1,4 +1,4 @@
-//! `durable kv`: get, put, delete and list, values as JSON.
+//! `durable kv`: get, put, delete and list, values as JSON (also those a typed program stored).
 
 use serde_json::json;
 
@@ -82,4 +82,72 @@ fn reads_of_a_missing_object_are_refused_without_creating_it() {
     data.fails(&["kv", "list", "nobody"]);
     let names = data.json(&["objects"]);
     assert_eq!(names.as_array().unwrap().len(), 1, "{names}");
+}
+
+/// What a Rust program stores: a struct with an enum, an option, bytes and a map.
+#[derive(serde::Serialize)]
+struct Profile {
+    name: String,
+    role: Role,
+    nickname: Option<String>,
+    visits: u32,
+    #[serde(with = "bytes")]
+    avatar: Vec<u8>,
+    scores: std::collections::BTreeMap<String, f64>,
+}
+
+#[derive(serde::Serialize)]
+enum Role {
+    Admin,
+    Guest { since: i64 },
+}
+
+mod bytes {
+    pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+}
+
+#[test]
+fn values_a_typed_program_stored_print_as_json() {
+    let data = Data::new();
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let ns = durable_storage::Namespace::open(data.path(), Default::default()).unwrap();
+        let handle = ns.storage("app").unwrap();
+        let profile = |name: &str, role| Profile {
+            name: name.into(),
+            role,
+            nickname: None,
+            visits: 3,
+            avatar: vec![0, 255],
+            scores: [("chess".to_owned(), 1.5)].into(),
+        };
+        handle.put("user:ada", &profile("Ada", Role::Admin)).wait().unwrap();
+        handle.put("user:bob", &profile("Bob", Role::Guest { since: 7 })).wait().unwrap();
+        handle.put("count", &42u64).wait().unwrap();
+        handle.sync().wait().unwrap();
+        drop(handle);
+        runtime.block_on(ns.close()).unwrap();
+    }
+    let ada = json!({
+        "avatar": {"$bytes": "00ff"},
+        "name": "Ada",
+        "nickname": null,
+        "role": "Admin",
+        "scores": {"chess": 1.5},
+        "visits": 3,
+    });
+    assert_eq!(data.json(&["kv", "get", "app", "user:ada"])["value"], ada);
+    let text = data.ok(&["kv", "get", "app", "user:bob"]);
+    let bob: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(bob["role"], json!({"Guest": {"since": 7}}), "{text}");
+    assert!(!text.contains("$raw"), "{text}");
+    let listed = data.json(&["kv", "list", "app", "--prefix", "user:"]);
+    assert_eq!(listed[0], json!({"key": "user:ada", "value": ada}));
+    assert_eq!(listed[1]["value"]["name"], "Bob");
+    assert_eq!(data.ok(&["kv", "get", "app", "count"]), "42\n");
+    // The shell prints them the same way.
+    let run = data.run_with_input(&["shell", "app"], "kv get user:ada\n");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap(), ada, "{run:?}");
 }

@@ -1,4 +1,4 @@
-//! `durable objects`: names, sizes and last write times.
+//! `durable objects`: names, sizes (human units in text) and last write times.
 
 use crate::support::Data;
 
@@ -19,4 +19,9 @@ fn lists_every_object_with_size_and_time() {
     let text = data.ok(&["objects"]);
     assert!(text.lines().nth(2).unwrap().starts_with("alpha "), "{text}");
     assert!(text.lines().nth(3).unwrap().starts_with("room 42 "), "{text}");
+    // Sizes in human units in the table (bytes in JSON).
+    let size = list[0]["size"].as_u64().unwrap();
+    assert_eq!(size % 4096, 0, "{size}");
+    let human = format!("| {:.2} KiB ", size as f64 / 1024.0);
+    assert!(text.lines().nth(2).unwrap().contains(&human), "{human} in {text}");
 }

@@ -45,8 +45,8 @@ fn restore_at_a_time_and_refusals() {
     assert_eq!(count(&data), 1);
     let err = data.fails(&["bookmark", "o", "--at", "40d"]);
     assert!(err.contains("within the last 30 days"), "{err}");
-    let err = data.fails(&["bookmark", "o", "--at", "yesterday-ish"]);
-    assert!(err.contains("is not a time"), "{err}");
+    let err = data.usage_error(&["bookmark", "o", "--at", "yesterday-ish"]);
+    assert!(err.contains("is not an RFC 3339 time"), "{err}");
     let err = data.fails(&["restore", "o", "nope"]);
     assert!(err.contains("Invalid bookmark"), "{err}");
     data.fails(&["restore", "o"]);
@@ -67,6 +67,13 @@ fn archive_status_and_prune() {
     assert!(list[0]["seq"].as_u64().unwrap() >= 1, "{status}");
     let one = data.json(&["archive", "status", "p"]);
     assert_eq!(one.as_array().unwrap().len(), 1);
+    // The open segment's size: bytes in JSON, human units in the table.
+    let bytes = one[0]["open_segment_bytes"].as_u64().unwrap();
+    assert!(bytes > 0, "{one}");
+    let text = data.ok(&["archive", "status", "p"]);
+    assert!(text.lines().next().unwrap().ends_with("| open segment"), "{text}");
+    let cell = text.lines().nth(2).unwrap().rsplit("| ").next().unwrap().to_owned();
+    assert!(cell.ends_with(" B") || cell.ends_with(" KiB"), "{cell} in {text}");
     assert_eq!(data.json(&["archive", "prune"])["maintained"], serde_json::json!(["o", "p"]));
     assert!(data.path().join("archive").is_dir());
     data.fails(&["archive", "status", "missing"]);
@@ -81,4 +88,52 @@ fn another_archive_folder() {
     data.ok(&["--archive", folder, "archive", "prune"]);
     assert!(elsewhere.join("o.sqlite").is_dir(), "the archive went to --archive");
     assert!(!data.path().join("archive").exists());
+}
+
+#[test]
+fn times_are_durations_ago_rfc3339_with_any_offset_or_epoch_milliseconds() {
+    use chrono::{FixedOffset, SecondsFormat, Utc};
+    let data = Data::new();
+    data.ok(&["sql", "o", "CREATE TABLE t (x)"]);
+    data.ok(&["sql", "o", "INSERT INTO t VALUES (1)"]);
+    let current = data.ok(&["bookmark", "o"]);
+    let now = Utc::now();
+    let plus_two = FixedOffset::east_opt(2 * 3600).unwrap();
+    let ms = now.timestamp_millis().to_string();
+    for at in [
+        now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        now.with_timezone(&plus_two).to_rfc3339_opts(SecondsFormat::Micros, false),
+        now.to_rfc3339_opts(SecondsFormat::Millis, true).replace('T', " "),
+        ms.clone(),
+        "0s".into(),
+        "0m ago".into(),
+    ] {
+        assert_eq!(data.ok(&["bookmark", "o", "--at", &at]), current, "--at {at}");
+    }
+    // A duration of humantime's: several units.
+    data.ok(&["bookmark", "o", "--at", "2h 30m"]);
+    data.ok(&["bookmark", "o", "--at", "1day"]);
+    // The JSON form says which time it resolved, in RFC 3339 with milliseconds.
+    let doc = data.json(&["bookmark", "o", "--at", &ms]);
+    assert_eq!(doc["at"], now.to_rfc3339_opts(SecondsFormat::Millis, true));
+}
+
+#[test]
+fn a_bad_time_is_refused_by_the_command_line_with_its_reason() {
+    let data = Data::new();
+    data.ok(&["sql", "o", "CREATE TABLE t (x)"]);
+    for (at, reason) in [
+        ("15x", "unknown time unit \"x\""),
+        ("15", "time unit needed"),
+        ("2025-02-30T00:00:00Z", "is not an RFC 3339 time"),
+        ("2025-01-31T12:00:00", "is not an RFC 3339 time"),
+        ("99999999999999999999", "out of range"),
+        ("", "an empty time"),
+    ] {
+        let err = data.usage_error(&["bookmark", "o", "--at", at]);
+        assert!(err.contains("invalid value") && err.contains(reason), "--at {at:?}: {err}");
+        let err = data.usage_error(&["restore", "o", "--at", at]);
+        assert!(err.contains(reason), "--at {at:?}: {err}");
+    }
+    assert_eq!(count(&data), 0);
 }

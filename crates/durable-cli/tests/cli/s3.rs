@@ -49,13 +49,20 @@ fn sql_and_kv_run_on_an_s3_archive_and_another_machine_reads_them() {
 }
 
 #[test]
-fn wrong_credentials_fail_in_one_line() {
+fn wrong_credentials_fail_with_the_retries_visible() {
     let s3 = server();
     let data = Data::new().with_env(
         client_env(&s3.server.endpoint())
             .into_iter()
             .map(|(k, v)| (k, if k == "AWS_SECRET_ACCESS_KEY" { "wrong".into() } else { v })),
     );
-    let err = data.fails(&["--archive", URL, "sql", "room", "SELECT 1"]);
+    // The library's retries are warnings: on stderr by default, before the one-line error.
+    let run = data.run(&["--archive", URL, "sql", "room", "SELECT 1"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("WARN") && run.stderr.contains("retrying"), "{run:?}");
+    let last = run.stderr.lines().last().unwrap();
+    assert!(last.starts_with("durable: ") && last.contains("object store"), "{run:?}");
+    // With -q only the error is left.
+    let err = data.fails(&["-q", "--archive", URL, "sql", "room", "SELECT 1"]);
     assert!(err.contains("object store"), "{err}");
 }
