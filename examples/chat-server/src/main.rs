@@ -27,6 +27,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use durable_storage::Row;
 use durable_storage::txn::Error as StorageError;
 use durable_storage::{
     Actor, AlarmInfo, Context, HandlerError, Namespace, NamespaceOptions, ObjectHandle, Storage,
@@ -93,7 +94,7 @@ impl Actor for Room {
         for row in sql.exec("SELECT DISTINCT author FROM messages ORDER BY author", &[])? {
             authors.push(row?.get::<String>("author")?);
         }
-        let messages = sql.exec("SELECT count(*) AS n FROM messages", &[])?.one()?;
+        let messages = sql.exec("SELECT count(*) AS n FROM messages", &[])?.one::<Row>()?;
         let last = sql.exec("SELECT text FROM messages ORDER BY id DESC LIMIT 1", &[])?.next();
         let summary = Summary {
             messages: messages.get("n")?,
@@ -164,7 +165,7 @@ async fn post_message(
                     "INSERT INTO messages (author, text, at_ms) VALUES (?, ?, ?) RETURNING id",
                     &params![post.author.as_str(), post.text.as_str(), now],
                 )?
-                .one()?;
+                .one::<Row>()?;
             // Each message moves the idle alarm later, and the room is active again: the
             // summary of an earlier idle spell goes until the alarm writes the next one.
             storage.delete("summary");
