@@ -133,6 +133,26 @@ enum Command {
         /// since the epoch).
         #[arg(long, value_name = "TIME", conflicts_with = "bookmark")]
         at: Option<TimeArg>,
+        /// Write the state at the bookmark (or time) to this file instead, read from the
+        /// archive alone: the object is not touched, and it may keep running elsewhere.
+        #[arg(long, value_name = "FILE")]
+        to: Option<PathBuf>,
+    },
+    /// Writes an object's state (its newest archived commit, or the one at `--at` or
+    /// `--bookmark`) to a SQLite file, from the archive alone: no lock, no lease, so a
+    /// running server (here or on another node) need not stop.
+    Export {
+        /// The object's name.
+        object: String,
+        /// The state at this time (`15m` ago, RFC 3339, or milliseconds since the epoch).
+        #[arg(long, value_name = "TIME", conflicts_with = "bookmark")]
+        at: Option<TimeArg>,
+        /// The state at this bookmark.
+        #[arg(long, value_name = "BOOKMARK")]
+        bookmark: Option<String>,
+        /// The file to write (replaced atomically).
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
     },
     /// The archive of the objects' history: status, verify, prune.
     Archive {
@@ -195,8 +215,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::History { object, limit, before } => {
             pitr::history(&mut env, &object, limit, before.as_deref())?
         }
-        Command::Restore { object, bookmark, at } => {
+        Command::Restore { object, bookmark, at, to: Some(to) } => {
+            if bookmark.is_none() && at.is_none() {
+                return Err(error::Error::msg("give a BOOKMARK or --at TIME (one of them)"));
+            }
+            pitr::export(&mut env, &object, bookmark.as_deref(), at, &to)?
+        }
+        Command::Restore { object, bookmark, at, to: None } => {
             pitr::restore(&mut env, &object, bookmark.as_deref(), at)?
+        }
+        Command::Export { object, at, bookmark, to } => {
+            pitr::export(&mut env, &object, bookmark.as_deref(), at, &to)?
         }
         Command::Archive { command } => pitr::archive(&mut env, command)?,
     }

@@ -1,5 +1,6 @@
 //! `durable objects`: every stored object with its size (in human units; bytes in JSON),
-//! last write time and bookmark.
+//! last write time and bookmark, and with a shared archive its owner (the node holding its
+//! lease).
 
 use std::path::Path;
 use std::time::UNIX_EPOCH;
@@ -36,21 +37,35 @@ pub fn run(env: &mut Env) -> Result<()> {
         let path = ns.path_of(&name);
         // Read the times before opening: opening may touch the files.
         let written = last_write_ms(&path);
-        let handle = ns.storage(&name)?;
-        let size = handle.database_size()?;
-        let bookmark = handle.current_bookmark().ok();
-        rows.push((name, size, written, bookmark));
+        // With a shared archive, an object another live node owns is not opened here:
+        // its row names the owner instead.
+        let (size, bookmark, owner) = match ns.storage(&name) {
+            Ok(handle) => {
+                let owner = ns.node_id();
+                (Some(handle.database_size()?), handle.current_bookmark().ok(), owner)
+            }
+            Err(durable_storage::Error::Pitr(durable_storage::pitr::Error::Archive(
+                durable_storage::pitr::ArchiveError::LeaseHeld { node, address, .. },
+            ))) => {
+                let at = address.map(|a| format!(" at {a}")).unwrap_or_default();
+                (None, None, Some(format!("{node}{at}")))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        rows.push((name, size, written, bookmark, owner));
     }
+    let leased = ns.node_id().is_some();
     if env.out.json {
         let docs: Vec<_> = rows
             .iter()
-            .map(|(name, size, written, bookmark)| {
+            .map(|(name, size, written, bookmark, owner)| {
                 json!({
                     "name": name,
                     "size": size,
                     "last_write": written.map(format_ms),
                     "last_write_ms": written,
                     "bookmark": bookmark,
+                    "owner": owner,
                 })
             })
             .collect();
@@ -59,16 +74,23 @@ pub fn run(env: &mut Env) -> Result<()> {
     if rows.is_empty() {
         return env.out.line(format!("no objects in {}", env.data.display()));
     }
-    let header = ["object", "size", "last write", "bookmark"].map(String::from);
+    let mut header = ["object", "size", "last write", "bookmark"].map(String::from).to_vec();
+    if leased {
+        header.push("owner".into());
+    }
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|(name, size, written, bookmark)| {
-            vec![
+        .map(|(name, size, written, bookmark, owner)| {
+            let mut row = vec![
                 name.clone(),
-                HumanBytes(*size).to_string(),
+                size.map_or("-".into(), |s| HumanBytes(s).to_string()),
                 written.map_or("-".into(), format_ms),
                 bookmark.clone().unwrap_or_else(|| "-".into()),
-            ]
+            ];
+            if leased {
+                row.push(owner.clone().unwrap_or_else(|| "-".into()));
+            }
+            row
         })
         .collect();
     env.out.table(&header, &cells)

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Subcommand;
-use durable_storage::{Namespace, StorageHandle};
+use durable_storage::{Archive, ArchiveStore, ImageAt, Namespace, StorageHandle};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -341,6 +341,47 @@ pub fn restore(
     env.out.line(format!("undo with: durable restore {object:?} {undo}"))
 }
 
+/// Runs `durable export OBJECT [--at TIME | --bookmark B] --to FILE` (and `restore ...
+/// --to FILE`): rebuilds the state from the archive alone and writes it to `to`.
+pub fn export(
+    env: &mut Env,
+    object: &str,
+    bookmark: Option<&str>,
+    at: Option<TimeArg>,
+    to: &std::path::Path,
+) -> Result<()> {
+    let store = match &env.archive {
+        Archive::Store(store) => store.clone(),
+        _ => ArchiveStore::folder(env.data.join("archive"))?,
+    };
+    let at = match (bookmark, at) {
+        (Some(b), _) => ImageAt::Bookmark(b),
+        (None, Some(t)) => ImageAt::Time(t.resolve_ms(now_ms())),
+        (None, None) => ImageAt::Latest,
+    };
+    let (bookmark, image) =
+        with_spinner(format!("rebuilding {object}"), || Ok(store.read_image(object, at)?))?;
+    let mut tmp = to.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, &image)
+        .and_then(|()| std::fs::rename(&tmp, to))
+        .map_err(|e| Error::msg(format!("{}: {e}", to.display())))?;
+    if env.out.json {
+        return env.out.json(&json!({
+            "object": object,
+            "bookmark": bookmark,
+            "file": to.display().to_string(),
+            "size": image.len(),
+        }));
+    }
+    env.out.line(format!(
+        "wrote {} ({}): {object:?} at {bookmark}",
+        to.display(),
+        HumanBytes(image.len() as u64)
+    ))
+}
+
 /// Opens `object` again once its previous handle has closed.
 fn reopen(ns: &Namespace, object: &str) -> Result<StorageHandle> {
     Ok(ns.storage(object)?)
@@ -376,6 +417,11 @@ pub fn archive(env: &mut Env, command: ArchiveCommand) -> Result<()> {
                             "archived_segments": s.archived_segments,
                             "snapshots": s.snapshots,
                             "open_segment_bytes": s.open_segment_bytes,
+                            "uploaded_seq": s.uploaded_seq,
+                            "pending": s.pending,
+                            "lag_ms": s.lag_ms,
+                            "last_error": s.last_error,
+                            "term": s.term,
                         }),
                     })
                     .collect();
@@ -389,6 +435,7 @@ pub fn archive(env: &mut Env, command: ArchiveCommand) -> Result<()> {
                 "archived segments",
                 "snapshots",
                 "open segment",
+                "not uploaded",
             ]
             .map(String::from);
             let cells: Vec<Vec<String>> = rows
@@ -403,6 +450,10 @@ pub fn archive(env: &mut Env, command: ArchiveCommand) -> Result<()> {
                         s.archived_segments.to_string(),
                         s.snapshots.to_string(),
                         HumanBytes(s.open_segment_bytes).to_string(),
+                        match s.pending {
+                            0 => "0".into(),
+                            n => format!("{n} commits, {:.1} s", s.lag_ms as f64 / 1000.0),
+                        },
                     ],
                 })
                 .collect();

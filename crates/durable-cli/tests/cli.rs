@@ -14,6 +14,8 @@ mod errors;
 mod history;
 #[path = "cli/kv.rs"]
 mod kv;
+#[path = "cli/leases.rs"]
+mod leases;
 #[path = "cli/objects.rs"]
 mod objects;
 #[path = "cli/pitr.rs"]

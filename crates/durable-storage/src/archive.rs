@@ -161,6 +161,41 @@ impl ArchiveStore {
         }
     }
 
+    /// The database image of object `name` (its name, not its file name) at `at`, rebuilt
+    /// read-only from this archive: no namespace lock, no lease, nothing written, so it
+    /// works while the object runs in another process or on another node. Returns the
+    /// bookmark of the image and the bytes of a SQLite database file. Runs on a runtime of
+    /// its own (see [`Namespace::archived_image`](crate::Namespace::archived_image) to use
+    /// a namespace's).
+    pub fn read_image(&self, name: &str, at: ImageAt<'_>) -> Result<(String, Vec<u8>)> {
+        let rt = ArchiveRuntime::new()?;
+        rt.block_on(self.read_image_async(name, at))
+    }
+
+    pub(crate) async fn read_image_async(
+        &self,
+        name: &str,
+        at: ImageAt<'_>,
+    ) -> Result<(String, Vec<u8>)> {
+        use durable_pitr::{ArchiveError, ArchiveReader};
+        let config = self.config_for(&crate::Namespace::file_name(name));
+        let reader = ArchiveReader::open(&config).await?;
+        let nothing = |detail: String| {
+            Error::Pitr(durable_pitr::Error::Archive(ArchiveError::Missing { detail }))
+        };
+        let bookmark = match at {
+            ImageAt::Bookmark(b) => b.to_owned(),
+            ImageAt::Latest => reader
+                .latest_bookmark()
+                .ok_or_else(|| nothing(format!("no commit of {name:?} is archived")))?,
+            ImageAt::Time(t) => reader.bookmark_for_time(t).await?.ok_or_else(|| {
+                nothing(format!("no commit of {name:?} archived at or before {t} ms"))
+            })?,
+        };
+        let image = reader.image_at(&bookmark).await?;
+        Ok((bookmark, image))
+    }
+
     /// The archive configuration of the object whose database file is `file_name`.
     pub fn config_for(&self, file_name: &str) -> ArchiveConfig {
         let mut config = ArchiveConfig::new(self.store.clone(), self.object_prefix(file_name));
@@ -169,6 +204,17 @@ impl ArchiveStore {
         }
         config
     }
+}
+
+/// Which state of an object's archived history [`ArchiveStore::read_image`] rebuilds.
+#[derive(Debug, Clone, Copy)]
+pub enum ImageAt<'a> {
+    /// The newest archived commit.
+    Latest,
+    /// The commit a bookmark names.
+    Bookmark(&'a str),
+    /// The newest commit at or before this time (ms since the Unix epoch).
+    Time(i64),
 }
 
 /// The tokio runtime a namespace runs its archive I/O on: two worker threads with the I/O

@@ -109,7 +109,7 @@ pub use durable_txn::{
 #[cfg(feature = "testing")]
 pub use durable_sql::testing::ManualClock;
 
-pub use archive::{Archive, ArchiveStore, ConfigureArchive};
+pub use archive::{Archive, ArchiveStore, ConfigureArchive, ImageAt};
 pub use error::{Error, Result};
 pub use index::INDEX_FILE;
 pub use names::{MAX_ESCAPED, SUFFIX};

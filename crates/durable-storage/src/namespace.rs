@@ -749,22 +749,11 @@ impl Namespace {
         let Some(archiving) = &self.inner.shared.archiving else {
             return Err(Error::NoArchive);
         };
-        let config = archiving.store.config_for(&Namespace::file_name(name));
-        let read = async {
-            let reader = durable_pitr::ArchiveReader::open(&config).await?;
-            match bookmark {
-                Some(b) => Ok((b.to_owned(), reader.image_at(b).await?)),
-                None => {
-                    let b = reader.latest_bookmark().ok_or_else(|| {
-                        durable_pitr::Error::Archive(durable_pitr::ArchiveError::Missing {
-                            detail: "no commit of this object is archived".into(),
-                        })
-                    })?;
-                    Ok::<_, durable_pitr::Error>((b, reader.latest_image().await?))
-                }
-            }
+        let at = match bookmark {
+            Some(b) => crate::archive::ImageAt::Bookmark(b),
+            None => crate::archive::ImageAt::Latest,
         };
-        Ok(archiving.rt.block_on(read)?)
+        archiving.rt.block_on(archiving.store.read_image_async(name, at))
     }
 
     /// This namespace's node id when its objects are leased (an archive store shared with

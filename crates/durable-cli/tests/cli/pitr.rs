@@ -71,9 +71,13 @@ fn archive_status_and_prune() {
     let bytes = one[0]["open_segment_bytes"].as_u64().unwrap();
     assert!(bytes > 0, "{one}");
     let text = data.ok(&["archive", "status", "p"]);
-    assert!(text.lines().next().unwrap().ends_with("| open segment"), "{text}");
-    let cell = text.lines().nth(2).unwrap().rsplit("| ").next().unwrap().to_owned();
+    assert!(text.lines().next().unwrap().ends_with("| open segment | not uploaded"), "{text}");
+    let cells: Vec<&str> = text.lines().nth(2).unwrap().split(" | ").map(str::trim).collect();
+    let cell = cells[cells.len() - 2];
     assert!(cell.ends_with(" B") || cell.ends_with(" KiB"), "{cell} in {text}");
+    // Closing uploaded everything: nothing waits.
+    assert_eq!(cells[cells.len() - 1], "0", "{text}");
+    assert_eq!(one[0]["pending"], 0, "{one}");
     assert_eq!(data.json(&["archive", "prune"])["maintained"], serde_json::json!(["o", "p"]));
     assert!(data.path().join("archive").is_dir());
     data.fails(&["archive", "status", "missing"]);
@@ -136,4 +140,29 @@ fn a_bad_time_is_refused_by_the_command_line_with_its_reason() {
         assert!(err.contains(reason), "--at {at:?}: {err}");
     }
     assert_eq!(count(&data), 0);
+}
+
+#[test]
+fn export_and_restore_to_a_file_read_the_archive_alone() {
+    let data = Data::new();
+    data.ok(&["sql", "o", "CREATE TABLE t (x); INSERT INTO t VALUES (1)"]);
+    let first = data.ok(&["bookmark", "o"]).trim().to_owned();
+    data.ok(&["sql", "o", "INSERT INTO t VALUES (2)"]);
+    let count = |file: &std::path::Path| -> i64 {
+        let db = durable_storage::Database::open(file, Default::default()).unwrap();
+        db.exec("SELECT count(*) FROM t", &[]).unwrap().one::<i64>().unwrap()
+    };
+    let latest = data.root().join("latest.sqlite");
+    let out = data.ok(&["export", "o", "--to", latest.to_str().unwrap()]);
+    assert!(out.starts_with(&format!("wrote {}", latest.display())), "{out}");
+    assert_eq!(count(&latest), 2);
+    let old = data.root().join("old.sqlite");
+    data.ok(&["restore", "o", &first, "--to", old.to_str().unwrap()]);
+    assert_eq!(count(&old), 1, "the state at the bookmark, the object untouched");
+    let doc = data.json(&["export", "o", "--bookmark", &first, "--to", old.to_str().unwrap()]);
+    assert_eq!(doc["bookmark"], first.as_str());
+    let err =
+        data.fails(&["export", "o", "--at", "2000-01-01T00:00:00Z", "--to", old.to_str().unwrap()]);
+    assert!(err.contains("no commit of \"o\" archived at or before 946684800000 ms"), "{err}");
+    assert_eq!(data.json(&["sql", "o", "SELECT count(*) AS n FROM t"])["rows"][0]["n"], 2);
 }

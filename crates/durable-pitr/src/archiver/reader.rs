@@ -67,6 +67,34 @@ impl ArchiveReader {
         Some(self.sources.history.bookmark(epoch, seq, ts).to_string())
     }
 
+    /// The bookmark of the newest archived commit at or before `time_ms` (ms since the Unix
+    /// epoch); `None` when every archived commit is later (or none is archived).
+    pub async fn bookmark_for_time(&self, time_ms: i64) -> Result<Option<String>> {
+        let t = u64::try_from(time_ms).unwrap_or(0);
+        let chain = self.sources.catalog.chain();
+        for seg in chain.iter().rev().filter(|s| s.name.first_ts <= t) {
+            let what = seg.name.file_name();
+            let bytes = self
+                .sources
+                .archive
+                .get(&format!("seg/{what}"))
+                .await?
+                .ok_or_else(|| missing(what.clone()))?;
+            let records = record::decode_segment(&bytes, &self.sources.history, &what)?;
+            let best = records
+                .iter()
+                .map(|r| r.header)
+                .filter(|h| h.kind.is_position() && h.ts_ms <= t)
+                .max_by_key(|h| h.seq);
+            if let Some(h) = best {
+                return Ok(Some(
+                    self.sources.history.bookmark(h.epoch, h.seq, h.ts_ms).to_string(),
+                ));
+            }
+        }
+        Ok(None)
+    }
+
     /// The database image at the newest archived commit.
     pub async fn latest_image(&self) -> Result<Vec<u8>> {
         let (_, seq, _) = self.newest.ok_or_else(|| missing("an archived commit"))?;
