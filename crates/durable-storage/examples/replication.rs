@@ -1,0 +1,150 @@
+//! Benchmark (r): `Replication::Replicated` against `Replication::Local`, through the facade,
+//! on an S3-compatible server started in this process on 127.0.0.1 (s3s-fs over a temporary
+//! folder, signed requests), beside the latency of one plain S3 PUT on the same server.
+//!
+//! ```sh
+//! cargo run --release -p durable-storage --features s3-tests --example replication -- [SECONDS]
+//! ```
+//!
+//! Ids: `r-put` (one 4 KiB PUT), `r-local-1` / `r-repl-1` (one object, one event at a
+//! time), `r-local-100` / `r-repl-100` (100 objects, an event in flight on each). For each:
+//! events per second and the confirm latency (call to released result) p50 / p99.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use durable_s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
+use durable_storage::pitr::object_store::aws::AmazonS3Builder;
+use durable_storage::pitr::object_store::path::Path as StorePath;
+use durable_storage::pitr::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use durable_storage::{Actor, Archive, ArchiveStore, Namespace, NamespaceOptions, Replication};
+
+struct Counter;
+impl Actor for Counter {}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct Outcome {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn report(id: &str, o: &Outcome) {
+    println!(
+        "{id:<12} {:>9.0}/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
+        o.per_second,
+        o.p50.as_secs_f64() * 1e3,
+        o.p99.as_secs_f64() * 1e3
+    );
+}
+
+/// `objects` objects, each with one event in flight at a time, for `seconds`.
+async fn run(
+    store: Arc<dyn ObjectStore>,
+    prefix: &str,
+    replication: Replication,
+    objects: usize,
+    seconds: Duration,
+) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let options = NamespaceOptions::new()
+        .archive(Archive::Store(ArchiveStore::new(store, prefix)))
+        .replication(replication);
+    let ns = Namespace::open(dir.path(), options).unwrap();
+    let mut tasks = Vec::new();
+    let deadline = Instant::now() + seconds;
+    for i in 0..objects {
+        let object = ns.object(&format!("o{i}"), |_| Counter).unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = 0i64;
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                object
+                    .call(move |ctx| async move {
+                        let db = ctx.storage().sql().unwrap();
+                        db.exec("CREATE TABLE IF NOT EXISTS t(n INTEGER)", &[]).unwrap();
+                        db.exec("INSERT INTO t VALUES (?)", &[n.into()]).unwrap();
+                    })
+                    .await
+                    .unwrap();
+                latencies.push(started.elapsed());
+                n += 1;
+            }
+            latencies
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    ns.close().await.unwrap();
+    all.sort();
+    Outcome {
+        per_second: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+    }
+}
+
+fn main() {
+    let seconds = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let seconds = Duration::from_secs(seconds);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let folder = tempfile::tempdir().unwrap();
+        let server = S3Server::start(folder.path()).await.unwrap();
+        server.create_bucket("bench").unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(
+            AmazonS3Builder::new()
+                .with_endpoint(server.endpoint())
+                .with_allow_http(true)
+                .with_bucket_name("bench")
+                .with_region("us-east-1")
+                .with_access_key_id(ACCESS_KEY)
+                .with_secret_access_key(SECRET_KEY)
+                .build()
+                .unwrap(),
+        );
+        // One PUT of a small segment-sized object, one at a time.
+        let mut puts = Vec::new();
+        let payload = vec![7u8; 4096];
+        let put_deadline = Instant::now() + seconds;
+        let mut i = 0;
+        while Instant::now() < put_deadline {
+            let started = Instant::now();
+            let key = StorePath::from(format!("put/{i}"));
+            store.put(&key, PutPayload::from(payload.clone())).await.unwrap();
+            puts.push(started.elapsed());
+            i += 1;
+        }
+        let put_rate = puts.len() as f64 / seconds.as_secs_f64();
+        puts.sort();
+        let put = Outcome { per_second: put_rate, p50: percentile(&puts, 0.5), p99: percentile(&puts, 0.99) };
+        report("r-put", &put);
+        let mut results = Vec::new();
+        for (objects, id) in [(1, "1"), (100, "100")] {
+            let local = run(store.clone(), &format!("l{id}"), Replication::Local, objects, seconds).await;
+            report(&format!("r-local-{id}"), &local);
+            let repl =
+                run(store.clone(), &format!("r{id}"), Replication::Replicated, objects, seconds).await;
+            report(&format!("r-repl-{id}"), &repl);
+            results.push((id, local, repl));
+        }
+        for (id, local, repl) in &results {
+            println!(
+                "{id} object(s): Replicated/Local throughput {:.2}x; Replicated p99 / PUT p99 {:.2}x",
+                repl.per_second / local.per_second,
+                repl.p99.as_secs_f64() / put.p99.as_secs_f64()
+            );
+        }
+    });
+}
