@@ -13,6 +13,7 @@
 //! durable, and the output gate holds the turn's results until then.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use durable_sql::{CommitEvent, Database, SubscriptionId};
 use tokio::sync::watch;
@@ -37,6 +38,9 @@ pub(crate) struct Durable {
     db: Database,
     id: SubscriptionId,
     rx: watch::Receiver<Progress>,
+    /// How many times the database was reset ([`Database::reset`]), counted as the
+    /// pipeline's `Reset` events arrive (with the database locked).
+    resets: Arc<AtomicU64>,
 }
 
 impl Durable {
@@ -46,8 +50,13 @@ impl Durable {
             durable: now.durable,
             error: now.failed.as_deref().map(sync_error),
         });
+        let resets = Arc::new(AtomicU64::new(0));
+        let counted = resets.clone();
         let id = db.subscribe(Arc::new(move |event: &CommitEvent<'_>| match event {
             CommitEvent::Durable { seq, .. } | CommitEvent::Reset { seq } => {
+                if matches!(event, CommitEvent::Reset { .. }) {
+                    counted.fetch_add(1, Ordering::Release);
+                }
                 tx.send_if_modified(|p| {
                     let newer = *seq > p.durable;
                     p.durable = p.durable.max(*seq);
@@ -65,7 +74,13 @@ impl Durable {
             }
             _ => {}
         }));
-        Durable { db: db.clone(), id, rx }
+        Durable { db: db.clone(), id, rx, resets }
+    }
+
+    /// The count of the database's resets, kept current by the pipeline (the alarm cache
+    /// trusts a value only while it stays the same).
+    pub(crate) fn resets(&self) -> Arc<AtomicU64> {
+        self.resets.clone()
     }
 
     /// Resolves once commit `seq` is durable; fails if the pipeline failed first.
