@@ -172,7 +172,9 @@ pub(crate) struct State {
 }
 
 /// A callback told the object's committed alarm (milliseconds, or none) after every commit
-/// that changes it: the seam a namespace-wide alarm index hangs on.
+/// that changes it, and after a `delete_all` that deletes it: the seam a namespace-wide
+/// alarm index hangs on. It is never told an uncommitted alarm, nor the same alarm twice
+/// in a row.
 pub type AlarmListener = Arc<dyn Fn(Option<i64>) + Send + Sync>;
 
 impl Default for State {
@@ -826,8 +828,9 @@ impl Storage {
         self.with_durable_history(|r| r.on_next_session_restore_bookmark(bookmark))
     }
 
-    /// Installs `listener`, told the committed alarm now and after every commit that changes
-    /// it (a namespace keeps its index of due alarms with it).
+    /// Installs `listener`, told the committed alarm now (or, while a transaction that wrote
+    /// the alarm is open, when it commits) and after every change of it ([`AlarmListener`]);
+    /// a namespace keeps its index of due alarms with it.
     pub fn set_alarm_listener(&self, listener: Option<AlarmListener>) {
         {
             let mut state = self.state();
