@@ -12,6 +12,7 @@
 //! committed sequence number `n` hands the runtime a future that resolves once `n` is
 //! durable, and the output gate holds the turn's results until then.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use durable_sql::{CommitEvent, Database, SubscriptionId};
@@ -64,6 +65,9 @@ pub(crate) struct Durable {
     rx: watch::Receiver<Progress>,
     /// The host's replication, when results wait for it too.
     replica: Mutex<Option<watch::Receiver<Replicated>>>,
+    /// How many times the database was reset ([`Database::reset`]), counted as the
+    /// pipeline's `Reset` events arrive (with the database locked).
+    resets: Arc<AtomicU64>,
 }
 
 impl Durable {
@@ -73,8 +77,13 @@ impl Durable {
             durable: now.durable,
             error: now.failed.as_deref().map(sync_error),
         });
+        let resets = Arc::new(AtomicU64::new(0));
+        let counted = resets.clone();
         let id = db.subscribe(Arc::new(move |event: &CommitEvent<'_>| match event {
             CommitEvent::Durable { seq, .. } | CommitEvent::Reset { seq } => {
+                if matches!(event, CommitEvent::Reset { .. }) {
+                    counted.fetch_add(1, Ordering::Release);
+                }
                 tx.send_if_modified(|p| {
                     let newer = *seq > p.durable;
                     p.durable = p.durable.max(*seq);
@@ -92,7 +101,13 @@ impl Durable {
             }
             _ => {}
         }));
-        Durable { db: db.clone(), id, rx, replica: Mutex::new(None) }
+        Durable { db: db.clone(), id, rx, replica: Mutex::new(None), resets }
+    }
+
+    /// The count of the database's resets, kept current by the pipeline (the alarm cache
+    /// trusts a value only while it stays the same).
+    pub(crate) fn resets(&self) -> Arc<AtomicU64> {
+        self.resets.clone()
     }
 
     /// Makes every later wait also wait for replication (`None`: local durability only).

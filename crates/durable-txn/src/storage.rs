@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use durable_backend::KvBackend;
 use durable_backend::cache::CacheOptions;
 
-use crate::alarm::{self, AlarmTime};
+use crate::alarm::{self, AlarmCache, AlarmTime};
 use crate::clock::{Clock, SystemClock};
 use crate::durability::Durable;
 use crate::durability::Replicated;
@@ -170,8 +170,9 @@ pub(crate) struct Inner {
 
 /// Where an object's data lives.
 pub(crate) enum Engine {
-    /// SQLite-backed: every API; `durable` follows the database's commit pipeline.
-    Sqlite { db: Database, kv: Kv, durable: Durable },
+    /// SQLite-backed: every API; `durable` follows the database's commit pipeline; `alarm`
+    /// remembers the committed alarm.
+    Sqlite { db: Database, kv: Kv, durable: Durable, alarm: AlarmCache },
     /// KV-backed (the legacy backend): the async KV API through the write-behind cache.
     Kv(Arc<KvEngine>),
 }
@@ -224,7 +225,9 @@ pub(crate) struct State {
 }
 
 /// A callback told the object's committed alarm (milliseconds, or none) after every commit
-/// that changes it: the seam a namespace-wide alarm index hangs on.
+/// that changes it, and after a `delete_all` that deletes it: the seam a namespace-wide
+/// alarm index hangs on. It is never told an uncommitted alarm, nor the same alarm twice
+/// in a row.
 pub type AlarmListener = Arc<dyn Fn(Option<i64>) + Send + Sync>;
 
 impl Default for State {
@@ -275,7 +278,8 @@ impl Storage {
     pub fn with_kv(kv: Kv) -> Storage {
         let db = kv.database().clone();
         let durable = Durable::attach(&db);
-        Storage::from_engine(Engine::Sqlite { db, kv, durable })
+        let alarm = AlarmCache::new(durable.resets());
+        Storage::from_engine(Engine::Sqlite { db, kv, durable, alarm })
     }
 
     /// KV-backed storage (the legacy backend) over `backend`, through the runtime's
@@ -312,7 +316,7 @@ impl Storage {
     /// Where a KV or alarm call goes now (see [`Target`]), without checking the handle.
     fn route(&self) -> Target<'_> {
         match &self.inner.engine {
-            Engine::Sqlite { db, kv, .. } => Target::Sqlite { db, kv },
+            Engine::Sqlite { db, kv, alarm, .. } => Target::Sqlite { db, kv, alarm },
             Engine::Kv(engine) => match Transaction::active_kv(self) {
                 Some(txn) => Target::KvTransaction(txn),
                 None => Target::Kv(engine),
@@ -467,23 +471,27 @@ impl Storage {
             return Op::ready(Err(Error::DeleteAllInTransaction));
         }
         match &self.inner.engine {
-            Engine::Sqlite { db, kv, .. } => {
+            Engine::Sqlite { db, kv, alarm, .. } => {
                 let keep_alarm = !self.state().delete_all_deletes_alarm;
-                Op::ready(Self::delete_all_sqlite(db, kv, keep_alarm))
+                let result = Self::delete_all_sqlite(db, kv, alarm, keep_alarm);
+                // The wipe is durable already: a deleted alarm is news for the listener now
+                // (a kept one is rewritten in a transaction, told when that commits).
+                self.tell_alarm();
+                Op::ready(result)
             }
             Engine::Kv(engine) => engine.delete_all(!self.state().delete_all_deletes_alarm),
         }
     }
 
-    fn delete_all_sqlite(db: &Database, kv: &Kv, keep_alarm: bool) -> Result<()> {
+    fn delete_all_sqlite(db: &Database, kv: &Kv, cache: &AlarmCache, keep: bool) -> Result<()> {
         // The alarm as this turn sees it (an uncommitted `set_alarm` included) survives, as
         // the runtime rewrites its cached alarm into the fresh database (unless
         // `delete_all_deletes_alarm`).
-        let alarm = if keep_alarm { alarm::read(db)? } else { None };
+        let alarm = if keep { cache.read(db)? } else { None };
         db.rollback()?;
         kv.delete_all()?;
         if let Some(ns) = alarm {
-            alarm::write(db, Some(ns))?;
+            cache.write(db, Some(ns))?;
         }
         Ok(())
     }
@@ -738,9 +746,23 @@ impl Storage {
     }
 
     /// Tells the alarm listener the committed alarm if it changed since it was last told.
+    ///
+    /// On SQLite this runs after every commit, so it reads the alarm through the
+    /// [`AlarmCache`]: no SQL unless the alarm was written (or the database reset) since the
+    /// last look. While a transaction that wrote the alarm is open nothing is told; the
+    /// commit that ends it tells.
     fn tell_alarm(&self) {
         let Some(listener) = self.state().listener.clone() else { return };
-        let Some(Ok(alarm)) = self.stored_alarm_op().now().ok() else { return };
+        let alarm = match &self.inner.engine {
+            Engine::Sqlite { db, alarm, .. } => match alarm.committed(db) {
+                Ok(Some(ns)) => ns.map(alarm::ns_to_ms),
+                Ok(None) | Err(_) => return,
+            },
+            Engine::Kv(_) => match self.stored_alarm_op().now() {
+                Ok(Ok(alarm)) => alarm,
+                _ => return,
+            },
+        };
         let changed = {
             let mut state = self.state();
             let changed = state.told != Some(alarm);
@@ -871,8 +893,9 @@ impl Storage {
         self.with_durable_history(|r| r.on_next_session_restore_bookmark(bookmark))
     }
 
-    /// Installs `listener`, told the committed alarm now and after every commit that changes
-    /// it (a namespace keeps its index of due alarms with it).
+    /// Installs `listener`, told the committed alarm now (or, while a transaction that wrote
+    /// the alarm is open, when it commits) and after every change of it ([`AlarmListener`]);
+    /// a namespace keeps its index of due alarms with it.
     pub fn set_alarm_listener(&self, listener: Option<AlarmListener>) {
         {
             let mut state = self.state();

@@ -8,7 +8,7 @@ use durable_sql::Database;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::alarm;
+use crate::alarm::{self, AlarmCache};
 use crate::error::{Error, Result};
 use crate::legacy::{KvEngine, map_op};
 use crate::op::Op;
@@ -18,7 +18,7 @@ use crate::transaction::Transaction;
 /// The engine a call runs on.
 pub(crate) enum Target<'a> {
     /// SQLite-backed storage: calls complete at once.
-    Sqlite { db: &'a Database, kv: &'a Kv },
+    Sqlite { db: &'a Database, kv: &'a Kv, alarm: &'a AlarmCache },
     /// KV-backed storage, through the write-behind cache.
     Kv(&'a KvEngine),
     /// KV-backed storage inside an async transaction: its private overlay.
@@ -63,7 +63,7 @@ impl Target<'_> {
         options: PutOptions,
     ) -> Result<()> {
         match self {
-            Target::Sqlite { db, kv } => {
+            Target::Sqlite { db, kv, .. } => {
                 kv.limits().check_key(key)?;
                 let bytes = codec::encode(value)?;
                 if codec::is_undefined(&bytes) {
@@ -82,7 +82,7 @@ impl Target<'_> {
         options: PutOptions,
     ) -> Result<()> {
         match self {
-            Target::Sqlite { db, kv } => {
+            Target::Sqlite { db, kv, .. } => {
                 kv.limits().check_count(entries.len())?;
                 let mut encoded = Vec::with_capacity(entries.len());
                 for (key, value) in entries {
@@ -102,7 +102,7 @@ impl Target<'_> {
 
     pub(crate) fn delete(&self, key: &str, options: PutOptions) -> Op<bool> {
         match self {
-            Target::Sqlite { db, kv } => {
+            Target::Sqlite { db, kv, .. } => {
                 Op::ready(write_as(db, options, || kv.delete(key)).map_err(Error::from))
             }
             Target::Kv(engine) => map_op(engine.delete(&[key], options), |n| Ok(n > 0)),
@@ -112,7 +112,7 @@ impl Target<'_> {
 
     pub(crate) fn delete_multiple(&self, keys: &[&str], options: PutOptions) -> Op<usize> {
         match self {
-            Target::Sqlite { db, kv } => {
+            Target::Sqlite { db, kv, .. } => {
                 Op::ready(write_as(db, options, || kv.delete_multiple(keys)).map_err(Error::from))
             }
             Target::Kv(engine) => engine.delete(keys, options),
@@ -142,8 +142,8 @@ impl Target<'_> {
     /// The stored alarm in milliseconds (ignoring a running handler).
     pub(crate) fn alarm(&self) -> Op<Option<i64>> {
         match self {
-            Target::Sqlite { db, .. } => {
-                Op::ready(alarm::read(db).map(|ns| ns.map(alarm::ns_to_ms)))
+            Target::Sqlite { db, alarm, .. } => {
+                Op::ready(alarm.read(db).map(|ns| ns.map(alarm::ns_to_ms)))
             }
             Target::Kv(engine) => engine.alarm(),
             Target::KvTransaction(txn) => txn.get_alarm(),
@@ -154,12 +154,12 @@ impl Target<'_> {
     /// SQLite an unchanged alarm writes nothing.
     pub(crate) fn set_alarm(&self, time_ms: Option<i64>, options: PutOptions) -> Result<()> {
         match self {
-            Target::Sqlite { db, .. } => {
+            Target::Sqlite { db, alarm, .. } => {
                 let ns = time_ms.map(alarm::ms_to_ns);
-                if alarm::read(db)? == ns {
+                if alarm.read(db)? == ns {
                     return Ok(());
                 }
-                write_as(db, options, || alarm::write(db, ns))
+                write_as(db, options, || alarm.write(db, ns))
             }
             Target::Kv(engine) => engine.set_alarm(time_ms, options),
             Target::KvTransaction(txn) => match time_ms {

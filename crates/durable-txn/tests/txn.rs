@@ -6,6 +6,8 @@
 #[path = "txn/support.rs"]
 mod support;
 
+#[path = "txn/alarm_listener.rs"]
+mod alarm_listener;
 #[path = "txn/alarms.rs"]
 mod alarms;
 #[path = "txn/crash.rs"]

@@ -255,3 +255,35 @@ fn a_stale_index_row_is_repaired_without_firing() {
     });
     assert_eq!(ns.opened_count(), 1);
 }
+
+#[test]
+fn the_index_follows_every_committed_alarm_change_of_an_open_object() {
+    let dir = Dir::new();
+    let clock = ManualClock::new(T0);
+    let ns = dir.open(fast(&clock));
+    let s = ns.storage("o").unwrap();
+    now(s.set_alarm(T0 + MINUTE));
+    assert_eq!(ns.indexed_alarm("o").unwrap(), None, "not committed yet");
+    s.sync().wait().unwrap();
+    assert_eq!(ns.indexed_alarm("o").unwrap(), Some(T0 + MINUTE));
+    // A rolled-back change leaves the index alone; the committed one after it reaches it.
+    let undone: Result<(), durable_storage::txn::Error> = s.transaction_sync(|| {
+        now(s.set_alarm(T0 + HOUR));
+        Err(durable_storage::txn::Error::Aborted("undo".into()))
+    });
+    assert!(undone.is_err());
+    s.put("k", &1i64);
+    s.sync().wait().unwrap();
+    assert_eq!(ns.indexed_alarm("o").unwrap(), Some(T0 + MINUTE));
+    now(s.set_alarm(T0 + HOUR));
+    s.sync().wait().unwrap();
+    assert_eq!(ns.indexed_alarm("o").unwrap(), Some(T0 + HOUR));
+    // `delete_all` deletes the alarm (the default compatibility flag), durably at once.
+    now(s.delete_all());
+    assert_eq!(ns.indexed_alarm("o").unwrap(), None);
+    now(s.set_alarm(T0 + MINUTE));
+    s.sync().wait().unwrap();
+    now(s.delete_alarm());
+    s.sync().wait().unwrap();
+    assert_eq!(ns.indexed_alarm("o").unwrap(), None);
+}
