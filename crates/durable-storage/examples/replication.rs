@@ -10,6 +10,8 @@
 //! time), `r-local-100` / `r-repl-100` (100 objects, an event in flight on each). For each:
 //! events per second and the confirm latency (call to released result) p50 / p99.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
