@@ -229,6 +229,17 @@ fn store_error(action: &'static str, key: &StorePath) -> impl FnOnce(object_stor
 }
 
 impl Archive {
+    /// The archive `config` describes, read-only (no failpoints, no lease term).
+    pub(crate) fn reading(config: &crate::ArchiveConfig) -> Archive {
+        Archive {
+            store: config.store.clone(),
+            prefix: config.prefix.clone(),
+            attempts: config.attempts.max(1),
+            failpoint: None,
+            term: 0,
+        }
+    }
+
     pub(crate) fn key(&self, rest: &str) -> StorePath {
         if self.prefix.is_empty() {
             StorePath::from(rest)

@@ -252,14 +252,7 @@ impl Node {
     /// The node holding (or, with `live` false, last holding) the lease of the object
     /// archived as `config` says; `None` when no node ever took it. Reads the archive only.
     pub async fn owner(&self, config: &crate::ArchiveConfig) -> Result<Option<Owner>> {
-        let archive = Archive {
-            store: config.store.clone(),
-            prefix: config.prefix.clone(),
-            attempts: config.attempts.max(1),
-            failpoint: None,
-            term: 0,
-        };
-        let archive = &archive;
+        let archive = &Archive::reading(config);
         let leases = read_leases(archive).await?;
         let term = leases.newest();
         if term == 0 {

@@ -30,13 +30,7 @@ impl ArchiveReader {
     /// later lease term superseded left out). Fails with `Missing` when nothing was ever
     /// archived there.
     pub async fn open(config: &ArchiveConfig) -> Result<ArchiveReader> {
-        let archive = Archive {
-            store: config.store.clone(),
-            prefix: config.prefix.clone(),
-            attempts: config.attempts.max(1),
-            failpoint: None,
-            term: 0,
-        };
+        let archive = Archive::reading(config);
         let meta = archive.get("meta").await?.ok_or_else(|| missing("the archive's meta"))?;
         let history: HistoryKey = record::decode_meta(&meta, "archive meta")?;
         let catalog = archive.catalog().await?;

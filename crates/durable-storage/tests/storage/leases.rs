@@ -28,16 +28,7 @@ fn node(store: ArchiveStore, id: &str, lease: Duration) -> NamespaceOptions {
 }
 
 async fn add(object: &ObjectHandle<Doc>, n: i64) -> Result<(), String> {
-    object
-        .call(move |ctx| async move {
-            let db = ctx.storage().sql()?;
-            db.exec("CREATE TABLE IF NOT EXISTS notes(n INTEGER)", &[])?;
-            db.exec("INSERT INTO notes VALUES (?)", &[n.into()])?;
-            Ok::<_, durable_storage::txn::Error>(())
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+    crate::support::add_note(object, n).await
 }
 
 fn notes(image: &[u8], dir: &Dir) -> Vec<i64> {

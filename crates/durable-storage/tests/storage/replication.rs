@@ -28,16 +28,7 @@ fn options(store: Arc<dyn ObjectStore>, replication: Replication) -> NamespaceOp
 }
 
 async fn add(object: &ObjectHandle<Doc>, n: i64) -> Result<(), String> {
-    object
-        .call(move |ctx| async move {
-            let db = ctx.storage().sql()?;
-            db.exec("CREATE TABLE IF NOT EXISTS notes(n INTEGER)", &[])?;
-            db.exec("INSERT INTO notes VALUES (?)", &[n.into()])?;
-            Ok::<_, durable_storage::txn::Error>(())
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+    crate::support::add_note(object, n).await
 }
 
 /// The notes the archive store holds for `name` (read-only, as another machine would).

@@ -55,3 +55,20 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 pub fn now<T>(op: durable_storage::Op<T>) -> T {
     op.now().expect("no I/O needed").expect("storage call")
 }
+
+/// An event on `object` that adds `n` to its `notes` table; the call's error as text.
+pub async fn add_note<A: durable_storage::Actor>(
+    object: &durable_storage::ObjectHandle<A>,
+    n: i64,
+) -> Result<(), String> {
+    object
+        .call(move |ctx| async move {
+            let db = ctx.storage().sql()?;
+            db.exec("CREATE TABLE IF NOT EXISTS notes(n INTEGER)", &[])?;
+            db.exec("INSERT INTO notes VALUES (?)", &[n.into()])?;
+            Ok::<_, durable_storage::txn::Error>(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
