@@ -173,12 +173,12 @@ impl PrefixListing {
                 }
             },
         };
-        let (mut token, mut after) =
-            (input.continuation_token.clone(), input.start_after.clone());
+        let (mut token, mut after) = (input.continuation_token.clone(), input.start_after.clone());
         if !relative(&mut token) || !relative(&mut after) {
             return s3s::S3::list_objects_v2(&self.fs, req).await;
         }
-        let original = (input.prefix.clone(), input.continuation_token.clone(), input.start_after.clone());
+        let original =
+            (input.prefix.clone(), input.continuation_token.clone(), input.start_after.clone());
         req.input.bucket = format!("{bucket}/{folder}");
         req.input.prefix = Some(prefix[lead.len()..].to_owned());
         req.input.continuation_token = token;

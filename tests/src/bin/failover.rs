@@ -731,7 +731,8 @@ fn zombie_phase(rt: &tokio::runtime::Runtime, settings: &Settings) -> Result<boo
     let result = rt.block_on(async {
         let (mut to_a, mut to_b) = (None, None);
         for n in 1..=5 {
-            let reply = request(&mut to_a, a, &format!("write {name} {n}"), REQUEST_TIMEOUT).await?;
+            let reply =
+                request(&mut to_a, a, &format!("write {name} {n}"), REQUEST_TIMEOUT).await?;
             if reply != format!("ok {name} {n}") {
                 return Err(format!("node 0, write {n}: {reply}"));
             }
@@ -787,7 +788,8 @@ fn zombie_phase(rt: &tokio::runtime::Runtime, settings: &Settings) -> Result<boo
         }
         // The new owner writes on.
         for n in 200..=204 {
-            let reply = request(&mut to_b, b, &format!("write {name} {n}"), REQUEST_TIMEOUT).await?;
+            let reply =
+                request(&mut to_b, b, &format!("write {name} {n}"), REQUEST_TIMEOUT).await?;
             if reply != format!("ok {name} {n}") {
                 return Err(format!("node 1, write {n}: {reply}"));
             }
@@ -798,9 +800,12 @@ fn zombie_phase(rt: &tokio::runtime::Runtime, settings: &Settings) -> Result<boo
     let problems = cluster.stop_all();
     drop(cluster);
     let takeover = result?;
-    let rows = archived(&settings.endpoint, prefix, &settings.base.join("checker-zombie"), &[
-        name.to_owned(),
-    ])?;
+    let rows = archived(
+        &settings.endpoint,
+        prefix,
+        &settings.base.join("checker-zombie"),
+        &[name.to_owned()],
+    )?;
     let present: BTreeSet<i64> = rows[0].keys().copied().collect();
     let whole = rows[0].values().all(|parts| parts.as_slice() == [0, 1]);
     let fenced = refused.iter().any(|r| r.contains("fenced"));
