@@ -3,7 +3,7 @@
 //! - `cargo xtask ci`: formatting, clippy with `-D warnings`, every test (doc tests
 //!   included), the S3 tests (the `s3-tests` features of durable-pitr, durable-storage and
 //!   durable-cli), the layering and tidy checks, the conformance suite (with the slow cases of
-//!   `tests/cases-slow`), a crash run, a load run, the examples, `cargo doc` without warnings,
+//!   `tests/cases-slow`), a crash run, a load run, the failover run, the examples, `cargo doc` without warnings,
 //!   and the benchmarks with `--quick`.
 //! - `cargo xtask conformance [--cases DIR]`: runs the op-script cases (default: the
 //!   vendored copy in `tests/cases`) and prints `N passed, N failed, N skipped` last.
@@ -12,6 +12,11 @@
 //!   prints its seed, and `--seed` replays those kill points.
 //! - `cargo xtask load [--objects N] [--seconds S] [--clients C] [--no-group-commit]`: many objects under
 //!   concurrent events; checks that no acknowledged write was lost and reports memory.
+//! - `cargo xtask failover [--seconds S] [--kills K] [--seed N] [--mode local|replicated|both]`:
+//!   three node processes sharing an archive in S3 (a server on 127.0.0.1), killed with
+//!   SIGKILL at random moments and restarted, then a node paused past its lease; checks that
+//!   no acknowledged write was lost under `Replicated` and reports what `Local` lost
+//!   (docs/operations.md, "Several nodes").
 //! - `cargo xtask refresh-cases`: copies the public cases from `../shared/oracle/cases`.
 //! - `cargo xtask bench [--quick] [--runs N] [--only a,c] [--json PATH]`: the workloads of
 //!   `docs/performance.md` on the project and on raw rusqlite; a table on stdout, JSON in
@@ -67,6 +72,8 @@ fn ci() -> Result<(), String> {
     crash(&["--iterations".into(), "3".into()])?;
     crash(&["--iterations".into(), "2".into(), "--pitr".into()])?;
     load(&["--objects".into(), "200".into(), "--seconds".into(), "3".into()])?;
+    // After the S3 tests, which built the AWS client with the same features.
+    failover(&[])?;
     // The examples run, and the API docs build without warnings.
     // Each in a fresh folder of its own under target/, not the shared temp folder, so that an
     // earlier run's data or another checkout's run cannot meet it.
@@ -133,6 +140,20 @@ fn load(args: &[String]) -> Result<(), String> {
     run("load", cmd)
 }
 
+/// Builds the `node` and `failover` binaries (the tests crate's `s3` feature: durable-storage
+/// with `s3`, the same AWS client build as durable-cli's S3 tests) and runs the failover test.
+fn failover(args: &[String]) -> Result<(), String> {
+    let mut build = cargo();
+    build.args(["build", "--quiet", "--package", "durable-conformance", "--features", "s3"]);
+    build.args(["--bin", "node", "--bin", "failover"]);
+    run("build the failover test", build)?;
+    let mut cmd = cargo();
+    cmd.args(["run", "--quiet", "--package", "durable-conformance", "--features", "s3"]);
+    cmd.args(["--bin", "failover", "--"]);
+    cmd.args(args);
+    run("failover", cmd)
+}
+
 fn refresh_cases() -> Result<(), String> {
     let from = root().join("../shared/oracle/cases");
     let to = root().join("tests/cases");
@@ -168,12 +189,13 @@ fn main() -> ExitCode {
         Some("conformance") => conformance(&args[1..]),
         Some("crash") => crash(&args[1..]),
         Some("load") => load(&args[1..]),
+        Some("failover") => failover(&args[1..]),
         Some("refresh-cases") => refresh_cases(),
         Some("tidy") => tidy_step(),
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask (ci | conformance [--cases DIR] | crash [--iterations N] [--pitr] [--seed N] | load [--objects N] [--seconds S] | bench [--quick] | refresh-cases | tidy)"
+                "usage: cargo xtask (ci | conformance [--cases DIR] | crash [--iterations N] [--pitr] [--seed N] | load [--objects N] [--seconds S] | failover [--seconds S] [--kills K] [--seed N] | bench [--quick] | refresh-cases | tidy)"
             );
             return ExitCode::from(2);
         }

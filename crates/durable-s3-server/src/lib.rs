@@ -4,9 +4,10 @@
 //! which the archive's single-writer leases rely on.
 //!
 //! Each sub-folder of the server's folder is a bucket: `S3Server::create_bucket` makes one.
-//! The tests of durable-pitr, durable-storage and durable-cli start it in their own process
-//! (`S3Server::start`); the multi-node tests start the `durable-s3-server` binary, which
-//! prints `listening on 127.0.0.1:PORT` and serves until its standard input closes.
+//! The tests of durable-pitr, durable-storage and durable-cli and the failover test
+//! (`cargo xtask failover`) start it in their own process (`S3Server::start`); the
+//! `durable-s3-server` binary prints `listening on 127.0.0.1:PORT` and serves until its
+//! standard input closes.
 //!
 //! Everything is behind the `server` feature, so the crate builds empty in ordinary test runs.
 //!
