@@ -469,6 +469,12 @@ impl Archiving {
                     Ok(_) => {
                         left.remove(&name);
                     }
+                    // Taken over by another node: its history is the new owner's now, and
+                    // nothing here waits to be uploaded.
+                    Err(error) if archiver.is_fenced() => {
+                        tracing::warn!(%error, name, "closed after another node took the object over");
+                        left.remove(&name);
+                    }
                     Err(error) => {
                         tracing::warn!(%error, name, "history not uploaded at close; it waits in the journal");
                         left.insert(name.clone(), error.to_string());

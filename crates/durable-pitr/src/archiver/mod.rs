@@ -115,6 +115,8 @@ struct Inner {
     /// The newest commit whose history is in the archive store
     /// ([`Archiver::watch_replicated`]).
     replicated_tx: tokio::sync::watch::Sender<u64>,
+    /// Another node took the object over: this archiver writes nothing more.
+    fenced: bool,
     /// The WAL, kept open between captures.
     wal_reader: wal::WalReader,
     /// Held for the archiver's life: one archiver per object.
@@ -315,6 +317,7 @@ impl Inner {
     /// fails; the object must be opened again, where it lives now).
     pub(super) fn fenced(&mut self, error: &Error, db: &Database) {
         if let Error::Archive(ArchiveError::Fenced { .. }) = error {
+            self.fenced = true;
             if self.poisoned.is_none() {
                 tracing::error!(%error, db = %self.paths.db.display(), "archiver fenced");
                 self.poisoned = Some(error.to_string());
@@ -454,6 +457,13 @@ impl Archiver {
     /// machine.
     pub fn watch_replicated(&self) -> tokio::sync::watch::Receiver<u64> {
         self.lock().replicated_tx.subscribe()
+    }
+
+    /// True once another node has taken the object over (a later lease term fenced this
+    /// archiver): its history from then on is the new owner's, and what this one still
+    /// holds will never be uploaded.
+    pub fn is_fenced(&self) -> bool {
+        self.lock().fenced
     }
 
     /// Captures, checkpoints, seals and uploads: after this the archive holds the object's

@@ -120,6 +120,7 @@ impl Archiver {
             head_tx: tokio::sync::watch::Sender::new(0),
             replica: std::collections::VecDeque::new(),
             replicated_tx: tokio::sync::watch::Sender::new(0),
+            fenced: false,
             // Unless every COMMIT syncs, the journal syncs the WAL before itself.
             wal_reader: wal::WalReader::new(
                 paths.wal.clone(),
