@@ -35,7 +35,7 @@ fn parse_term(t: Option<&&str>) -> Option<u32> {
     }
 }
 
-fn hex_field(s: &str, width: usize) -> Option<u64> {
+pub(crate) fn hex_field(s: &str, width: usize) -> Option<u64> {
     if s.len() != width || !s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
@@ -223,7 +223,10 @@ impl std::fmt::Debug for Archive {
     }
 }
 
-fn store_error(action: &'static str, key: &StorePath) -> impl FnOnce(object_store::Error) -> Error {
+pub(crate) fn store_error(
+    action: &'static str,
+    key: &StorePath,
+) -> impl FnOnce(object_store::Error) -> Error {
     let key = key.to_string();
     move |source| Error::Archive(ArchiveError::Store { action, key, source })
 }

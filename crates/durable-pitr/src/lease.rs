@@ -40,7 +40,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use crate::archive::Archive;
+use crate::archive::{Archive, hex_field as hex, store_error};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ArchiveError, Error, Result};
 
@@ -140,20 +140,8 @@ impl Leases {
     }
 }
 
-fn hex(s: &str, width: usize) -> Option<u64> {
-    if s.len() != width || !s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
-    }
-    u64::from_str_radix(s, 16).ok()
-}
-
 pub(crate) fn claim_key(term: u32) -> String {
     format!("lease/{term:08x}")
-}
-
-fn store_error(action: &'static str, key: &StorePath) -> impl FnOnce(object_store::Error) -> Error {
-    let key = key.to_string();
-    move |source| Error::Archive(ArchiveError::Store { action, key, source })
 }
 
 impl Node {

@@ -1,6 +1,7 @@
 //! Bookmarks and history: resolving a bookmark to a position, the bookmark for a time,
 //! recording a restore request, and listing the retained points, newest first.
 
+use super::rebuild::Sources;
 use super::{Archiver, HistoryEntry, Inner, PointKind, random_bytes, write_atomic};
 use crate::archive::{SegEntry, read_local};
 use crate::bookmark::{Bookmark, HistoryKey};
@@ -91,6 +92,39 @@ impl Inner {
     }
 }
 
+/// The newest position at or before `t` (ms) in the sealed segments of `sources` (local
+/// copies first, else the archive's); `None` when every one is later.
+pub(super) async fn newest_sealed_at(sources: &Sources, t: u64) -> Result<Option<Entry>> {
+    for seg in sources.catalog.chain().into_iter().rev() {
+        let n = seg.name;
+        if n.first_ts > t {
+            continue;
+        }
+        if n.last_ts <= t {
+            return Ok(Some(Entry { epoch: n.epoch, seq: n.last_seq, ts: n.last_ts }));
+        }
+        let what = n.file_name();
+        let bytes = match &seg.local {
+            Some(p) if p.exists() => read_local(p)?,
+            _ => sources
+                .archive
+                .get(&format!("seg/{what}"))
+                .await?
+                .ok_or_else(|| missing(what.clone()))?,
+        };
+        let records = record::decode_segment(&bytes, &sources.history, &what)?;
+        let best = records
+            .iter()
+            .map(|r| r.header)
+            .filter(|h| h.kind.is_position() && h.ts_ms <= t)
+            .max_by_key(|h| h.seq);
+        if let Some(h) = best {
+            return Ok(Some(Entry { epoch: h.epoch, seq: h.seq, ts: h.ts_ms }));
+        }
+    }
+    Ok(None)
+}
+
 /// Adds the positions of `records` within `range` to `out`, newest first (each older than
 /// the last one added); true once `out` holds `limit` points.
 fn push_points(
@@ -159,32 +193,8 @@ impl Archiver {
         if let Some(e) = index.iter().rev().find(|e| e.ts <= t) {
             return Ok(out(*e));
         }
-        for seg in chain.iter().rev() {
-            if seg.name.first_ts > t {
-                continue;
-            }
-            let n = seg.name;
-            if n.last_ts <= t {
-                return Ok(out(Entry { epoch: n.epoch, seq: n.last_seq, ts: n.last_ts }));
-            }
-            let what = n.file_name();
-            let bytes = match &seg.local {
-                Some(p) if p.exists() => read_local(p)?,
-                _ => sources
-                    .archive
-                    .get(&format!("seg/{what}"))
-                    .await?
-                    .ok_or_else(|| missing(what.clone()))?,
-            };
-            let records = record::decode_segment(&bytes, &history, &what)?;
-            let best = records
-                .iter()
-                .map(|r| r.header)
-                .filter(|h| h.kind.is_position() && h.ts_ms <= t)
-                .max_by_key(|h| h.seq);
-            if let Some(h) = best {
-                return Ok(out(Entry { epoch: h.epoch, seq: h.seq, ts: h.ts_ms }));
-            }
+        if let Some(e) = newest_sealed_at(&sources, t).await? {
+            return Ok(out(e));
         }
         // Before every retained commit: the creation state, if still held.
         let first = chain

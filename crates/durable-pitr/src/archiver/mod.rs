@@ -115,6 +115,9 @@ struct Inner {
     /// The newest commit whose history is in the archive store
     /// ([`Archiver::watch_replicated`]).
     replicated_tx: tokio::sync::watch::Sender<u64>,
+    /// The newest position in the store as of the last upload (`uploaded_seq` without
+    /// scanning the catalog; only uploads move it).
+    uploaded_hint: u64,
     /// Another node took the object over: this archiver writes nothing more.
     fenced: bool,
     /// The WAL, kept open between captures.
@@ -359,14 +362,24 @@ impl Inner {
     }
 
     /// Commits up to `commit` are captured, in positions up to the head.
+    /// Runs on every `Durable` event: no catalog scan here, only the newest upload's
+    /// position as the last upload left it, and nothing at all while nobody watches.
     pub(super) fn note_captured(&mut self, commit: u64) {
+        if self.replicated_tx.receiver_count() == 0 {
+            return;
+        }
         self.replica.push_back((commit, self.head.seq));
-        self.publish_replicated();
+        self.release_replicated(self.uploaded_hint);
     }
 
-    /// Tells [`Archiver::watch_replicated`] which commits are in the archive store now.
+    /// After an upload: tells [`Archiver::watch_replicated`] which commits are in the
+    /// archive store now.
     pub(super) fn publish_replicated(&mut self) {
-        let uploaded = self.uploaded_seq();
+        self.uploaded_hint = self.uploaded_seq();
+        self.release_replicated(self.uploaded_hint);
+    }
+
+    fn release_replicated(&mut self, uploaded: u64) {
         let mut newest = None;
         while let Some(&(commit, position)) = self.replica.front() {
             if position > uploaded {
@@ -454,7 +467,8 @@ impl Archiver {
     /// A receiver of the newest commit of the database (numbered as its commit pipeline
     /// numbers them, [`durable_sql::CommitEvent`]) whose history is in the archive store:
     /// what a host waits on to release results only once they survive the loss of this
-    /// machine.
+    /// machine. Commits captured while no receiver exists are not tracked: subscribe before
+    /// the commits you wait for (a later commit's upload covers earlier ones anyway).
     pub fn watch_replicated(&self) -> tokio::sync::watch::Receiver<u64> {
         self.lock().replicated_tx.subscribe()
     }

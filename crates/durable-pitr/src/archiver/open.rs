@@ -121,6 +121,7 @@ impl Archiver {
             replica: std::collections::VecDeque::new(),
             replicated_tx: tokio::sync::watch::Sender::new(0),
             fenced: false,
+            uploaded_hint: 0,
             // Unless every COMMIT syncs, the journal syncs the WAL before itself.
             wal_reader: wal::WalReader::new(
                 paths.wal.clone(),
@@ -175,6 +176,7 @@ impl Archiver {
             finish_restore(&mut inner).await?;
         }
         inner.sync_journal()?;
+        inner.uploaded_hint = inner.uploaded_seq();
         let db = Database::open(&paths.db, options)?;
         let inner = Arc::new(Mutex::new(inner));
         let subscription = db.subscribe(Arc::new(Capture(inner.clone())));

@@ -2,6 +2,7 @@
 //! no lease, nothing written. For tools that copy a state out of the archive while the
 //! object runs elsewhere (`durable export`), and for checking what another node uploaded.
 
+use super::history::newest_sealed_at;
 use super::rebuild::{Sources, materialize};
 use crate::archive::Archive;
 use crate::bookmark::HistoryKey;
@@ -65,28 +66,8 @@ impl ArchiveReader {
     /// epoch); `None` when every archived commit is later (or none is archived).
     pub async fn bookmark_for_time(&self, time_ms: i64) -> Result<Option<String>> {
         let t = u64::try_from(time_ms).unwrap_or(0);
-        let chain = self.sources.catalog.chain();
-        for seg in chain.iter().rev().filter(|s| s.name.first_ts <= t) {
-            let what = seg.name.file_name();
-            let bytes = self
-                .sources
-                .archive
-                .get(&format!("seg/{what}"))
-                .await?
-                .ok_or_else(|| missing(what.clone()))?;
-            let records = record::decode_segment(&bytes, &self.sources.history, &what)?;
-            let best = records
-                .iter()
-                .map(|r| r.header)
-                .filter(|h| h.kind.is_position() && h.ts_ms <= t)
-                .max_by_key(|h| h.seq);
-            if let Some(h) = best {
-                return Ok(Some(
-                    self.sources.history.bookmark(h.epoch, h.seq, h.ts_ms).to_string(),
-                ));
-            }
-        }
-        Ok(None)
+        let found = newest_sealed_at(&self.sources, t).await?;
+        Ok(found.map(|e| self.sources.history.bookmark(e.epoch, e.seq, e.ts).to_string()))
     }
 
     /// The database image at the newest archived commit.
