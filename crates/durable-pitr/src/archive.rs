@@ -141,6 +141,9 @@ pub(crate) struct Catalog {
     /// Archive keys (`seg/..`, `snap/..`) of history a later lease term superseded: a
     /// fenced writer's late uploads. Readers ignore them; retention deletes them.
     pub superseded: Vec<String>,
+    /// Segments held in memory rather than in the archive or a local file: history a
+    /// reader found only in a shared log (`log.rs`).
+    pub held: std::collections::BTreeMap<SegName, Arc<Vec<u8>>>,
 }
 
 impl Catalog {
@@ -199,6 +202,12 @@ impl Catalog {
     /// The last position the sealed segments hold.
     pub(crate) fn last(&self) -> Option<SegName> {
         self.segments.iter().map(|e| e.name).max_by_key(|n| n.last_seq)
+    }
+
+    /// The newest position the segments and snapshots hold (`None`: they hold none).
+    pub(crate) fn newest_seq(&self) -> Option<u64> {
+        let segments = self.segments.iter().map(|e| e.name.last_seq);
+        segments.chain(self.snapshots.iter().map(|s| s.seq)).max()
     }
 }
 

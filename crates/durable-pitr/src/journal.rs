@@ -28,6 +28,21 @@ struct OpenSegment {
     synced_len: u64,
     /// Positions in this segment, in order.
     index: Vec<Entry>,
+    /// Where the last delta handed to the shared log ended (0: none was), and how many
+    /// positions it had reached ([`Journal::delta`]).
+    logged: (u64, usize),
+}
+
+/// The records appended to the open segment since the last delta, as a segment file of
+/// their own ([`Journal::delta`]).
+#[derive(Debug)]
+pub(crate) struct Delta {
+    /// The positions it holds (term 0).
+    pub name: SegName,
+    /// Segment header and records.
+    pub bytes: Vec<u8>,
+    path: PathBuf,
+    end: (u64, usize),
 }
 
 /// A segment taken out of the journal for upload ([`Journal::rotate`]), not yet synced.
@@ -194,6 +209,7 @@ impl Journal {
             len: at as u64,
             synced_len: at as u64,
             index,
+            logged: (0, 0),
         };
         Ok(Some((segment, last, torn)))
     }
@@ -246,6 +262,7 @@ impl Journal {
                 len,
                 synced_len: 0,
                 index: Vec::new(),
+                logged: (0, 0),
             });
         }
         self.fail("journal.before_write")?;
@@ -329,6 +346,46 @@ impl Journal {
     }
 
     /// The positions of the open segment.
+    /// The records appended to the open segment since the last delta was taken and handed
+    /// over ([`delta_logged`](Journal::delta_logged)), as a segment file; `None` when no
+    /// position was added since.
+    pub(crate) fn delta(&self) -> Result<Option<Delta>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let Some(open) = &self.open else { return Ok(None) };
+        let (from, count) = open.logged;
+        let positions = open.index.get(count..).unwrap_or_default();
+        let (Some(first), Some(last)) = (positions.first(), positions.last()) else {
+            return Ok(None);
+        };
+        let start = if from == 0 { record::SEGMENT_HEADER as u64 } else { from };
+        let mut bytes = record::encode_segment_header(&self.history);
+        let header = bytes.len();
+        bytes.resize(header + (open.len - start) as usize, 0);
+        let mut file = File::open(&open.path).map_err(io_error("open", &open.path))?;
+        file.seek(SeekFrom::Start(start)).map_err(io_error("read", &open.path))?;
+        file.read_exact(&mut bytes[header..]).map_err(io_error("read", &open.path))?;
+        let name = SegName {
+            epoch: open.epoch,
+            first_seq: first.seq,
+            last_seq: last.seq,
+            first_ts: first.ts,
+            last_ts: last.ts,
+            term: 0,
+        };
+        Ok(Some(Delta { name, bytes, path: open.path.clone(), end: (open.len, open.index.len()) }))
+    }
+
+    /// `delta` is in the shared log: the next one starts after it (unless the segment it
+    /// came from was rotated out meanwhile).
+    pub(crate) fn delta_logged(&mut self, delta: &Delta) {
+        if let Some(open) = &mut self.open
+            && open.path == delta.path
+            && open.logged.0 < delta.end.0
+        {
+            open.logged = delta.end;
+        }
+    }
+
     pub(crate) fn index(&self) -> &[Entry] {
         self.open.as_ref().map_or(&[], |o| &o.index)
     }

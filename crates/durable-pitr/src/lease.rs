@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use crate::archive::{Archive, hex_field as hex, store_error};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ArchiveError, Error, Result};
+use crate::log::{LogPlace, SharedLog};
 
 /// A process that takes part in leases: its id (stable across restarts, one per data
 /// folder), this run's instance, the address it advertises, and how long its leases last.
@@ -54,6 +55,8 @@ pub struct Node {
     address: Option<String>,
     lease: Duration,
     clock: Arc<dyn Clock>,
+    /// The shared log of this instance (`Replicated` uploads, see `log.rs`).
+    log: Arc<SharedLog>,
 }
 
 impl std::fmt::Debug for Node {
@@ -165,6 +168,7 @@ impl Node {
             address,
             lease,
             clock: Arc::new(SystemClock),
+            log: Arc::new(SharedLog::new()),
         })
     }
 
@@ -192,6 +196,26 @@ impl Node {
     /// How long a lease lasts without a heartbeat.
     pub fn lease(&self) -> Duration {
         self.lease
+    }
+
+    /// The folder in the store this node's heartbeat and log are under (the namespace's).
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// This instance's shared log and where it writes.
+    pub(crate) fn log(&self) -> (&Arc<SharedLog>, LogPlace) {
+        let place = LogPlace {
+            store: self.store.clone(),
+            dir: crate::log::log_dir(&self.root, &self.id, &self.instance),
+        };
+        (&self.log, place)
+    }
+
+    /// Batches of this node's shared log still holding commits their objects have not
+    /// uploaded as segments (0 when every object's history is in its own segments).
+    pub fn log_batches(&self) -> usize {
+        self.log.live_batches()
     }
 
     fn heartbeat_key(&self, node: &str) -> StorePath {
@@ -253,8 +277,11 @@ impl Node {
     }
 
     /// Takes the object's next term, or fails with [`ArchiveError::LeaseHeld`]. Returns the
-    /// new term and the one before it (0: none).
-    pub(crate) async fn acquire(&self, archive: &Archive) -> Result<(u32, u32)> {
+    /// new term, the one before it (0: none), and `lease/` as it was when the term was taken.
+    ///
+    /// Taking over a term that was not released first fences it in its holder's shared log
+    /// (`log.rs`): the holder's next round refuses the object's commits.
+    pub(crate) async fn acquire(&self, archive: &Archive) -> Result<(u32, u32, Leases)> {
         for _ in 0..8 {
             let leases = read_leases(archive).await?;
             let previous = leases.newest();
@@ -269,6 +296,15 @@ impl Node {
                         term: previous,
                     }));
                 }
+                crate::log::write_marker(
+                    &archive.store,
+                    crate::log::root_of(&archive.prefix),
+                    (&owner.node, &owner.instance),
+                    &archive.prefix,
+                    previous,
+                    &self.id,
+                )
+                .await?;
             }
             let term = previous.checked_add(1).ok_or_else(|| {
                 crate::error::corrupt(archive.key("lease").to_string(), "no term left")
@@ -288,7 +324,7 @@ impl Node {
                 .put_opts(&key, PutPayload::from(bytes), PutOptions::from(PutMode::Create))
                 .await
             {
-                Ok(_) => return Ok((term, previous)),
+                Ok(_) => return Ok((term, previous, leases)),
                 // Another node claimed the term first: look again.
                 Err(object_store::Error::AlreadyExists { .. }) => continue,
                 Err(e) => return Err(store_error("put", &key)(e)),
@@ -306,7 +342,7 @@ pub(crate) async fn read_leases(archive: &Archive) -> Result<Leases> {
     Ok(Leases::parse(archive.list("lease").await?.into_iter().map(|(name, _)| name)))
 }
 
-async fn read_claim(archive: &Archive, term: u32) -> Result<Owner> {
+pub(crate) async fn read_claim(archive: &Archive, term: u32) -> Result<Owner> {
     let key = claim_key(term);
     let bytes =
         archive.get(&key).await?.ok_or_else(|| crate::error::missing(format!("claim {key}")))?;

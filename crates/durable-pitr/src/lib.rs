@@ -68,6 +68,7 @@ mod config;
 mod error;
 mod journal;
 mod lease;
+mod log;
 mod record;
 mod wal;
 

@@ -12,6 +12,7 @@ mod pitr {
     mod leases;
     mod restore;
     mod retention;
+    mod shared_log;
     mod stores;
     mod time;
 }

@@ -418,21 +418,37 @@ impl Archiving {
             Some((tx, rx, timeout)) => (Some((tx, timeout)), Some(rx)),
             None => (None, None),
         };
+        // Under leases, `Replicated` commits go to the store through the node's shared log
+        // (one upload for every object's new commits); the object's own segments follow at
+        // the archive lag's pace, as under `Local`.
+        let logged = self.pace.replicated.is_some() && self.node.is_some();
+        let mut pace = self.pace;
+        let mut companions = Vec::new();
+        if logged {
+            pace.replicated = None;
+            let replicator = replicate_continuously(
+                name.to_owned(),
+                Arc::downgrade(archiver),
+                archiver.watch_head(),
+            );
+            companions.push(AbortOnDrop(self.rt.handle().spawn(replicator)));
+        }
+        if let Some((tx, timeout)) = report {
+            let watcher = replication_watch(
+                Arc::downgrade(archiver),
+                archiver.watch_replicated(),
+                tx,
+                timeout,
+            );
+            companions.push(AbortOnDrop(self.rt.handle().spawn(watcher)));
+        }
         let task = keep_archived(
             name.to_owned(),
             Arc::downgrade(archiver),
             archiver.watch_head(),
-            self.pace,
+            pace,
             self.permits.clone(),
-            report.map(|(tx, timeout)| {
-                let watcher = replication_watch(
-                    Arc::downgrade(archiver),
-                    archiver.watch_replicated(),
-                    tx,
-                    timeout,
-                );
-                AbortOnDrop(self.rt.handle().spawn(watcher))
-            }),
+            companions,
         );
         (self.rt.handle().spawn(task), rx)
     }
@@ -571,7 +587,7 @@ async fn replication_watch(
         }
         let seq = *replicated.borrow_and_update();
         let Some(status) = archiver.upgrade().map(|a| a.status()) else { return };
-        let late = status.pending > 0 && Duration::from_millis(status.lag_ms) >= timeout;
+        let late = Duration::from_millis(status.replica_lag_ms) >= timeout;
         report.send_if_modified(|r| {
             let before = r.clone();
             r.seq = r.seq.max(seq);
@@ -595,6 +611,42 @@ fn retry_delay(failures: u32) -> Duration {
         .min(Duration::from_secs(5))
 }
 
+/// `Replicated` under leases: hands each object's new commits to the node's shared log as
+/// soon as they are captured, one delta in flight per object (the next carries whatever was
+/// committed meanwhile), so results wait about one round of the log.
+async fn replicate_continuously(
+    name: String,
+    archiver: Weak<Archiver>,
+    mut head: watch::Receiver<u64>,
+) {
+    let mut failures = 0u32;
+    loop {
+        head.borrow_and_update();
+        let Some(a) = archiver.upgrade() else { return };
+        match a.replicate().await {
+            Ok(true) => {
+                failures = 0;
+                continue;
+            }
+            Ok(false) => failures = 0,
+            Err(durable_pitr::Error::Archive(
+                durable_pitr::ArchiveError::Poisoned(_) | durable_pitr::ArchiveError::Fenced { .. },
+            )) => return,
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(%error, name, failures, "replication failed; retrying");
+                drop(a);
+                tokio::time::sleep(retry_delay(failures)).await;
+                continue;
+            }
+        }
+        drop(a);
+        if head.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// One object's continuous archiving (see [`Archiving::keep`]).
 async fn keep_archived(
     name: String,
@@ -602,7 +654,7 @@ async fn keep_archived(
     mut head: watch::Receiver<u64>,
     pace: Pace,
     permits: Arc<Semaphore>,
-    _replication: Option<AbortOnDrop>,
+    _companions: Vec<AbortOnDrop>,
 ) {
     let mut failures = 0u32;
     let mut maintained = tokio::time::Instant::now();

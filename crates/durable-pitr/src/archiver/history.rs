@@ -5,7 +5,7 @@ use super::rebuild::Sources;
 use super::{Archiver, HistoryEntry, Inner, PointKind, random_bytes, write_atomic};
 use crate::archive::{SegEntry, read_local};
 use crate::bookmark::{Bookmark, HistoryKey};
-use crate::error::{BookmarkError, Error, Result, TimeError, missing};
+use crate::error::{BookmarkError, Error, Result, TimeError};
 use crate::journal::Entry;
 use crate::record::{self, Pending};
 
@@ -104,14 +104,7 @@ pub(super) async fn newest_sealed_at(sources: &Sources, t: u64) -> Result<Option
             return Ok(Some(Entry { epoch: n.epoch, seq: n.last_seq, ts: n.last_ts }));
         }
         let what = n.file_name();
-        let bytes = match &seg.local {
-            Some(p) if p.exists() => read_local(p)?,
-            _ => sources
-                .archive
-                .get(&format!("seg/{what}"))
-                .await?
-                .ok_or_else(|| missing(what.clone()))?,
-        };
+        let bytes = sources.segment(seg).await?;
         let records = record::decode_segment(&bytes, &sources.history, &what)?;
         let best = records
             .iter()
@@ -266,14 +259,7 @@ impl Archiver {
                 break;
             }
             let what = seg.name.file_name();
-            let bytes = match &seg.local {
-                Some(path) if path.exists() => read_local(path)?,
-                _ => sources
-                    .archive
-                    .get(&format!("seg/{what}"))
-                    .await?
-                    .ok_or_else(|| missing(format!("segment seg/{what}")))?,
-            };
+            let bytes = sources.segment(seg).await?;
             if take(&record::decode_segment(&bytes, &history, &what)?, &mut out) {
                 break;
             }

@@ -60,6 +60,87 @@ impl Archiver {
         self.upload_locals().await
     }
 
+    /// Puts every position captured so far into the archive store by the quickest way:
+    /// under a lease, as a delta in the node's shared log (one upload for the new commits
+    /// of every object of the node, see [`crate::Node`]); otherwise by
+    /// [`flush`](Archiver::flush). Returns true when something was added.
+    ///
+    /// A delta is not yet part of the object's own segments: keep calling `flush` at the
+    /// archive lag's pace (it uploads them, and lets the log delete its batches). What
+    /// this confirms is reported by [`watch_replicated`](Archiver::watch_replicated) and
+    /// [`Status::replicated_seq`](super::Status::replicated_seq).
+    pub async fn replicate(&self) -> Result<bool> {
+        let node = {
+            let inner = self.lock();
+            inner.config.node.clone().filter(|n| {
+                inner.archive.term > 0 && crate::log::root_of(&inner.archive.prefix) == n.root()
+            })
+        };
+        let Some(node) = node else { return Ok(self.flush().await? > 0) };
+        let _one_at_a_time = self.log_lock.lock().await;
+        let taken = {
+            let mut inner = self.lock();
+            inner.check_poisoned()?;
+            // Positions sealed out of the open segment (at open, or by its age or size
+            // limit) before they reached the log: those go up as segments, with everything
+            // else, so that the log only ever continues the object's segments.
+            let (from, logged) = (inner.log_from, inner.logged_seq);
+            let unlogged = |e: &crate::archive::SegEntry| {
+                e.local.is_some()
+                    && !e.remote
+                    && (from.is_none_or(|f| e.name.first_seq < f) || e.name.last_seq > logged)
+            };
+            if inner.catalog.segments.iter().any(unlogged) {
+                None
+            } else {
+                let r = inner.wal_reader.sync();
+                inner.poison(r)?;
+                let delta = inner.journal.delta();
+                let Some(delta) = inner.poison(delta)? else { return Ok(false) };
+                Some((delta, inner.archive.clone()))
+            }
+        };
+        let Some((delta, archive)) = taken else { return Ok(self.flush().await? > 0) };
+        let shared = crate::log::Delta {
+            object: archive.prefix.clone(),
+            name: delta.name.with_term(archive.term),
+            bytes: delta.bytes.clone(),
+        };
+        let (log, place) = node.log();
+        let outcome = match archive.fail("upload.before_put") {
+            Ok(()) => log.append(&place, shared).await,
+            Err(e) => Err(e),
+        };
+        let mut inner = self.lock();
+        match outcome {
+            Ok(()) => {
+                inner.journal.delta_logged(&delta);
+                inner.logged_seq = inner.logged_seq.max(delta.name.last_seq);
+                inner.log_from.get_or_insert(delta.name.first_seq);
+                inner.upload_error = None;
+                inner.publish_replicated();
+                Ok(true)
+            }
+            Err(error) => {
+                inner.fenced(&error, &self.db);
+                inner.upload_error = Some(error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    /// After an upload of the object's own segments: the shared log may let go of the
+    /// batches they cover.
+    fn log_covered(&self) {
+        let (node, prefix, uploaded) = {
+            let inner = self.lock();
+            let Some(node) = inner.config.node.clone() else { return };
+            (node, inner.archive.prefix.clone(), inner.uploaded_hint)
+        };
+        let (log, place) = node.log();
+        log.covered(&place, &prefix, uploaded);
+    }
+
     /// Uploads every position captured so far (the journal's open segment too, whatever
     /// its age): continuous archiving calls this within its lag bound, so that one upload
     /// carries every commit captured since the previous one. Returns how many segments were
@@ -101,6 +182,8 @@ impl Archiver {
                 }
                 inner.upload_error = None;
                 inner.publish_replicated();
+                drop(inner);
+                self.log_covered();
                 count += 1;
                 Ok(count)
             }
@@ -159,6 +242,10 @@ impl Archiver {
         let mut inner = self.lock();
         inner.upload_error = None;
         inner.publish_replicated();
+        drop(inner);
+        if count > 0 {
+            self.log_covered();
+        }
         Ok(count)
     }
 

@@ -118,6 +118,11 @@ struct Inner {
     /// The newest position in the store as of the last upload (`uploaded_seq` without
     /// scanning the catalog; only uploads move it).
     uploaded_hint: u64,
+    /// The newest position in the node's shared log (`log.rs`): in the store, not yet in
+    /// the object's own segments.
+    logged_seq: u64,
+    /// The first position this archiver put into the shared log (`None` before the first).
+    log_from: Option<u64>,
     /// Another node took the object over: this archiver writes nothing more.
     fenced: bool,
     /// The WAL, kept open between captures.
@@ -132,6 +137,8 @@ pub struct Archiver {
     inner: Arc<Mutex<Inner>>,
     /// One upload at a time: uploads read and delete the local copies of sealed segments.
     upload_lock: tokio::sync::Mutex<()>,
+    /// One delta in the shared log at a time ([`Archiver::replicate`]).
+    log_lock: tokio::sync::Mutex<()>,
     db: Database,
     /// The archiver's place in the database's commit pipeline.
     subscription: SubscriptionId,
@@ -182,6 +189,12 @@ pub struct Status {
     pub last_error: Option<String>,
     /// The lease term this archiver writes under (0: no leases, see [`crate::Node`]).
     pub term: u32,
+    /// The newest position in the archive store, in the object's segments or in its node's
+    /// shared log ([`Archiver::replicate`]): what survives the loss of this machine.
+    pub replicated_seq: u64,
+    /// How long the oldest position past `replicated_seq` has waited, in milliseconds (0
+    /// when none waits).
+    pub replica_lag_ms: u64,
 }
 
 /// What a point of history is (see [`HistoryEntry::kind`]).
@@ -369,14 +382,14 @@ impl Inner {
             return;
         }
         self.replica.push_back((commit, self.head.seq));
-        self.release_replicated(self.uploaded_hint);
+        self.release_replicated(self.uploaded_hint.max(self.logged_seq));
     }
 
     /// After an upload: tells [`Archiver::watch_replicated`] which commits are in the
     /// archive store now.
     pub(super) fn publish_replicated(&mut self) {
         self.uploaded_hint = self.uploaded_seq();
-        self.release_replicated(self.uploaded_hint);
+        self.release_replicated(self.uploaded_hint.max(self.logged_seq));
     }
 
     fn release_replicated(&mut self, uploaded: u64) {
@@ -408,9 +421,8 @@ impl Inner {
             .unwrap_or(0)
     }
 
-    /// The time stamp of the oldest position not in the archive store.
-    fn oldest_pending_ts(&self) -> Option<u64> {
-        let uploaded = self.uploaded_seq();
+    /// The time stamp of the oldest position past `uploaded`.
+    fn oldest_ts_after(&self, uploaded: u64) -> Option<u64> {
         let sealed = self
             .catalog
             .segments
@@ -441,9 +453,14 @@ impl Archiver {
     pub fn status(&self) -> Status {
         let inner = self.lock();
         let uploaded_seq = inner.uploaded_seq();
-        let lag_ms =
-            inner.oldest_pending_ts().map_or(0, |ts| now_ts(&inner.config).saturating_sub(ts));
+        let now = now_ts(&inner.config);
+        let lag_ms = inner.oldest_ts_after(uploaded_seq).map_or(0, |ts| now.saturating_sub(ts));
+        let replicated_seq = uploaded_seq.max(inner.logged_seq);
+        let replica_lag_ms =
+            inner.oldest_ts_after(replicated_seq).map_or(0, |ts| now.saturating_sub(ts));
         Status {
+            replicated_seq,
+            replica_lag_ms,
             uploaded_seq,
             pending: inner.head.seq.saturating_sub(uploaded_seq),
             lag_ms,

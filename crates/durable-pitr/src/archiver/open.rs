@@ -68,15 +68,36 @@ impl Archiver {
         let history = load_meta(&paths, &archive, &config).await?;
         // Under leases: take the next term before reading the archive (a taker claims first
         // and lists after, so nothing a fenced writer uploaded in time escapes it).
+        let mut logged = Vec::new();
         if let Some(node) = &config.node {
-            let (term, previous) = node.acquire(&archive).await?;
+            let (term, previous, leases) = node.acquire(&archive).await?;
             archive.term = term;
             take_over_locally(&paths, term, previous)?;
+            // Commits the previous holders confirmed through their shared logs but did not
+            // upload as segments: they become segments of their terms now, before this
+            // term's `from` marker says where its history starts.
+            if previous > 0 {
+                let catalog = archive.catalog().await?;
+                let after = catalog.newest_seq();
+                logged = crate::log::logged_segments(&archive, &leases, previous, after).await?;
+                for (name, bytes) in &logged {
+                    archive
+                        .put_immutable(&format!("seg/{}", name.file_name()), bytes.clone())
+                        .await?;
+                }
+            }
         }
         let mut journal =
             Journal::new(paths.dir.join("journal"), history, config.failpoint.clone());
         let recovered = journal.recover()?;
         let mut catalog = archive.catalog().await?;
+        if !logged.is_empty() {
+            tracing::info!(
+                db = %paths.db.display(),
+                segments = logged.len(),
+                "took over history its previous holder had only in its shared log"
+            );
+        }
         if archive.term > 0 {
             // Where this term's history starts: history of earlier terms from here on is a
             // fenced writer's, superseded.
@@ -122,6 +143,8 @@ impl Archiver {
             replicated_tx: tokio::sync::watch::Sender::new(0),
             fenced: false,
             uploaded_hint: 0,
+            logged_seq: 0,
+            log_from: None,
             // Unless every COMMIT syncs, the journal syncs the WAL before itself.
             wal_reader: wal::WalReader::new(
                 paths.wal.clone(),
@@ -181,7 +204,8 @@ impl Archiver {
         let inner = Arc::new(Mutex::new(inner));
         let subscription = db.subscribe(Arc::new(Capture(inner.clone())));
         let upload_lock = tokio::sync::Mutex::new(());
-        Ok((db.clone(), Archiver { inner, upload_lock, db, subscription }))
+        let log_lock = tokio::sync::Mutex::new(());
+        Ok((db.clone(), Archiver { inner, upload_lock, log_lock, db, subscription }))
     }
 }
 

@@ -34,14 +34,28 @@ impl ArchiveReader {
         let archive = Archive::reading(config);
         let meta = archive.get("meta").await?.ok_or_else(|| missing("the archive's meta"))?;
         let history: HistoryKey = record::decode_meta(&meta, "archive meta")?;
-        let catalog = archive.catalog().await?;
-        let newest = match catalog.chain().last() {
+        let mut catalog = archive.catalog().await?;
+        // The newest commits may still be only in a node's shared log: the live owner's
+        // newest deltas, or those of a writer that stopped before uploading them.
+        let leases = crate::lease::read_leases(&archive).await?;
+        let after = catalog.newest_seq();
+        for (name, bytes) in
+            crate::log::logged_segments(&archive, &leases, leases.newest(), after).await?
+        {
+            let size = bytes.len() as u64;
+            catalog.held.insert(name, std::sync::Arc::new(bytes));
+            catalog.add_segment(crate::archive::SegEntry {
+                name,
+                local: None,
+                remote: false,
+                size,
+            });
+        }
+        let sources = Sources { archive, history, catalog, open_journal: None };
+        let newest = match sources.catalog.chain().last() {
             Some(last) => {
                 let what = last.name.file_name();
-                let bytes = archive
-                    .get(&format!("seg/{what}"))
-                    .await?
-                    .ok_or_else(|| missing(what.clone()))?;
+                let bytes = sources.segment(last).await?;
                 let records = record::decode_segment(&bytes, &history, &what)?;
                 records
                     .iter()
@@ -52,7 +66,6 @@ impl ArchiveReader {
             }
             None => None,
         };
-        let sources = Sources { archive, history, catalog, open_journal: None };
         Ok(ArchiveReader { sources, newest })
     }
 

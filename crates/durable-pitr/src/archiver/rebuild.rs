@@ -119,6 +119,22 @@ impl Rebuild {
     }
 }
 
+impl Sources {
+    /// A segment's bytes: from its local copy, the shared log (readers), or the archive.
+    pub(super) async fn segment(&self, seg: &crate::archive::SegEntry) -> Result<Vec<u8>> {
+        if let Some(path) = &seg.local
+            && path.exists()
+        {
+            return read_local(path);
+        }
+        if let Some(bytes) = self.catalog.held.get(&seg.name) {
+            return Ok(bytes.to_vec());
+        }
+        let key = format!("seg/{}", seg.name.file_name());
+        self.archive.get(&key).await?.ok_or_else(|| missing(format!("segment {key}")))
+    }
+}
+
 /// Rebuilds the database image at `target`: the newest snapshot at or before it, then the
 /// records after the snapshot, in order.
 pub(super) async fn materialize(
@@ -150,13 +166,7 @@ pub(super) async fn materialize(
             continue;
         }
         let what = seg.name.file_name();
-        let bytes = match &seg.local {
-            Some(path) if path.exists() => read_local(path)?,
-            _ => {
-                let key = format!("seg/{what}");
-                src.archive.get(&key).await?.ok_or_else(|| missing(format!("segment {key}")))?
-            }
-        };
+        let bytes = src.segment(seg).await?;
         done = rb.segment(&bytes, &src.history, &what, true)?;
     }
     if !done && let Some(path) = &src.open_journal {

@@ -1,0 +1,267 @@
+//! The shared log of `Replicated` uploads: the new commits of every object of a node go up
+//! in one batch per round; a writer that dies before uploading its own segments loses
+//! nothing it confirmed (the taker and read-only readers find it in the log); a round
+//! refuses the commits of an object taken over; covered batches are deleted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use durable_pitr::object_store::memory::InMemory;
+use durable_pitr::object_store::path::Path as StorePath;
+use durable_pitr::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use durable_pitr::{ArchiveConfig, ArchiveError, ArchiveReader, Archiver, Error, Node};
+use durable_sql::testing::ManualClock;
+use durable_sql::{Database, Options};
+use futures_util::TryStreamExt;
+
+use super::support::T0;
+
+const LEASE: Duration = Duration::from_secs(10);
+
+struct Cluster {
+    store: Arc<dyn ObjectStore>,
+    clock: ManualClock,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        Cluster {
+            store: Arc::new(InMemory::new()),
+            clock: ManualClock::new(T0),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    async fn node(&self, id: &str) -> Arc<Node> {
+        let node = Node::new(self.store.clone(), "ns", id, None, LEASE)
+            .unwrap()
+            .with_clock(Arc::new(self.clock.clone()));
+        node.heartbeat().await.unwrap();
+        Arc::new(node)
+    }
+
+    fn config(&self, node: &Arc<Node>, object: &str) -> ArchiveConfig {
+        let mut config = ArchiveConfig::new(self.store.clone(), format!("ns/{object}.sqlite"))
+            .with_clock(Arc::new(self.clock.clone()))
+            .with_node(node.clone());
+        // The open segment stays open across the lease expiries these tests wait out.
+        config.segment_max_age = Duration::from_secs(3_600);
+        config
+    }
+
+    async fn open(&self, node: &Arc<Node>, folder: &str, object: &str) -> (Database, Archiver) {
+        let dir = self.dir.path().join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{object}.sqlite"));
+        Archiver::open(path, Options::default(), self.config(node, object)).await.unwrap()
+    }
+
+    /// The keys under `prefix`.
+    async fn keys(&self, prefix: &str) -> Vec<String> {
+        let prefix = StorePath::from(prefix);
+        let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await.unwrap();
+        let mut out: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
+        out.sort();
+        out
+    }
+
+    /// The batches of `node`'s log.
+    async fn batches(&self, node: &Node) -> Vec<String> {
+        let dir = format!("ns/_log/{}/{}", node.id(), node.instance());
+        let mut keys = self.keys(&dir).await;
+        keys.retain(|k| !k.contains("/fenced/"));
+        keys
+    }
+
+    /// Kills a node's objects: no upload, no release.
+    fn kill(&self, objects: Vec<(Database, Archiver)>) {
+        drop(objects);
+    }
+}
+
+fn write(db: &Database, text: &str) {
+    db.exec("CREATE TABLE IF NOT EXISTS t(x TEXT)", &[]).unwrap();
+    db.exec("INSERT INTO t VALUES (?)", &[text.into()]).unwrap();
+    db.commit().unwrap();
+    db.sync().unwrap();
+}
+
+fn rows(db: &Database) -> Vec<String> {
+    let mut cursor = db.exec("SELECT x FROM t ORDER BY rowid", &[]).unwrap();
+    cursor
+        .to_raw_array()
+        .unwrap()
+        .into_iter()
+        .map(|r| match &r[0] {
+            durable_sql::SqlValue::Text(s) => s.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+fn rows_of_image(image: &[u8], at: &std::path::Path) -> Vec<String> {
+    std::fs::write(at, image).unwrap();
+    let db = Database::open(at, Options::default()).unwrap();
+    rows(&db)
+}
+
+#[tokio::test]
+async fn every_objects_new_commits_go_up_in_one_batch_and_outlive_their_writer() {
+    let c = Cluster::new();
+    let a = c.node("a").await;
+    let mut objects = Vec::new();
+    for name in ["r1", "r2", "r3"] {
+        objects.push(c.open(&a, "a", name).await);
+    }
+    for (i, (db, _)) in objects.iter().enumerate() {
+        write(db, &format!("first {i}"));
+        write(db, &format!("second {i}"));
+    }
+    let (x, y, z) =
+        tokio::join!(objects[0].1.replicate(), objects[1].1.replicate(), objects[2].1.replicate());
+    assert!(x.unwrap() && y.unwrap() && z.unwrap(), "each had new commits");
+    assert_eq!(c.batches(&a).await.len(), 1, "one upload for the three objects");
+    assert_eq!(a.log_batches(), 1);
+    let mut bookmarks = Vec::new();
+    for (_, archiver) in &objects {
+        let status = archiver.status();
+        assert_eq!(status.replicated_seq, status.seq, "{status:?}");
+        assert!(status.uploaded_seq < status.seq, "not in the object's segments yet");
+        assert_eq!(status.replica_lag_ms, 0);
+        bookmarks.push(archiver.current_bookmark().unwrap());
+    }
+    // Nothing new: no round at all.
+    assert!(!objects[0].1.replicate().await.unwrap());
+    assert_eq!(c.batches(&a).await.len(), 1);
+
+    c.kill(objects);
+    // A read-only reader sees the confirmed commits while nobody owns the object.
+    let scratch = c.dir.path().join("scratch.sqlite");
+    let reader = ArchiveReader::open(&c.config(&a, "r2")).await.unwrap();
+    assert_eq!(reader.latest_bookmark().as_deref(), Some(bookmarks[1].as_str()));
+    assert_eq!(
+        rows_of_image(&reader.latest_image().await.unwrap(), &scratch),
+        ["first 1", "second 1"]
+    );
+    std::fs::remove_file(&scratch).unwrap();
+
+    // Node a is gone; node b takes r1 over after the lease and has every confirmed commit.
+    c.clock.advance(LEASE.as_millis() as i64 + 1);
+    let b = c.node("b").await;
+    let (db, archiver) = c.open(&b, "b", "r1").await;
+    assert_eq!(rows(&db), ["first 0", "second 0"]);
+    assert_eq!(archiver.status().term, 2);
+    assert_eq!(archiver.status().uploaded_seq, archiver.status().seq, "moved into segments");
+    let image = archiver.image_at(&bookmarks[0]).await.unwrap();
+    assert_eq!(rows_of_image(&image, &scratch), ["first 0", "second 0"]);
+    write(&db, "third 0");
+    archiver.close().await.unwrap();
+    drop(db);
+    // A third node sees the history of both terms.
+    let c3 = c.node("c").await;
+    let (db, _archiver) = c.open(&c3, "c", "r1").await;
+    assert_eq!(rows(&db), ["first 0", "second 0", "third 0"]);
+}
+
+#[tokio::test]
+async fn a_round_refuses_the_commits_of_an_object_taken_over() {
+    let c = Cluster::new();
+    let a = c.node("a").await;
+    let (db1, a1) = c.open(&a, "a", "r1").await;
+    let (db2, a2) = c.open(&a, "a", "r2").await;
+    write(&db1, "one");
+    write(&db2, "one");
+    assert!(a1.replicate().await.unwrap() && a2.replicate().await.unwrap());
+    // Node a pauses past its lease; node b takes r1 over (not r2).
+    c.clock.advance(LEASE.as_millis() as i64 + 1);
+    let b = c.node("b").await;
+    let (db_b, archiver_b) = c.open(&b, "b", "r1").await;
+    assert_eq!(rows(&db_b), ["one"]);
+    // Node a resumes: r1's next commit is refused, r2's goes on.
+    a.heartbeat().await.unwrap();
+    write(&db1, "lost by a");
+    write(&db2, "two");
+    let err = a1.replicate().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Archive(ArchiveError::Fenced { term: 1, by }) if by == "b"),
+        "{err:?}"
+    );
+    assert!(a1.is_fenced());
+    assert_eq!(a1.status().local_segments, 0, "refused by the log's round, not a segment upload");
+    db1.exec("INSERT INTO t VALUES ('after the fence')", &[]).unwrap();
+    db1.commit().unwrap();
+    assert!(db1.sync().unwrap_err().to_string().contains("fenced"));
+    assert!(a2.replicate().await.unwrap(), "the other object is still a's");
+    assert_eq!(a2.status().replicated_seq, a2.status().seq);
+    // r1's history is b's.
+    write(&db_b, "two");
+    archiver_b.close().await.unwrap();
+    drop((db_b, db1, a1));
+    let c3 = c.node("c").await;
+    let (db, _archiver) = c.open(&c3, "c", "r1").await;
+    assert_eq!(rows(&db), ["one", "two"]);
+}
+
+#[tokio::test]
+async fn batches_go_once_their_objects_upload_their_own_segments() {
+    let c = Cluster::new();
+    let a = c.node("a").await;
+    let (db1, a1) = c.open(&a, "a", "r1").await;
+    let (db2, a2) = c.open(&a, "a", "r2").await;
+    write(&db1, "x");
+    write(&db2, "x");
+    let (x, y) = tokio::join!(a1.replicate(), a2.replicate());
+    assert!(x.unwrap() && y.unwrap());
+    write(&db1, "y");
+    assert!(a1.replicate().await.unwrap());
+    assert_eq!(c.batches(&a).await.len(), 2);
+    // r1's segments cover both of its deltas: the second batch (r1 only) goes; the first
+    // still holds r2's.
+    a1.flush().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while c.batches(&a).await.len() != 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(c.batches(&a).await.len(), 1);
+    assert_eq!(a.log_batches(), 1);
+    a2.flush().await.unwrap();
+    while !c.batches(&a).await.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(c.batches(&a).await.is_empty(), "every batch covered and deleted");
+    assert_eq!(a.log_batches(), 0);
+    drop((db1, db2));
+}
+
+#[tokio::test]
+async fn a_corrupt_batch_stops_the_takeover_with_a_clear_error() {
+    let c = Cluster::new();
+    let a = c.node("a").await;
+    let (db, archiver) = c.open(&a, "a", "r1").await;
+    write(&db, "one");
+    assert!(archiver.replicate().await.unwrap());
+    let batch = c.batches(&a).await.pop().unwrap();
+    let mut bytes = c
+        .store
+        .get(&StorePath::from(batch.as_str()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    c.store.put(&StorePath::from(batch.as_str()), PutPayload::from(bytes)).await.unwrap();
+    c.kill(vec![(db, archiver)]);
+    c.clock.advance(LEASE.as_millis() as i64 + 1);
+    let b = c.node("b").await;
+    let dir = c.dir.path().join("b");
+    std::fs::create_dir_all(&dir).unwrap();
+    let err = Archiver::open(dir.join("r1.sqlite"), Options::default(), c.config(&b, "r1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::Archive(ArchiveError::Corrupt { .. })), "{err:?}");
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+}
