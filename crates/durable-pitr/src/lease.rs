@@ -28,6 +28,8 @@
 //! [`ArchiveError::Fenced`] and the archiver stops for good. A taker claims first and lists
 //! the archive after, so everything a fenced writer uploaded before its check failed is in
 //! the taker's view, and everything after is superseded by the taker's `from` marker.
+//! Commits a writer confirmed through its node's shared log rather than as segments are
+//! fenced the same way with a marker in that log, written before the claim (`log.rs`).
 //!
 //! Expiry compares the owner's wall clock (in the heartbeat) with the taker's: clocks must
 //! agree to well within a lease (10 s by default). Fencing keeps history safe either way.
@@ -210,6 +212,42 @@ impl Node {
             dir: crate::log::log_dir(&self.root, &self.id, &self.instance),
         };
         (&self.log, place)
+    }
+
+    /// Deletes what the shared logs of stopped instances (this node's earlier runs, dead
+    /// nodes) no longer need to hold: batches whose every commit a later holder of its object
+    /// has moved into segments (or whose holder released the object with its history
+    /// uploaded), and fence markers of instances without batches. Batches holding commits
+    /// of objects nobody took over yet stay: they are the only copy. Returns how many store
+    /// objects were deleted. The namespace runs it now and then in the background.
+    pub async fn sweep_logs(&self) -> Result<usize> {
+        let mut live = BTreeSet::new();
+        let nodes = StorePath::from(if self.root.is_empty() {
+            "_nodes".to_owned()
+        } else {
+            format!("{}/_nodes", self.root.trim_end_matches('/'))
+        });
+        let metas: Vec<object_store::ObjectMeta> =
+            futures_util::TryStreamExt::try_collect(self.store.list(Some(&nodes)))
+                .await
+                .map_err(store_error("list", &nodes))?;
+        for meta in metas {
+            let Some(node) = meta.location.filename() else { continue };
+            let beat = match self.store.get(&meta.location).await {
+                Ok(r) => r.bytes().await.ok(),
+                Err(_) => None,
+            };
+            if let Some(beat) = beat.and_then(|b| serde_json::from_slice::<Heartbeat>(&b).ok())
+                && beat.expires_ms > self.clock.now_ms()
+            {
+                live.insert((node.to_owned(), beat.instance));
+            }
+        }
+        live.insert((self.id.clone(), self.instance.clone()));
+        crate::log::sweep(&self.store, &self.root, |node, instance| {
+            live.contains(&(node.to_owned(), instance.to_owned()))
+        })
+        .await
     }
 
     /// Batches of this node's shared log still holding commits their objects have not

@@ -162,8 +162,8 @@ struct Waiting {
 #[derive(Default)]
 struct State {
     queue: Vec<Waiting>,
-    /// A task is running rounds.
-    running: bool,
+    /// Tasks running rounds (at most [`ROUNDS_IN_FLIGHT`]).
+    running: usize,
     next_round: u64,
     /// Rounds in the store, with how many of their confirmed deltas are not yet covered by
     /// their objects' own segments.
@@ -190,6 +190,10 @@ pub(crate) struct LogPlace {
     pub dir: String,
 }
 
+fn rounds_in_flight() -> usize {
+    std::env::var("ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1)
+}
+
 /// Attempts per batch upload before its deltas fail (each object retries with its next).
 const ATTEMPTS: u32 = 3;
 
@@ -210,7 +214,11 @@ impl SharedLog {
         let start = {
             let mut s = self.state();
             s.queue.push(Waiting { delta, done });
-            !std::mem::replace(&mut s.running, true)
+            let start = s.running < rounds_in_flight();
+            if start {
+                s.running += 1;
+            }
+            start
         };
         if start {
             tokio::spawn(self.clone().rounds(place.clone()));
@@ -226,7 +234,7 @@ impl SharedLog {
             let (round, batch) = {
                 let mut s = self.state();
                 if s.queue.is_empty() {
-                    s.running = false;
+                    s.running -= 1;
                     return;
                 }
                 let round = s.next_round;
@@ -443,6 +451,93 @@ pub(crate) async fn logged_segments(
         }
     }
     Ok(out.into_values().collect())
+}
+
+/// Deletes what the logs of stopped instances under `root` no longer need to hold: a batch
+/// once every object in it has moved past it (a later holder of the object wrote its
+/// `from` marker, having moved the deltas into segments first, or the delta's own term was
+/// released with its history uploaded), then the instance's fence markers once its batches
+/// are gone. `live` says whether an instance of a node still runs (its heartbeat). Returns
+/// how many objects were deleted.
+pub(crate) async fn sweep(
+    store: &Arc<dyn ObjectStore>,
+    root: &str,
+    live: impl Fn(&str, &str) -> bool,
+) -> Result<usize> {
+    let top = StorePath::from(match root.trim_end_matches('/') {
+        "" => "_log".to_owned(),
+        root => format!("{root}/_log"),
+    });
+    let metas: Vec<object_store::ObjectMeta> =
+        store.list(Some(&top)).try_collect().await.map_err(store_error("list", &top))?;
+    // Per (node, instance): its batches and its markers.
+    let mut dirs: BTreeMap<(String, String), (Vec<StorePath>, Vec<StorePath>)> = BTreeMap::new();
+    for meta in metas {
+        let Some(rest) = meta.location.prefix_match(&top) else { continue };
+        let parts: Vec<String> = rest.map(|p| p.as_ref().to_owned()).collect();
+        match parts.as_slice() {
+            [node, instance, batch] if hex(batch, 16).is_some() => {
+                let slot = dirs.entry((node.clone(), instance.clone())).or_default();
+                slot.0.push(meta.location);
+            }
+            [node, instance, fenced, _] if fenced == "fenced" => {
+                let slot = dirs.entry((node.clone(), instance.clone())).or_default();
+                slot.1.push(meta.location);
+            }
+            _ => {}
+        }
+    }
+    let mut deleted = 0;
+    let mut leases: HashMap<String, Leases> = HashMap::new();
+    for ((node, instance), (batches, markers)) in dirs {
+        if live(&node, &instance) {
+            continue;
+        }
+        let mut left = 0;
+        for key in batches {
+            let bytes = match store.get(&key).await {
+                Ok(r) => r.bytes().await.map_err(store_error("get", &key))?,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(store_error("get", &key)(e)),
+            };
+            let deltas = decode_batch(&bytes, key.as_ref())?;
+            let mut needed = false;
+            for delta in &deltas {
+                if !leases.contains_key(&delta.object) {
+                    let archive = Archive {
+                        store: store.clone(),
+                        prefix: delta.object.clone(),
+                        attempts: 1,
+                        failpoint: None,
+                        term: 0,
+                    };
+                    leases.insert(delta.object.clone(), crate::lease::read_leases(&archive).await?);
+                }
+                let l = &leases[&delta.object];
+                let term = delta.name.term;
+                let moved = l.released.contains(&term)
+                    || l.from.range(term.saturating_add(1)..).next().is_some();
+                needed |= !moved;
+            }
+            if needed {
+                left += 1;
+                continue;
+            }
+            match store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                Err(e) => return Err(store_error("delete", &key)(e)),
+            }
+        }
+        if left == 0 {
+            for key in markers {
+                match store.delete(&key).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                    Err(e) => return Err(store_error("delete", &key)(e)),
+                }
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 /// Every delta in the batches of the log folder `dir` (batches deleted meanwhile are

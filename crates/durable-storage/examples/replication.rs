@@ -57,7 +57,10 @@ async fn run(
     let dir = tempfile::tempdir().unwrap();
     let options = NamespaceOptions::new()
         .archive(Archive::Store(ArchiveStore::new(store, prefix)))
-        .replication(replication);
+        .replication(replication)
+        .archive_lag(Duration::from_millis(
+            std::env::var("LAG_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000),
+        ));
     let ns = Namespace::open(dir.path(), options).unwrap();
     // Open every object first (each open takes its lease and lists its archive), off the
     // runtime's workers; the timed part is the events.
@@ -117,7 +120,10 @@ fn main() {
     // namespace's archive I/O runs on its own runtime), and a server among those workers
     // could not answer meanwhile. In production the store is elsewhere.
     let server_rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let folder = tempfile::tempdir().unwrap();
+    let folder = match std::env::var("S3_DIR") {
+        Ok(d) => tempfile::tempdir_in(d).unwrap(),
+        Err(_) => tempfile::tempdir().unwrap(),
+    };
     let server = server_rt.block_on(S3Server::start(folder.path())).unwrap();
     server.create_bucket("bench").unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();

@@ -551,16 +551,33 @@ impl Drop for Archiving {
     }
 }
 
-/// A node's heartbeats: every third of the lease, for as long as the namespace lives.
+/// A node's heartbeats: every third of the lease, for as long as the namespace lives; and
+/// every [`SWEEP_EVERY`] beats (and once at the start), a sweep of the shared logs stopped
+/// nodes left behind ([`Node::sweep_logs`]), on a task of its own.
 async fn heartbeats(node: Arc<Node>) {
     let every = node.lease() / 3;
+    let mut beats = 0u64;
     loop {
+        if beats % SWEEP_EVERY == 0 {
+            let node = node.clone();
+            tokio::spawn(async move {
+                match node.sweep_logs().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(n, "deleted what stopped nodes' logs no longer need"),
+                    Err(error) => tracing::warn!(%error, "sweeping stopped nodes' logs failed"),
+                }
+            });
+        }
+        beats += 1;
         tokio::time::sleep(every).await;
         if let Err(error) = node.heartbeat().await {
             tracing::warn!(%error, node = node.id(), "node heartbeat failed");
         }
     }
 }
+
+/// Heartbeats between sweeps of stopped nodes' shared logs.
+const SWEEP_EVERY: u64 = 30;
 
 /// Aborts a task when dropped (a keeper's companion ends with it).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -265,3 +265,46 @@ async fn a_corrupt_batch_stops_the_takeover_with_a_clear_error() {
     assert!(matches!(&err, Error::Archive(ArchiveError::Corrupt { .. })), "{err:?}");
     assert!(err.to_string().contains("checksum mismatch"), "{err}");
 }
+
+#[tokio::test]
+async fn a_sweep_deletes_what_stopped_nodes_logs_no_longer_need() {
+    let c = Cluster::new();
+    let a = c.node("a").await;
+    let (db1, a1) = c.open(&a, "a", "r1").await;
+    let (db2, a2) = c.open(&a, "a", "r2").await;
+    write(&db1, "one");
+    write(&db2, "one");
+    let (x, y) = tokio::join!(a1.replicate(), a2.replicate());
+    assert!(x.unwrap() && y.unwrap());
+    write(&db1, "two");
+    assert!(a1.replicate().await.unwrap());
+    assert_eq!(c.batches(&a).await.len(), 2, "r1 and r2 in one, r1 alone in the other");
+    c.kill(vec![(db1, a1), (db2, a2)]);
+    c.clock.advance(LEASE.as_millis() as i64 + 1);
+    let b = c.node("b").await;
+    let log = format!("ns/_log/a/{}", a.instance());
+    // b takes r1 over: the batch of r1 alone is not needed any more; the other still holds
+    // r2's only copy.
+    let (db, archiver) = c.open(&b, "b", "r1").await;
+    assert_eq!(rows(&db), ["one", "two"]);
+    assert_eq!(c.keys(&format!("{log}/fenced")).await.len(), 1, "b fenced r1 in a's log");
+    assert!(b.sweep_logs().await.unwrap() >= 1);
+    assert_eq!(c.batches(&a).await.len(), 1);
+    let (db2, _a2) = c.open(&b, "b2", "r2").await;
+    assert_eq!(rows(&db2), ["one"]);
+    assert!(b.sweep_logs().await.unwrap() >= 1);
+    assert!(c.keys(&log).await.is_empty(), "batches and markers gone: {:?}", c.keys(&log).await);
+    // A running node's log is never swept, even where its objects moved on: b releases r1
+    // with a delta still in its log.
+    write(&db, "three");
+    assert!(archiver.replicate().await.unwrap());
+    archiver.release().await.unwrap();
+    let other = c.node("other").await;
+    assert_eq!(other.sweep_logs().await.unwrap(), 0, "b is alive");
+    assert_eq!(c.batches(&b).await.len(), 1);
+    // Once b has stopped, the released object's batch goes.
+    c.clock.advance(LEASE.as_millis() as i64 + 1);
+    other.heartbeat().await.unwrap();
+    assert_eq!(other.sweep_logs().await.unwrap(), 1);
+    assert!(c.batches(&b).await.is_empty());
+}
