@@ -558,7 +558,7 @@ async fn heartbeats(node: Arc<Node>) {
     let every = node.lease() / 3;
     let mut beats = 0u64;
     loop {
-        if beats % SWEEP_EVERY == 0 {
+        if beats.is_multiple_of(SWEEP_EVERY) {
             let node = node.clone();
             tokio::spawn(async move {
                 match node.sweep_logs().await {
