@@ -141,6 +141,10 @@ pub(crate) struct Catalog {
     /// Archive keys (`seg/..`, `snap/..`) of history a later lease term superseded: a
     /// fenced writer's late uploads. Readers ignore them; retention deletes them.
     pub superseded: Vec<String>,
+    /// The keys of `superseded` that begin before the start of the later term and end
+    /// after it: positions below that start are left out with them (a broken chain, not a
+    /// late upload). `ArchiveReader::check` reports them.
+    pub straddling: Vec<String>,
 }
 
 impl Catalog {
@@ -365,6 +369,7 @@ impl Archive {
                             name,
                             "a segment straddles the start of a later lease term"
                         );
+                        catalog.straddling.push(format!("seg/{name}"));
                     }
                     catalog.superseded.push(format!("seg/{name}"));
                 }

@@ -45,12 +45,14 @@ use crate::record::Kind;
 use crate::wal::{self, WalPos};
 
 mod capture;
+mod check;
 mod history;
 mod maintain;
 mod open;
 mod reader;
 mod rebuild;
 
+pub use check::ArchiveCheck;
 pub use reader::ArchiveReader;
 
 use rebuild::Sources;
