@@ -23,7 +23,10 @@ pub enum ArchiveCommand {
     /// Rebuilds retained points of each object's history (or one object's) and runs SQLite's
     /// `PRAGMA integrity_check` on each rebuilt database. With more retained points than
     /// `--sample`, checks a sample: the newest, the oldest and evenly spaced points between;
-    /// `--all` checks every one. Exits non-zero when any point fails.
+    /// `--all` checks every one. Also reads each object's archive listing: history a later
+    /// lease term superseded is counted (expected after a takeover), while positions missing
+    /// from the chain (gaps) and segments straddling a later term's start fail the object.
+    /// Exits non-zero when any point or object fails.
     Verify {
         /// Only this object.
         object: Option<String>,
@@ -198,16 +201,67 @@ struct Failure {
     reason: String,
 }
 
+/// What the archive listing of one object says (`Namespace::archive_check`).
+#[derive(Default)]
+struct Listing {
+    /// Superseded history: counted, not a failure.
+    superseded: usize,
+    /// Segments straddling the start of a later lease term: failures.
+    straddling: Vec<String>,
+    /// Positions missing from the chain: failures.
+    gaps: Vec<std::ops::RangeInclusive<u64>>,
+}
+
+impl Listing {
+    fn read(ns: &Namespace, name: &str) -> std::result::Result<Listing, String> {
+        let check = ns.archive_check(name).map_err(|e| format!("archive does not read: {e}"))?;
+        Ok(Listing {
+            superseded: check.superseded.len(),
+            straddling: check.straddling,
+            gaps: check.gaps,
+        })
+    }
+
+    /// One line per problem.
+    fn problems(&self) -> Vec<String> {
+        let gaps = self.gaps.iter().map(|g| {
+            let seqs = if g.start() == g.end() {
+                format!("seq {}", g.start())
+            } else {
+                format!("seqs {}-{}", g.start(), g.end())
+            };
+            format!("{seqs} missing from the archive (a gap in the chain of segments)")
+        });
+        let straddling = self
+            .straddling
+            .iter()
+            .map(|k| format!("{k} straddles the start of a later lease term (a broken chain)"));
+        gaps.chain(straddling).collect()
+    }
+}
+
 /// Runs `durable archive verify [OBJECT] [--all] [--sample N]`.
 fn verify(env: &mut Env, ns: &Namespace, names: &[String], all: bool, sample: usize) -> Result<()> {
     // First the plan: every object's retained points and the ones to check.
     let mut plan = Vec::new();
     let mut failures = Vec::new();
+    let mut listings = std::collections::HashMap::new();
     for name in names {
         let handle = ns.storage(name)?;
         if handle.archive_status().is_none() {
             plan.push((name.clone(), 0, Vec::new()));
             continue;
+        }
+        match Listing::read(ns, name) {
+            Ok(listing) => {
+                listings.insert(name.clone(), listing);
+            }
+            Err(reason) => failures.push(Failure {
+                object: name.clone(),
+                seq: 0,
+                bookmark: "-".into(),
+                reason,
+            }),
         }
         let entries = match handle.history(None, usize::MAX) {
             Ok(entries) => entries,
@@ -256,6 +310,13 @@ fn verify(env: &mut Env, ns: &Namespace, names: &[String], all: bool, sample: us
         reports.push((name.clone(), *retained, points.len()));
     }
     bar.finish_and_clear();
+    let none = Listing::default();
+    let listing = |name: &String| listings.get(name).unwrap_or(&none);
+    let object_ok = |name: &String| {
+        let l = listing(name);
+        l.gaps.is_empty() && l.straddling.is_empty() && failures.iter().all(|f| f.object != *name)
+    };
+    let failed_objects = reports.iter().filter(|(name, _, _)| !object_ok(name)).count();
     if env.out.json {
         let objects: Vec<_> = reports
             .iter()
@@ -265,43 +326,80 @@ fn verify(env: &mut Env, ns: &Namespace, names: &[String], all: bool, sample: us
                     .filter(|f| f.object == *name)
                     .map(|f| json!({ "seq": f.seq, "bookmark": f.bookmark, "error": f.reason }))
                     .collect();
+                let l = listing(name);
+                let gaps: Vec<_> = l
+                    .gaps
+                    .iter()
+                    .map(|g| json!({ "first_seq": g.start(), "last_seq": g.end() }))
+                    .collect();
                 json!({
                     "object": name,
                     "retained": retained,
                     "checked": checked,
-                    "ok": failed.is_empty(),
+                    "ok": object_ok(name),
                     "failures": failed,
+                    "superseded": l.superseded,
+                    "straddling": l.straddling,
+                    "gaps": gaps,
                 })
             })
             .collect();
-        env.out.json(&json!({ "objects": objects, "ok": failures.is_empty() }))?;
+        env.out.json(&json!({ "objects": objects, "ok": failed_objects == 0 }))?;
     } else {
-        let header = ["object", "retained", "checked", "result"].map(String::from);
+        let header = ["object", "retained", "checked", "superseded", "result"].map(String::from);
         let cells: Vec<Vec<String>> = reports
             .iter()
             .map(|(name, retained, checked)| {
                 let bad = failures.iter().filter(|f| f.object == *name).count();
-                let result = match (retained, bad) {
-                    (_, n) if n > 0 => format!("{n} failed"),
-                    (0, _) => "no archive".to_owned(),
+                let l = listing(name);
+                let mut result = Vec::new();
+                if !l.gaps.is_empty() {
+                    result.push(format!("{} gap(s)", l.gaps.len()));
+                }
+                if !l.straddling.is_empty() {
+                    result.push(format!("{} straddling", l.straddling.len()));
+                }
+                if bad > 0 {
+                    result.push(format!("{bad} failed"));
+                }
+                let result = match (retained, result.is_empty()) {
+                    (_, false) => result.join(", "),
+                    (0, true) => "no archive".to_owned(),
                     _ => "ok".to_owned(),
                 };
-                vec![name.clone(), retained.to_string(), checked.to_string(), result]
+                let superseded = match listings.get(name) {
+                    Some(l) => l.superseded.to_string(),
+                    None => "-".to_owned(),
+                };
+                vec![name.clone(), retained.to_string(), checked.to_string(), superseded, result]
             })
             .collect();
         env.out.table(&header, &cells)?;
+        for (name, _, _) in &reports {
+            for problem in listing(name).problems() {
+                env.out.line(format!("{name}: {problem}"))?;
+            }
+        }
         for f in &failures {
             env.out.line(format!("{} #{} {}: {}", f.object, f.seq, f.bookmark, f.reason))?;
         }
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::msg(format!(
-            "{} of {total} checked point(s) failed verification",
-            failures.len()
-        )))
+    if failed_objects == 0 {
+        return Ok(());
     }
+    let mut what = Vec::new();
+    if !failures.is_empty() {
+        what.push(format!("{} of {total} checked point(s)", failures.len()));
+    }
+    let gaps: usize = listings.values().map(|l| l.gaps.len()).sum();
+    if gaps > 0 {
+        what.push(format!("{gaps} gap(s) in the archived history"));
+    }
+    let straddling: usize = listings.values().map(|l| l.straddling.len()).sum();
+    if straddling > 0 {
+        what.push(format!("{straddling} segment(s) straddling a later lease term"));
+    }
+    Err(Error::msg(format!("{failed_objects} object(s) failed verification: {}", what.join(", "))))
 }
 
 fn target(handle: &StorageHandle, bookmark: Option<&str>, at: Option<TimeArg>) -> Result<String> {

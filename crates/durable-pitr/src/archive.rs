@@ -144,6 +144,10 @@ pub(crate) struct Catalog {
     /// Segments held in memory rather than in the archive or a local file: history a
     /// reader found only in a shared log (`log.rs`).
     pub held: std::collections::BTreeMap<SegName, Arc<Vec<u8>>>,
+    /// The keys of `superseded` that begin before the start of the later term and end
+    /// after it: positions below that start are left out with them (a broken chain, not a
+    /// late upload). `ArchiveReader::check` reports them.
+    pub straddling: Vec<String>,
 }
 
 impl Catalog {
@@ -374,6 +378,7 @@ impl Archive {
                             name,
                             "a segment straddles the start of a later lease term"
                         );
+                        catalog.straddling.push(format!("seg/{name}"));
                     }
                     catalog.superseded.push(format!("seg/{name}"));
                 }

@@ -72,7 +72,7 @@ mod log;
 mod record;
 mod wal;
 
-pub use archiver::{ArchiveReader, Archiver, HistoryEntry, PointKind, Status};
+pub use archiver::{ArchiveCheck, ArchiveReader, Archiver, HistoryEntry, PointKind, Status};
 pub use bookmark::{BOOKMARK_LEN, Bookmark};
 pub use clock::{Clock, SystemClock, system_time_ms};
 #[cfg(feature = "testing")]

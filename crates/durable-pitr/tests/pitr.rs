@@ -4,6 +4,7 @@ mod pitr {
     pub mod support;
 
     mod bookmarks;
+    mod check;
     mod crash;
     mod faults;
     pub mod faulty_store;

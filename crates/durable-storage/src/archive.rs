@@ -196,6 +196,23 @@ impl ArchiveStore {
         Ok((bookmark, image))
     }
 
+    /// The health of object `name`'s archived history (its name, not its file name), read
+    /// from this archive's listing alone, like [`read_image`](Self::read_image): history a
+    /// later lease term superseded (expected after a takeover), segments that straddle the
+    /// start of a later term, and positions missing from the chain (see
+    /// [`ArchiveCheck`](durable_pitr::ArchiveCheck)). Fails with `Missing` when nothing of
+    /// the object was ever archived. Runs on a runtime of its own (see
+    /// [`Namespace::archive_check`](crate::Namespace::archive_check) to use a namespace's).
+    pub fn check(&self, name: &str) -> Result<durable_pitr::ArchiveCheck> {
+        let rt = ArchiveRuntime::new()?;
+        rt.block_on(self.check_async(name))
+    }
+
+    pub(crate) async fn check_async(&self, name: &str) -> Result<durable_pitr::ArchiveCheck> {
+        let config = self.config_for(&crate::Namespace::file_name(name));
+        Ok(durable_pitr::ArchiveReader::open(&config).await?.check())
+    }
+
     /// The archive configuration of the object whose database file is `file_name`.
     pub fn config_for(&self, file_name: &str) -> ArchiveConfig {
         let mut config = ArchiveConfig::new(self.store.clone(), self.object_prefix(file_name));

@@ -756,6 +756,18 @@ impl Namespace {
         archiving.rt.block_on(archiving.store.read_image_async(name, at))
     }
 
+    /// The health of object `name`'s archived history, read from the archive store alone
+    /// (no lock, no lease, nothing written; it works while the object runs here or on
+    /// another node): superseded history, straddling segments and gaps, as
+    /// [`durable_pitr::ArchiveCheck`] describes. `durable archive verify` reports it. Fails
+    /// with [`Error::NoArchive`] without an archive.
+    pub fn archive_check(&self, name: &str) -> Result<durable_pitr::ArchiveCheck> {
+        let Some(archiving) = &self.inner.shared.archiving else {
+            return Err(Error::NoArchive);
+        };
+        archiving.rt.block_on(archiving.store.check_async(name))
+    }
+
     /// This namespace's node id when its objects are leased (an archive store shared with
     /// other nodes): [`NamespaceOptions::node_id`], or the id kept in the data folder.
     pub fn node_id(&self) -> Option<String> {

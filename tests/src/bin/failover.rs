@@ -14,7 +14,10 @@
 //!   same data folder and node id;
 //! - the clients stop, the nodes shut down cleanly (their standard input closes), and a
 //!   checker reads every object's newest state from the archive store
-//!   (`Namespace::archived_image`) and compares it with what was acknowledged.
+//!   (`Namespace::archived_image`) and compares it with what was acknowledged, and checks
+//!   every object's listing (`Namespace::archive_check`): superseded history (the killed
+//!   nodes' late uploads) is counted, a gap in a chain or a segment straddling a later
+//!   lease term's start fails the phase.
 //!
 //! Definitions, per object: a write is *acknowledged* when its node answered `ok` (its result
 //! was released); it is *present* when the archived state holds its rows. *Lost*: acknowledged
@@ -26,10 +29,15 @@
 //! must show no write in part and no phantom. *Failover time*: from a kill to the first
 //! acknowledgement by another node of an object the killed node had acknowledged last.
 //!
-//! A last phase pauses a node (SIGSTOP) past its lease while it owns an object, lets another
-//! node take the object over and write, and resumes the first (SIGCONT): a write queued to it
-//! while it was paused, and every write after, must be refused (fenced, or the owner named),
-//! and the archive must hold exactly the writes the two owners acknowledged.
+//! A last phase per mode pauses a node (SIGSTOP) past its lease while it owns an object, lets
+//! another node take the object over and write, and resumes the first (SIGCONT): it must
+//! refuse writes (fenced) and name the new owner, and the archive's history must be the new
+//! owner's, holding none of the writes the paused node acknowledged after the takeover.
+//! Under `Replicated` a write queued to it while it was paused, and every write after, must
+//! be refused, and the archive must hold exactly the writes the two owners acknowledged.
+//! Under `Local` it acknowledges writes (durable locally) until its first upload after
+//! resuming is fenced: those writes, and its tail not uploaded before the pause, are lost,
+//! which is reported (the lost tail must be a suffix of its writes), not failed.
 //!
 //! Every loop is bounded in time; every child process is killed when the harness exits,
 //! however it exits (and the nodes stop by themselves when their standard input closes). The
@@ -456,19 +464,51 @@ fn store(endpoint: &str) -> Result<Arc<dyn ObjectStore>, String> {
     Ok(Arc::new(store))
 }
 
-/// Each object's rows in the archive's newest state: number → the parts present (sorted).
-/// Objects the archive has no commit of are empty.
+/// What the archive's listings say (`Namespace::archive_check`), summed over objects.
+#[derive(Default, Debug)]
+struct Health {
+    /// Keys a later lease term superseded: the killed or fenced nodes' late uploads.
+    superseded: usize,
+    /// Gaps in chains and segments straddling a later term's start: never right.
+    broken: usize,
+    /// The first few problems, for the report.
+    examples: Vec<String>,
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "archive check: {} superseded, {} broken", self.superseded, self.broken)
+    }
+}
+
+/// Each object's rows in the archive's newest state: number → the parts present (sorted);
+/// objects the archive has no commit of are empty. And the archive's health.
 fn archived(
     endpoint: &str,
     prefix: &str,
     dir: &Path,
     names: &[String],
-) -> Result<Vec<BTreeMap<i64, Vec<i64>>>, String> {
+) -> Result<(Vec<Rows>, Health), String> {
     let archive = Archive::Store(ArchiveStore::new(store(endpoint)?, prefix));
     let ns = Namespace::open(dir, NamespaceOptions::new().archive(archive).node_id("checker"))
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
+    let mut health = Health::default();
     for name in names {
+        match ns.archive_check(name) {
+            Ok(check) => {
+                health.superseded += check.superseded.len();
+                let gaps = check.gaps.iter().map(|g| format!("{name}: gap {g:?}"));
+                let straddling = check.straddling.iter().map(|k| format!("{name}: {k} straddles"));
+                for problem in gaps.chain(straddling) {
+                    health.broken += 1;
+                    if health.examples.len() < 8 {
+                        health.examples.push(problem);
+                    }
+                }
+            }
+            Err(e) => eprintln!("failover: {name}: no archive to check ({e})"),
+        }
         let mut rows: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
         let reading = Instant::now();
         let image = ns.archived_image(name, None);
@@ -506,7 +546,7 @@ fn archived(
         }
         out.push(rows);
     }
-    Ok(out)
+    Ok((out, health))
 }
 
 /// The checker's verdict on one object: acknowledged writes lost, torn, phantom rows.
@@ -610,8 +650,11 @@ fn load_phase(
     let record: Shared = Arc::new(Mutex::new(Record::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let seconds = Duration::from_secs(settings.seconds);
-    // Hard bounds: the clients stop by then whatever happens to the kill loop.
-    let client_bound = Instant::now() + seconds * 3 + Duration::from_secs(30);
+    // The kill loop's hard bound: three times the time asked for, or enough for the kills
+    // asked for at their slowest (2.5 s up, 2 s down, a restart), whichever is longer.
+    let bound = (seconds * 3).max(Duration::from_secs(6) * settings.kills as u32);
+    // The clients stop by then whatever happens to the kill loop.
+    let client_bound = Instant::now() + bound + Duration::from_secs(30);
     let mut rng = Rng::new(seed);
     let clients: Vec<_> = (0..OBJECTS)
         .map(|object| {
@@ -624,8 +667,7 @@ fn load_phase(
     let started = Instant::now();
     let mut kills = 0;
     let mut outcome = Ok(());
-    while (started.elapsed() < seconds || kills < settings.kills) && started.elapsed() < seconds * 3
-    {
+    while (started.elapsed() < seconds || kills < settings.kills) && started.elapsed() < bound {
         std::thread::sleep(rng.millis(800, 2500));
         let victim = rng.below(NODES);
         cluster.kill(victim);
@@ -657,7 +699,7 @@ fn load_phase(
         .unwrap_or_else(|p| p.into_inner());
     let names: Vec<String> = (0..OBJECTS).map(object_name).collect();
     let checker = settings.base.join(format!("checker-{replication}"));
-    let rows = archived(&settings.endpoint, replication, &checker, &names)?;
+    let (rows, health) = archived(&settings.endpoint, replication, &checker, &names)?;
     let mut check = Check::default();
     for (object, rows) in rows.iter().enumerate() {
         let acked: BTreeSet<i64> = record.acked[object].keys().copied().collect();
@@ -676,7 +718,7 @@ fn load_phase(
     println!(
         "failover {replication}: {kills} kills in {}, {} writes acked of {sent} sent, {} lost, \
          {} torn, {} phantom; failover p50 {} max {} ({} objects), back on the restarted node \
-         p50 {} max {} ({} objects); replies: {} owner, {} err, {} no answer",
+         p50 {} max {} ({} objects); replies: {} owner, {} err, {} no answer; {health}",
         secs(load_time),
         check.acked,
         check.lost,
@@ -695,10 +737,11 @@ fn load_phase(
     for example in &check.examples {
         println!("  {example}");
     }
-    for problem in problems.iter().chain(&record.bad_replies) {
+    for problem in problems.iter().chain(&record.bad_replies).chain(&health.examples) {
         println!("  {problem}");
     }
     let mut passed = check.phantom == 0 && record.bad_replies.is_empty() && problems.is_empty();
+    passed &= health.broken == 0;
     passed &= check.acked >= OBJECTS && kills >= settings.kills;
     if replication == "replicated" {
         passed &= check.lost == 0 && check.torn == 0;
@@ -711,13 +754,18 @@ fn load_phase(
     Ok(passed)
 }
 
-/// The zombie: node 0 owns an object, is paused past its lease, node 1 takes the object
-/// over and writes, node 0 resumes: its writes are refused, and the archive holds exactly
-/// what the two owners acknowledged. `Ok(true)` when it passed.
-fn zombie_phase(rt: &tokio::runtime::Runtime, settings: &Settings) -> Result<bool, String> {
-    let prefix = "zombie";
+/// The zombie under `replication`: node 0 owns an object, is paused past its lease, node 1
+/// takes the object over and writes, node 0 resumes: its writes are refused (fenced, then
+/// node 1 named), and the archive's history is the new owner's (see the file's overview for
+/// what each mode may lose). `Ok(true)` when it passed.
+fn zombie_phase(
+    rt: &tokio::runtime::Runtime,
+    settings: &Settings,
+    replication: &'static str,
+) -> Result<bool, String> {
+    let prefix = format!("zombie-{replication}");
     let cluster =
-        Cluster::new(&settings.exe, &settings.base, prefix, &settings.endpoint, "replicated");
+        Cluster::new(&settings.exe, &settings.base, &prefix, &settings.endpoint, replication);
     cluster.start(0)?;
     cluster.start(1)?;
     let (a, b) = match (cluster.addr(0), cluster.addr(1)) {
@@ -725,9 +773,12 @@ fn zombie_phase(rt: &tokio::runtime::Runtime, settings: &Settings) -> Result<boo
         _ => return Err("the zombie phase's nodes have no address".into()),
     };
     let name = "zombie";
-    let mut acked: BTreeSet<i64> = BTreeSet::new();
-    let mut refused: Vec<String> = Vec::new();
+    // Acknowledged by node 0 before the pause, by node 1 (the new owner), and by node 0
+    // after it resumed.
+    let mut before: BTreeSet<i64> = BTreeSet::new();
+    let mut owner_acked: BTreeSet<i64> = BTreeSet::new();
     let mut zombie_acked: Vec<i64> = Vec::new();
+    let mut refused: Vec<String> = Vec::new();
     let result = rt.block_on(async {
         let (mut to_a, mut to_b) = (None, None);
         for n in 1..=5 {
@@ -736,7 +787,7 @@ fn zombie_phase(rt: &tokio::runtime::Runtime, settings: &Settings) -> Result<boo
             if reply != format!("ok {name} {n}") {
                 return Err(format!("node 0, write {n}: {reply}"));
             }
-            acked.insert(n);
+            before.insert(n);
         }
         cluster.signal(0, "STOP")?;
         let paused = Instant::now();
@@ -749,12 +800,12 @@ fn zombie_phase(rt: &tokio::runtime::Runtime, settings: &Settings) -> Result<boo
         // Node 1 takes the object over once node 0's lease expires.
         let mut takeover = None;
         let mut n = 100;
-        while acked.len() < 10 && paused.elapsed() < Duration::from_secs(20) {
+        while owner_acked.len() < 5 && paused.elapsed() < Duration::from_secs(20) {
             n += 1;
             match request(&mut to_b, b, &format!("write {name} {n}"), REQUEST_TIMEOUT).await {
                 Ok(reply) if reply == format!("ok {name} {n}") => {
                     takeover.get_or_insert(paused.elapsed());
-                    acked.insert(n);
+                    owner_acked.insert(n);
                 }
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
@@ -768,7 +819,7 @@ fn zombie_phase(rt: &tokio::runtime::Runtime, settings: &Settings) -> Result<boo
             Ok(reply) => refused.push(reply),
             Err(e) => refused.push(e),
         }
-        // Node 0 goes on being asked: it must refuse every write, and name node 1 at last.
+        // Node 0 goes on being asked: it must refuse writes, and name node 1 at last.
         let resumed = Instant::now();
         let mut n = 6;
         while resumed.elapsed() < Duration::from_secs(10) && n < 40 {
@@ -793,51 +844,81 @@ fn zombie_phase(rt: &tokio::runtime::Runtime, settings: &Settings) -> Result<boo
             if reply != format!("ok {name} {n}") {
                 return Err(format!("node 1, write {n}: {reply}"));
             }
-            acked.insert(n);
+            owner_acked.insert(n);
         }
         Ok(takeover)
     });
     let problems = cluster.stop_all();
     drop(cluster);
     let takeover = result?;
-    let rows = archived(
+    let (rows, health) = archived(
         &settings.endpoint,
-        prefix,
-        &settings.base.join("checker-zombie"),
+        &prefix,
+        &settings.base.join(format!("checker-{prefix}")),
         &[name.to_owned()],
     )?;
     let present: BTreeSet<i64> = rows[0].keys().copied().collect();
     let whole = rows[0].values().all(|parts| parts.as_slice() == [0, 1]);
     let fenced = refused.iter().any(|r| r.contains("fenced"));
     let named = refused.iter().any(|r| r.starts_with(&format!("owner {name} n1 ")));
+    let acked: BTreeSet<i64> = before.union(&owner_acked).copied().collect();
+    let zombie: BTreeSet<i64> = zombie_acked.iter().copied().collect();
+    // Node 0's writes after the takeover are never history: that would be two writers.
+    let split: Vec<i64> = present.intersection(&zombie).copied().collect();
+    // The new owner's history: every write it acknowledged, on what node 0 had uploaded
+    // (all of it, or under Local a prefix: the unuploaded tail is lost, never a hole).
+    let kept: BTreeSet<i64> = present.intersection(&before).copied().collect();
+    let prefix_kept = kept.iter().eq(before.iter().take(kept.len()));
+    let owners = present.difference(&before).copied().collect::<BTreeSet<i64>>() == owner_acked;
+    let tail_lost = before.len() - kept.len();
+    let history_ok = match replication {
+        "replicated" => zombie.is_empty() && present == acked,
+        _ => split.is_empty() && prefix_kept && owners,
+    } && whole;
+    let verdict = if replication == "replicated" {
+        format!(
+            "archive {} the 2 owners' {} acknowledged writes",
+            if history_ok { "holds exactly" } else { "DIFFERS from" },
+            acked.len()
+        )
+    } else {
+        format!(
+            "archive {} the new owner's history: {} of the 2 owners' {} acknowledged writes, \
+             {} lost ({tail_lost} of node 0's tail not uploaded before the pause, {} node 0 \
+             acknowledged after resuming)",
+            if history_ok { "holds" } else { "DIFFERS from" },
+            present.intersection(&acked).count(),
+            acked.len(),
+            tail_lost + zombie.len(),
+            zombie.len(),
+        )
+    };
     println!(
-        "failover zombie: node 1 took over {} after node 0 was paused; node 0 resumed: {} \
-         writes acknowledged, {} refused ({}fenced, {}named node 1); archive {} the 2 owners' \
-         {} acknowledged writes",
+        "failover zombie {replication}: node 1 took over {} after node 0 was paused; node 0 \
+         resumed: {} writes acknowledged, {} refused ({}fenced, {}named node 1); {verdict}; \
+         {health}",
         secs(takeover),
         zombie_acked.len(),
         refused.len(),
         if fenced { "" } else { "none " },
         if named { "" } else { "never " },
-        if present == acked && whole { "holds exactly" } else { "DIFFERS from" },
-        acked.len(),
     );
     for reply in &refused {
         println!("  refused: {reply}");
     }
-    if present != acked {
+    if !history_ok {
         println!("  archived {present:?}");
-        println!("  acked    {acked:?}");
+        println!("  acked    {acked:?} by the owners, {zombie:?} by node 0 after resuming");
     }
-    for problem in &problems {
+    for problem in problems.iter().chain(&health.examples) {
         println!("  {problem}");
     }
-    Ok(zombie_acked.is_empty() && present == acked && whole && named && problems.is_empty())
+    Ok(history_ok && named && problems.is_empty() && health.broken == 0)
 }
 
 fn main() -> ExitCode {
     let mut seconds = 45u64;
-    let mut kills = 12usize;
+    let mut kills = 20usize;
     let mut seed = None;
     let mut modes = vec!["local", "replicated"];
     let mut zombie = true;
@@ -859,7 +940,7 @@ fn main() -> ExitCode {
             "--seconds" if value.parse::<u64>().is_ok_and(|s| s > 0) => {
                 seconds = value.parse().unwrap_or(45)
             }
-            "--kills" if value.parse::<usize>().is_ok() => kills = value.parse().unwrap_or(12),
+            "--kills" if value.parse::<usize>().is_ok() => kills = value.parse().unwrap_or(20),
             "--seed" if value.parse::<u64>().is_ok() => seed = value.parse().ok(),
             "--mode" => {
                 modes = match value.as_str() {
@@ -950,7 +1031,9 @@ fn run(
         passed &= load_phase(&rt, &settings, mode, seed.wrapping_add(i as u64))?;
     }
     if zombie {
-        passed &= zombie_phase(&rt, &settings)?;
+        for mode in ["local", "replicated"] {
+            passed &= zombie_phase(&rt, &settings, mode)?;
+        }
     }
     drop(server);
     rt.shutdown_timeout(Duration::from_secs(5));

@@ -1,5 +1,6 @@
 //! `history` (every retained commit, newest first, paged) and `archive verify` (every
-//! retained point rebuilds and passes SQLite's integrity check).
+//! retained point rebuilds and passes SQLite's integrity check; the archive's chain of
+//! segments has no gap).
 
 use crate::support::Data;
 
@@ -78,6 +79,10 @@ fn archive_verify_rebuilds_every_point() {
     assert_eq!(objects[0]["object"], "o");
     assert_eq!(objects[0]["retained"].as_u64().unwrap(), head + 1);
     assert_eq!(objects[0]["checked"].as_u64().unwrap(), head + 1);
+    // The archive listing: nothing superseded (one writer), no gap, nothing straddling.
+    assert_eq!(objects[0]["superseded"], 0, "{doc}");
+    assert_eq!(objects[0]["gaps"], serde_json::json!([]), "{doc}");
+    assert_eq!(objects[0]["straddling"], serde_json::json!([]), "{doc}");
 
     // A sample: the newest, the oldest and evenly spaced points; `--all` overrides it.
     let doc = data.json(&["archive", "verify", "o", "--sample", "3"]);
@@ -112,4 +117,42 @@ fn archive_verify_reports_a_damaged_archive() {
     assert!(run.stderr.contains("failed verification"), "{run:?}");
     assert!(run.stdout.contains("o ") && run.stdout.contains("failed"), "{run:?}");
     assert!(run.stdout.contains("corrupt"), "{run:?}");
+}
+
+#[test]
+fn archive_verify_fails_an_object_with_a_gap_in_its_archive() {
+    let data = Data::new();
+    commits(&data, 5);
+    // Each command closed the object, uploading its commits as a segment of their own.
+    let seg_dir = data.path().join("archive").join("o.sqlite").join("seg");
+    let mut segments: Vec<String> = std::fs::read_dir(&seg_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 4, "{segments:?}");
+    let middle = &segments[segments.len() / 2];
+    std::fs::remove_file(seg_dir.join(middle)).unwrap();
+    let first = u64::from_str_radix(&middle[9..25], 16).unwrap();
+    let last = u64::from_str_radix(&middle[26..42], 16).unwrap();
+
+    let run = data.run(&["archive", "verify", "o"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.starts_with("durable: 1 object(s) failed verification"), "{run:?}");
+    assert!(run.stderr.contains("1 gap(s) in the archived history"), "{run:?}");
+    let seqs = if first == last { format!("seq {first}") } else { format!("seqs {first}-{last}") };
+    let line = format!("o: {seqs} missing from the archive (a gap in the chain of segments)");
+    assert!(run.stdout.lines().any(|l| l == line), "{line} in {run:?}");
+    let row = run.stdout.lines().find(|l| l.starts_with("o ")).unwrap();
+    assert!(row.contains("1 gap(s)"), "{row}");
+
+    let run = data.run(&["--json", "archive", "verify", "o"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let doc: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(doc["ok"], false, "{doc}");
+    let o = &doc["objects"][0];
+    assert_eq!(o["ok"], false, "{doc}");
+    assert_eq!(o["gaps"], serde_json::json!([{ "first_seq": first, "last_seq": last }]), "{doc}");
+    assert_eq!(o["superseded"], 0, "{doc}");
+    assert_eq!(o["straddling"], serde_json::json!([]), "{doc}");
 }

@@ -122,8 +122,9 @@ impl Archiver {
                 Ok(true)
             }
             Err(error) => {
-                inner.fenced(&error, &self.db);
                 inner.upload_error = Some(error.to_string());
+                drop(inner);
+                self.after_failure(&error);
                 Err(error)
             }
         }
@@ -188,12 +189,18 @@ impl Archiver {
                 Ok(count)
             }
             Err(error) => {
-                inner.fenced(&error, &self.db);
+                let fenced = inner.fenced(&error);
                 inner.upload_error = Some(error.to_string());
                 let sealed = inner.journal.seal_rotated(&rotated);
-                let sealed = inner.poison(sealed)?;
-                inner.catalog.segments.retain(|e| e.name != rotated.name);
-                inner.catalog.add_segment(sealed);
+                let kept = inner.poison(sealed).map(|sealed| {
+                    inner.catalog.segments.retain(|e| e.name != rotated.name);
+                    inner.catalog.add_segment(sealed);
+                });
+                drop(inner);
+                if fenced {
+                    self.stop_durability(&error);
+                }
+                kept?;
                 Err(error)
             }
         }
@@ -215,7 +222,7 @@ impl Archiver {
             // Uploaded under this archiver's lease term (the local name has none).
             let uploaded =
                 if entry.remote { entry.name } else { entry.name.with_term(archive.term) };
-            let outcome = async {
+            let outcome: Result<()> = async {
                 if !entry.remote {
                     let bytes = read_local(&path)?;
                     archive.put_immutable(&format!("seg/{}", uploaded.file_name()), bytes).await?;
@@ -224,9 +231,8 @@ impl Archiver {
             }
             .await;
             if let Err(e) = outcome {
-                let mut inner = self.lock();
-                inner.fenced(&e, &self.db);
-                inner.upload_error = Some(e.to_string());
+                self.lock().upload_error = Some(e.to_string());
+                self.after_failure(&e);
                 return Err(e);
             }
             archive.fail("upload.before_local_delete")?;
@@ -256,7 +262,7 @@ impl Archiver {
     pub async fn compact(&self) -> Result<bool> {
         let outcome = self.compact_steps().await;
         if let Err(e) = &outcome {
-            self.lock().fenced(e, &self.db);
+            self.after_failure(e);
         }
         outcome
     }
@@ -344,7 +350,7 @@ impl Archiver {
     pub async fn retain(&self) -> Result<usize> {
         let outcome = self.retain_steps().await;
         if let Err(e) = &outcome {
-            self.lock().fenced(e, &self.db);
+            self.after_failure(e);
         }
         outcome
     }

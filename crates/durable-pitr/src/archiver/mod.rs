@@ -45,12 +45,14 @@ use crate::record::Kind;
 use crate::wal::{self, WalPos};
 
 mod capture;
+mod check;
 mod history;
 mod maintain;
 mod open;
 mod reader;
 mod rebuild;
 
+pub use check::ArchiveCheck;
 pub use reader::ArchiveReader;
 
 use rebuild::Sources;
@@ -329,17 +331,18 @@ impl Inner {
     }
 
     /// After a failed archive step: when a later lease term fenced this writer, stops the
-    /// archiver and the database's commit pipeline for good (whoever waits on durability
-    /// fails; the object must be opened again, where it lives now).
-    pub(super) fn fenced(&mut self, error: &Error, db: &Database) {
-        if let Error::Archive(ArchiveError::Fenced { .. }) = error {
-            self.fenced = true;
-            if self.poisoned.is_none() {
-                tracing::error!(%error, db = %self.paths.db.display(), "archiver fenced");
-                self.poisoned = Some(error.to_string());
-            }
-            db.fail_durability(std::io::Error::other(error.to_string()));
+    /// archiver for good and returns true; the caller then stops the database's commit
+    /// pipeline with [`Archiver::stop_durability`] once it has let go of this lock (the
+    /// pipeline's delivery lock comes before the archiver's: a sync thread delivering
+    /// `Durable` holds it while it waits for this one).
+    pub(super) fn fenced(&mut self, error: &Error) -> bool {
+        let Error::Archive(ArchiveError::Fenced { .. }) = error else { return false };
+        self.fenced = true;
+        if self.poisoned.is_none() {
+            tracing::error!(%error, db = %self.paths.db.display(), "archiver fenced");
+            self.poisoned = Some(error.to_string());
         }
+        true
     }
 
     fn check_poisoned(&self) -> Result<()> {
@@ -495,6 +498,23 @@ impl Archiver {
     /// holds will never be uploaded.
     pub fn is_fenced(&self) -> bool {
         self.lock().fenced
+    }
+
+    /// After a failed archive step, with the archiver unlocked: when a later lease term
+    /// fenced this writer, stops the archiver and the database's commit pipeline for good
+    /// (whoever waits on durability fails; the object must be opened again, where it lives
+    /// now).
+    pub(super) fn after_failure(&self, error: &Error) {
+        let fenced = self.lock().fenced(error);
+        if fenced {
+            self.stop_durability(error);
+        }
+    }
+
+    /// Stops the database's commit pipeline with `error` (fencing). Never call it with the
+    /// archiver locked.
+    pub(super) fn stop_durability(&self, error: &Error) {
+        self.db.fail_durability(std::io::Error::other(error.to_string()));
     }
 
     /// Captures, checkpoints, seals and uploads: after this the archive holds the object's

@@ -2,6 +2,7 @@
 //! no lease, nothing written. For tools that copy a state out of the archive while the
 //! object runs elsewhere (`durable export`), and for checking what another node uploaded.
 
+use super::check::ArchiveCheck;
 use super::history::newest_sealed_at;
 use super::rebuild::{Sources, materialize};
 use crate::archive::Archive;
@@ -81,6 +82,14 @@ impl ArchiveReader {
         let t = u64::try_from(time_ms).unwrap_or(0);
         let found = newest_sealed_at(&self.sources, t).await?;
         Ok(found.map(|e| self.sources.history.bookmark(e.epoch, e.seq, e.ts).to_string()))
+    }
+
+    /// The archive's health as [`open`](Self::open) read it (nothing more is read):
+    /// history a later lease term superseded (expected after a takeover), segments that
+    /// straddle the start of a later term, and positions missing from the chain of
+    /// segments. See [`ArchiveCheck::is_healthy`].
+    pub fn check(&self) -> ArchiveCheck {
+        ArchiveCheck::of(&self.sources.catalog)
     }
 
     /// The database image at the newest archived commit.

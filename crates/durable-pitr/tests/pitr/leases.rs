@@ -1,14 +1,16 @@
 //! Single-writer leases across nodes sharing one archive: a live owner refuses a second
 //! writer, a released or expired lease is taken over from the archive, a fenced writer's
-//! uploads are refused and superseded, and a stale local copy gives way to the archive.
+//! uploads are refused and superseded (which `ArchiveReader::check` counts, and a segment
+//! straddling a term's start it reports), and a stale local copy gives way to the archive.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use durable_pitr::object_store::ObjectStore;
 use durable_pitr::object_store::memory::InMemory;
-use durable_pitr::{ArchiveConfig, ArchiveError, Archiver, Error, Node};
+use durable_pitr::object_store::path::Path as StorePath;
+use durable_pitr::object_store::{ObjectStore, ObjectStoreExt};
+use durable_pitr::{ArchiveConfig, ArchiveError, ArchiveReader, Archiver, Error, Node};
 use durable_sql::testing::ManualClock;
 use durable_sql::{Database, Options};
 
@@ -197,4 +199,66 @@ async fn a_restarted_node_takes_its_own_unreleased_lease_back_at_once() {
     let (db, archiver) = c.open(&again, "a").await.unwrap();
     assert_eq!(rows(&db), ["kept"], "the local copy is current: nobody else wrote");
     assert_eq!(archiver.status().term, 2);
+}
+
+/// The names under the object's `dir`, sorted.
+async fn names(c: &Cluster, dir: &str) -> Vec<String> {
+    use futures_util::TryStreamExt;
+    let p = StorePath::from(format!("ns/room.sqlite/{dir}"));
+    let metas: Vec<_> = c.store.list(Some(&p)).try_collect().await.unwrap();
+    let mut names: Vec<String> =
+        metas.iter().map(|m| m.location.filename().unwrap().to_owned()).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn the_check_counts_superseded_history_and_reports_a_straddling_segment() {
+    let c = Cluster::new();
+    let (a, b) = (c.node("a").await, c.node("b").await);
+    let (db_a, archiver_a) = c.open(&a, "a").await.unwrap();
+    write(&db_a, "one");
+    archiver_a.flush().await.unwrap();
+    c.clock.advance(LEASE.as_millis() as i64 + 1);
+    b.heartbeat().await.unwrap();
+    let (db_b, archiver_b) = c.open(&b, "b").await.unwrap();
+    // The fenced writer's late upload reaches the store before its fencing check fails.
+    write(&db_a, "late");
+    archiver_a.flush().await.unwrap_err();
+    write(&db_b, "two");
+    archiver_b.flush().await.unwrap();
+    let found = ArchiveReader::open(&c.config(&b)).await.unwrap().check();
+    assert_eq!(found.superseded.len(), 1, "{found:?}");
+    assert!(found.superseded[0].ends_with("-00000001.seg"), "{found:?}");
+    assert!(found.straddling.is_empty() && found.gaps.is_empty(), "{found:?}");
+    assert!(found.is_healthy(), "superseded history is what a takeover leaves");
+
+    // A term-1 segment from just before term 2's start to past it: a broken chain.
+    let from = names(&c, "lease").await.into_iter().find_map(|n| {
+        n.strip_prefix("00000002.from-").map(|s| u64::from_str_radix(s, 16).unwrap())
+    });
+    let from = from.expect("term 2 wrote where it starts");
+    let source = names(&c, "seg").await.into_iter().next().unwrap();
+    let straddler = format!(
+        "00000000-{:016x}-{:016x}-{:012x}-{:012x}-00000001.seg",
+        from - 1,
+        from,
+        super::support::T0,
+        super::support::T0
+    );
+    let bytes = c
+        .store
+        .get(&StorePath::from(format!("ns/room.sqlite/seg/{source}")))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let key = StorePath::from(format!("ns/room.sqlite/seg/{straddler}"));
+    c.store.put(&key, bytes.into()).await.unwrap();
+    let found = ArchiveReader::open(&c.config(&b)).await.unwrap().check();
+    assert_eq!(found.straddling, [format!("seg/{straddler}")], "{found:?}");
+    assert_eq!(found.superseded.len(), 1, "the straddler is not counted twice: {found:?}");
+    assert!(!found.is_healthy());
+    drop((db_a, archiver_a, db_b, archiver_b));
 }

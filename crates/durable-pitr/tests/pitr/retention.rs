@@ -80,6 +80,9 @@ async fn thirty_one_days() {
     assert!(last_seqs.iter().all(|l| *l >= anchor), "no segment ends before the anchor");
     assert!(first_seqs.iter().any(|f| *f <= anchor + 1), "the anchor's successors are kept");
     assert!(!first_seqs.contains(&0), "day one's history is gone");
+    // What retention and merges leave is whole: no gap before the anchor counts.
+    let found = durable_pitr::ArchiveReader::open(&config).await.unwrap().check();
+    assert_eq!(found, durable_pitr::ArchiveCheck::default());
 }
 
 async fn list(env: &Env, prefix: &str) -> Vec<String> {

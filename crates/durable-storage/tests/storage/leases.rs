@@ -2,7 +2,8 @@
 //! folders share one archive. A live owner's objects are refused elsewhere with the owner's
 //! name and address; a hand-off (close here, open there) loses nothing; when a node stops
 //! renewing its lease another takes its objects over, and the old node's late writes are
-//! fenced: refused, never in the archive's history.
+//! fenced: refused, never in the archive's history (superseded, which
+//! `Namespace::archive_check` counts).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -149,6 +150,10 @@ fn an_expired_lease_fails_over_and_the_old_node_is_fenced() {
         b.close().await.unwrap();
         let (_, image) = a.archived_image("doc", None).unwrap();
         assert_eq!(notes(&image, &dir_a), [1, 2]);
+        // What a uploaded after the takeover is superseded: counted, and no damage.
+        let check = a.archive_check("doc").unwrap();
+        assert!(check.is_healthy(), "{check:?}");
+        assert!(!check.superseded.is_empty(), "a's fenced upload: {check:?}");
         // Closing the fenced node reports nothing as left to upload: there is nothing it
         // could still add to the object's history.
         a.close().await.unwrap();
