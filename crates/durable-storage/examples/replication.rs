@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use durable_s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
 use durable_storage::pitr::object_store::aws::AmazonS3Builder;
 use durable_storage::pitr::object_store::path::Path as StorePath;
+use durable_storage::pitr::object_store::throttle::{ThrottleConfig, ThrottledStore};
 use durable_storage::pitr::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use durable_storage::{Actor, Archive, ArchiveStore, Namespace, NamespaceOptions, Replication};
 
@@ -116,6 +117,10 @@ async fn run(
 fn main() {
     let seconds = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let seconds = Duration::from_secs(seconds);
+    let latency = std::env::var("STORE_LATENCY_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_millis);
     // The server on a runtime of its own: opening objects blocks the caller's workers (the
     // namespace's archive I/O runs on its own runtime), and a server among those workers
     // could not answer meanwhile. In production the store is elsewhere.
@@ -139,6 +144,20 @@ fn main() {
                 .build()
                 .unwrap(),
         );
+        // A remote store's round trip, simulated: every request waits this long first.
+        let store: Arc<dyn ObjectStore> = match latency {
+            Some(wait) => {
+                let config = ThrottleConfig {
+                    wait_put_per_call: wait,
+                    wait_get_per_call: wait,
+                    wait_list_per_call: wait,
+                    wait_delete_per_call: wait,
+                    ..Default::default()
+                };
+                Arc::new(ThrottledStore::new(store, config))
+            }
+            None => store,
+        };
         // One PUT of a small segment-sized object, one at a time.
         let mut puts = Vec::new();
         let payload = vec![7u8; 4096];
