@@ -562,17 +562,20 @@ impl Registry {
         self.sweep_at = 2 * self.storages.len().max(self.objects.len());
     }
 
-    fn keep(&mut self, handle: &StorageHandle, keep_open: usize) {
+    /// Marks `handle` most recently used among the kept-open handles; returns those that
+    /// fell out, for the caller to drop once the registry is unlocked (dropping the last
+    /// handle of an object commits and closes it).
+    #[must_use]
+    fn keep(&mut self, handle: &StorageHandle, keep_open: usize) -> Vec<StorageHandle> {
         if keep_open == 0 {
-            return;
+            return Vec::new();
         }
         if let Some(pos) = self.keep.iter().position(|h| Arc::ptr_eq(&h.inner, &handle.inner)) {
             self.keep.remove(pos);
         }
         self.keep.push_back(handle.clone());
-        while self.keep.len() > keep_open {
-            self.keep.pop_front();
-        }
+        let over = self.keep.len().saturating_sub(keep_open);
+        self.keep.drain(..over).collect()
     }
 }
 
@@ -891,7 +894,9 @@ impl Namespace {
                         drop(handle);
                         continue;
                     }
-                    registry.keep(&handle, keep_open);
+                    let evicted = registry.keep(&handle, keep_open);
+                    drop(registry);
+                    drop(evicted);
                     return Ok(handle);
                 }
                 if entry.storage_alive.strong_count() > 0 {
@@ -911,7 +916,9 @@ impl Namespace {
                 name.to_string(),
                 OpenEntry { handle: Arc::downgrade(&handle.inner), storage_alive },
             );
-            registry.keep(&handle, keep_open);
+            let evicted = registry.keep(&handle, keep_open);
+            drop(registry);
+            drop(evicted);
             return Ok(handle);
         }
     }
