@@ -8,7 +8,10 @@
 //!
 //! Ids: `r-put` (one 4 KiB PUT), `r-local-1` / `r-repl-1` (one object, one event at a
 //! time), `r-local-100` / `r-repl-100` (100 objects, an event in flight on each). For each:
-//! events per second and the confirm latency (call to released result) p50 / p99.
+//! events per second and the confirm latency (call to released result) p50 / p99. Then
+//! opening 100 archived objects: `r-open-seq` one after another from one thread,
+//! `r-open-lazy` by the first event of each, all sent at once (the wall time, and the
+//! slowest first event).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -114,6 +117,57 @@ async fn run(
     }
 }
 
+/// Opens `objects` archived objects one after another from one thread, then `objects`
+/// others lazily, by a first event to each sent all at once: the two wall times and the
+/// slowest first event.
+async fn opens(
+    store: Arc<dyn ObjectStore>,
+    prefix: &str,
+    objects: usize,
+) -> (Duration, Duration, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = NamespaceOptions::new().archive(Archive::Store(ArchiveStore::new(store, prefix)));
+    let ns = Namespace::open(dir.path(), options).unwrap();
+    let started = Instant::now();
+    let handles = {
+        let ns = ns.clone();
+        tokio::task::spawn_blocking(move || {
+            (0..objects).map(|i| ns.storage(&format!("s{i}")).unwrap()).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap()
+    };
+    let one_by_one = started.elapsed();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..objects)
+        .map(|i| {
+            let object = ns.object(&format!("z{i}"), |_| Counter).unwrap();
+            tokio::spawn(async move {
+                let sent = Instant::now();
+                object
+                    .call(|ctx| async move {
+                        let db = ctx.storage().sql().unwrap();
+                        db.exec("CREATE TABLE IF NOT EXISTS t(n INTEGER)", &[]).unwrap();
+                    })
+                    .await
+                    .unwrap();
+                (sent.elapsed(), object)
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    let mut running = Vec::new();
+    for task in tasks {
+        let (first_event, object) = task.await.unwrap();
+        slowest = slowest.max(first_event);
+        running.push(object);
+    }
+    let lazily = started.elapsed();
+    drop((handles, running));
+    ns.close().await.unwrap();
+    (one_by_one, lazily, slowest)
+}
+
 fn main() {
     let seconds = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let seconds = Duration::from_secs(seconds);
@@ -190,5 +244,16 @@ fn main() {
                 repl.p99.as_secs_f64() / put.p99.as_secs_f64()
             );
         }
+        let (one_by_one, lazily, slowest) = opens(store.clone(), "open", 100).await;
+        println!(
+            "r-open-seq   100 opens one after another {:>7.0} ms ({:.1} ms each)",
+            one_by_one.as_secs_f64() * 1e3,
+            one_by_one.as_secs_f64() * 1e3 / 100.0
+        );
+        println!(
+            "r-open-lazy  100 opens by first events   {:>7.0} ms (slowest first event {:.0} ms)",
+            lazily.as_secs_f64() * 1e3,
+            slowest.as_secs_f64() * 1e3
+        );
     });
 }

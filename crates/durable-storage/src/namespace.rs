@@ -1,14 +1,24 @@
 //! `Namespace`: the objects of one data directory, opened by name, one database file each.
 //!
 //! ```text
-//!  ns.storage("a") ──► registry["a"] alive? ──yes──► the same StorageHandle
+//!  ns.storage("a") ──► registry["a"] being opened? ──yes──► wait for that open, look again
 //!                              │ no
 //!                              ▼
-//!        open a.sqlite, set the clock, install the alarm listener ──► new StorageHandle
+//!                      registry["a"] alive? ──yes──► the same StorageHandle
+//!                              │ no: mark "a" opening, unlock the registry
+//!                              ▼
+//!        open a.sqlite (archived: lease, catalog), set the clock, install the alarm listener
+//!                              │ lock the registry again
+//!                              ▼
+//!        registry["a"] = the new StorageHandle, unmark, wake the waiters
 //!                                                   │
 //!               every commit that changes the alarm ▼
 //!                                     _index.sqlite: alarms(name, at_ms)
 //! ```
+//!
+//! The registry lock is only held for map lookups and inserts, never across an open, an
+//! archive round trip or a close: opens of different objects run at once, and calls for
+//! open objects never wait behind one.
 
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
@@ -16,7 +26,7 @@ use std::fs::File;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use durable_backend::SqliteBackend;
@@ -545,10 +555,75 @@ struct RuntimeEntry {
 struct Registry {
     storages: HashMap<String, OpenEntry>,
     objects: HashMap<String, RuntimeEntry>,
+    /// Objects being opened now, outside the registry lock (an archived open makes several
+    /// round trips to the store and may wait for another node's lease): callers for the
+    /// same name wait for that open instead of starting a second one.
+    opening: HashMap<String, Arc<Opening>>,
     /// Recently used handles kept open, most recent last.
     keep: VecDeque<StorageHandle>,
     /// Dead entries are swept when a map grows past this.
     sweep_at: usize,
+}
+
+/// One open running outside the registry lock; done once its outcome is in the registry
+/// (the handle in `storages`, or nothing when it failed).
+#[derive(Default)]
+struct Opening {
+    done: Mutex<bool>,
+    finished: Condvar,
+}
+
+impl Opening {
+    fn finish(&self) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.finished.notify_all();
+    }
+
+    /// Blocks until the open is over. On a worker of a multi-threaded tokio runtime the
+    /// worker's other tasks move to another thread meanwhile (as during an archived open).
+    fn wait(&self) {
+        let wait = || {
+            let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+            while !*done {
+                done = self.finished.wait(done).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
+        }
+    }
+}
+
+/// Ends an open in the registry: takes its `opening` mark away and wakes whoever waits for
+/// it. Dropped without [`finish`](OpeningMark::finish) (the open panicked), it does the
+/// same, so that waiters never hang.
+struct OpeningMark<'a> {
+    registry: &'a Mutex<Registry>,
+    name: &'a str,
+    opening: Arc<Opening>,
+    finished: bool,
+}
+
+impl OpeningMark<'_> {
+    /// Called with the registry locked, once the open's outcome is in it: callers that look
+    /// after this see the outcome, and those that waited are woken to look again.
+    fn finish(mut self, registry: &mut Registry) {
+        registry.opening.remove(self.name);
+        self.opening.finish();
+        self.finished = true;
+    }
+}
+
+impl Drop for OpeningMark<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            registry.opening.remove(self.name);
+            drop(registry);
+            self.opening.finish();
+        }
+    }
 }
 
 impl Registry {
@@ -562,17 +637,20 @@ impl Registry {
         self.sweep_at = 2 * self.storages.len().max(self.objects.len());
     }
 
-    fn keep(&mut self, handle: &StorageHandle, keep_open: usize) {
+    /// Marks `handle` most recently used among the kept-open handles; returns those that
+    /// fell out, for the caller to drop once the registry is unlocked (dropping the last
+    /// handle of an object commits and closes it).
+    #[must_use]
+    fn keep(&mut self, handle: &StorageHandle, keep_open: usize) -> Vec<StorageHandle> {
         if keep_open == 0 {
-            return;
+            return Vec::new();
         }
         if let Some(pos) = self.keep.iter().position(|h| Arc::ptr_eq(&h.inner, &handle.inner)) {
             self.keep.remove(pos);
         }
         self.keep.push_back(handle.clone());
-        while self.keep.len() > keep_open {
-            self.keep.pop_front();
-        }
+        let over = self.keep.len().saturating_sub(keep_open);
+        self.keep.drain(..over).collect()
     }
 }
 
@@ -882,6 +960,13 @@ impl Namespace {
     /// The object's storage: its live handle if it is open, else the object is opened
     /// (its database created on first use).
     ///
+    /// Opening runs outside the namespace's registry lock: opens of different objects run
+    /// at once, and calls for objects already open answer meanwhile. A call for an object
+    /// another call is opening waits for that open and returns the handle it produced. If
+    /// that open failed, the waiting call looks again as if it had just arrived: it opens
+    /// the object itself (or waits for a caller that got there first), so the error it
+    /// returns is that of an attempt made after it was called.
+    ///
     /// Fails with [`Error::StillOpen`] when the object's previous instance was aborted (or
     /// its handles dropped while a clone of its `Storage` lives on) and is still referenced:
     /// a second connection is never opened beside it.
@@ -890,6 +975,11 @@ impl Namespace {
         let mut waited = Duration::ZERO;
         loop {
             let mut registry = self.registry();
+            if let Some(opening) = registry.opening.get(name).cloned() {
+                drop(registry);
+                opening.wait();
+                continue;
+            }
             if let Some(entry) = registry.storages.get(name) {
                 if let Some(inner) = entry.handle.upgrade() {
                     let handle = StorageHandle { inner };
@@ -903,7 +993,9 @@ impl Namespace {
                         drop(handle);
                         continue;
                     }
-                    registry.keep(&handle, keep_open);
+                    let evicted = registry.keep(&handle, keep_open);
+                    drop(registry);
+                    drop(evicted);
                     return Ok(handle);
                 }
                 if entry.storage_alive.strong_count() > 0 {
@@ -917,18 +1009,35 @@ impl Namespace {
                     continue;
                 }
             }
-            let (handle, storage_alive) = self.open_object(name)?;
-            registry.sweep();
-            registry.storages.insert(
-                name.to_string(),
-                OpenEntry { handle: Arc::downgrade(&handle.inner), storage_alive },
-            );
-            registry.keep(&handle, keep_open);
-            return Ok(handle);
+            // Open outside the lock; the mark keeps every other caller for `name` waiting.
+            let opening = Arc::new(Opening::default());
+            registry.opening.insert(name.to_string(), opening.clone());
+            drop(registry);
+            let mark =
+                OpeningMark { registry: &self.inner.registry, name, opening, finished: false };
+            let opened = self.open_object(name);
+            let mut registry = self.registry();
+            let mut evicted = Vec::new();
+            if let Ok((handle, storage_alive)) = &opened {
+                registry.sweep();
+                registry.storages.insert(
+                    name.to_string(),
+                    OpenEntry {
+                        handle: Arc::downgrade(&handle.inner),
+                        storage_alive: storage_alive.clone(),
+                    },
+                );
+                evicted = registry.keep(handle, keep_open);
+            }
+            mark.finish(&mut registry);
+            drop(registry);
+            drop(evicted);
+            return opened.map(|(handle, _)| handle);
         }
     }
 
-    /// Opens `name`'s database (the registry lock is held by the caller).
+    /// Opens `name`'s database. Runs without the registry lock; the caller's `opening` mark
+    /// keeps other callers for `name` from opening it beside this.
     fn open_object(&self, name: &str) -> Result<(StorageHandle, Weak<()>)> {
         let shared = &self.inner.shared;
         let stem = names::stem(name);

@@ -26,6 +26,8 @@ mod leases;
 mod names;
 #[path = "storage/namespace.rs"]
 mod namespace;
+#[path = "storage/opening.rs"]
+mod opening;
 #[path = "storage/pitr.rs"]
 mod pitr;
 #[path = "storage/replication.rs"]
