@@ -162,7 +162,7 @@ struct Waiting {
 #[derive(Default)]
 struct State {
     queue: Vec<Waiting>,
-    /// Tasks running rounds (at most [`ROUNDS_IN_FLIGHT`]).
+    /// Tasks running rounds (at most `ROUNDS_IN_FLIGHT`).
     running: usize,
     next_round: u64,
     /// Rounds in the store, with how many of their confirmed deltas are not yet covered by
@@ -190,9 +190,12 @@ pub(crate) struct LogPlace {
     pub dir: String,
 }
 
-fn rounds_in_flight() -> usize {
-    std::env::var("ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1)
-}
+/// Rounds uploading at once. A round costs two round trips to the store (the PUT, then the
+/// fence listing): with one round at a time, commits arriving meanwhile wait for it to end
+/// and then for their own. Measured with benchmark (r) and a store answering in 20 ms: 100
+/// objects confirmed 842 events/s (p99 197 ms) with one round in flight, 1,408/s (p99 124
+/// ms) with four, and the same with eight; against the local S3 server, no difference.
+const ROUNDS_IN_FLIGHT: usize = 4;
 
 /// Attempts per batch upload before its deltas fail (each object retries with its next).
 const ATTEMPTS: u32 = 3;
@@ -214,7 +217,7 @@ impl SharedLog {
         let start = {
             let mut s = self.state();
             s.queue.push(Waiting { delta, done });
-            let start = s.running < rounds_in_flight();
+            let start = s.running < ROUNDS_IN_FLIGHT;
             if start {
                 s.running += 1;
             }
@@ -242,48 +245,51 @@ impl SharedLog {
                 (round, std::mem::take(&mut s.queue))
             };
             let outcome = write_round(&place, round, &batch).await;
-            let mut confirmed = Vec::new();
-            match outcome {
-                Ok(fenced) => {
-                    for w in batch {
-                        match fenced.get(&w.delta.object) {
-                            Some(&(term, ref by)) if term >= w.delta.name.term => {
-                                let _ = w.done.send(Err(Error::Archive(ArchiveError::Fenced {
-                                    term: w.delta.name.term,
-                                    by: by.clone(),
-                                })));
-                            }
-                            _ => {
-                                confirmed.push((w.delta.object.clone(), w.delta.name.last_seq));
-                                let _ = w.done.send(Ok(()));
-                            }
+            // Each waiter's answer; the confirmed ones are counted in the batch before anyone
+            // hears of them (an upload that covers them may follow at once).
+            let answers: Vec<Result<()>> = batch
+                .iter()
+                .map(|w| match &outcome {
+                    Ok(fenced) => match fenced.get(&w.delta.object) {
+                        Some((term, by)) if *term >= w.delta.name.term => {
+                            Err(Error::Archive(ArchiveError::Fenced {
+                                term: w.delta.name.term,
+                                by: by.clone(),
+                            }))
                         }
-                    }
-                }
-                Err(why) => {
-                    for w in batch {
-                        let source = object_store::Error::Generic {
+                        _ => Ok(()),
+                    },
+                    Err(why) => Err(Error::Archive(ArchiveError::Store {
+                        action: "put",
+                        key: format!("{}/{round:016x}", place.dir),
+                        source: object_store::Error::Generic {
                             store: "shared log",
                             source: Box::new(std::io::Error::other(why.clone())),
-                        };
-                        let _ = w.done.send(Err(Error::Archive(ArchiveError::Store {
-                            action: "put",
-                            key: format!("{}/{round:016x}", place.dir),
-                            source,
-                        })));
-                    }
-                }
-            }
-            let mut s = self.state();
+                        },
+                    })),
+                })
+                .collect();
+            let confirmed: Vec<(&Delta, &Result<()>)> = batch
+                .iter()
+                .map(|w| &w.delta)
+                .zip(&answers)
+                .filter(|(_, a)| a.is_ok())
+                .collect();
             if confirmed.is_empty() {
                 // Nothing in it anyone needs (it may not even exist): let it go.
-                drop(s);
                 spawn_delete(&place, vec![round]);
-                continue;
+            } else {
+                let mut s = self.state();
+                s.live.insert(round, confirmed.len());
+                for (delta, _) in confirmed {
+                    s.uncovered
+                        .entry(delta.object.clone())
+                        .or_default()
+                        .push((round, delta.name.last_seq));
+                }
             }
-            s.live.insert(round, confirmed.len());
-            for (object, last) in confirmed {
-                s.uncovered.entry(object).or_default().push((round, last));
+            for (w, answer) in batch.into_iter().zip(answers) {
+                let _ = w.done.send(answer);
             }
         }
     }
