@@ -269,12 +269,8 @@ impl SharedLog {
                     })),
                 })
                 .collect();
-            let confirmed: Vec<(&Delta, &Result<()>)> = batch
-                .iter()
-                .map(|w| &w.delta)
-                .zip(&answers)
-                .filter(|(_, a)| a.is_ok())
-                .collect();
+            let confirmed: Vec<(&Delta, &Result<()>)> =
+                batch.iter().map(|w| &w.delta).zip(&answers).filter(|(_, a)| a.is_ok()).collect();
             if confirmed.is_empty() {
                 // Nothing in it anyone needs (it may not even exist): let it go.
                 spawn_delete(&place, vec![round]);
