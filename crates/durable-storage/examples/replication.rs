@@ -12,6 +12,11 @@
 //! opening 100 archived objects: `r-open-seq` one after another from one thread,
 //! `r-open-lazy` by the first event of each, all sent at once (the wall time, and the
 //! slowest first event).
+//!
+//! Knobs (environment): `LAG_MS` the namespaces' `archive_lag` (default 1000);
+//! `STORE_LATENCY_MS` delays every store request by that much (object_store's
+//! `ThrottledStore`: a remote store's round trip); `S3_DIR` the folder the S3 server keeps
+//! its objects in (default: a temporary folder under the system's).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
