@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Subcommand;
-use durable_storage::{Archive, ArchiveStore, ImageAt, Namespace, StorageHandle};
+use durable_storage::{Archive, ArchiveStore, ImageAt, Namespace, StorageHandle, pitr};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -26,6 +26,8 @@ pub enum ArchiveCommand {
     /// `--all` checks every one. Also reads each object's archive listing: history a later
     /// lease term superseded is counted (expected after a takeover), while positions missing
     /// from the chain (gaps) and segments straddling a later term's start fail the object.
+    /// An object another live node holds (or that this data folder never held) is checked
+    /// from the archive alone, without its lease: its listing and its newest archived point.
     /// Exits non-zero when any point or object fails.
     Verify {
         /// Only this object.
@@ -240,14 +242,57 @@ impl Listing {
     }
 }
 
+/// Verifies an object another live node holds from the archive alone (no lease is taken):
+/// its listing, and its newest archived point rebuilt and checked.
+fn verify_held(
+    ns: &Namespace,
+    name: &str,
+    listings: &mut std::collections::HashMap<String, Listing>,
+) -> std::result::Result<(), String> {
+    listings.insert(name.to_owned(), Listing::read(ns, name)?);
+    let (_, image) = ns.archived_image(name, None).map_err(|e| format!("does not rebuild: {e}"))?;
+    integrity_check(&image)
+}
+
 /// Runs `durable archive verify [OBJECT] [--all] [--sample N]`.
 fn verify(env: &mut Env, ns: &Namespace, names: &[String], all: bool, sample: usize) -> Result<()> {
     // First the plan: every object's retained points and the ones to check.
     let mut plan = Vec::new();
     let mut failures = Vec::new();
     let mut listings = std::collections::HashMap::new();
+    // Objects checked from the archive alone, with why.
+    let mut held = std::collections::HashMap::new();
     for name in names {
-        let handle = ns.storage(name)?;
+        // An object this data folder does not hold, or that another live node holds, is
+        // checked from the archive alone: no lease is taken, nothing is written.
+        let opened = match ns.exists(name) {
+            false => Err(match ns.owner(name)? {
+                Some(owner) if owner.live => format!("node {} holds it", owner.node),
+                _ => "not in this data folder".to_owned(),
+            }),
+            true => match ns.storage(name) {
+                Ok(handle) => Ok(handle),
+                Err(durable_storage::Error::Pitr(pitr::Error::Archive(
+                    pitr::ArchiveError::LeaseHeld { node, .. },
+                ))) => Err(format!("node {node} holds it")),
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let handle = match opened {
+            Ok(handle) => handle,
+            Err(why) => {
+                if let Err(reason) = verify_held(ns, name, &mut listings) {
+                    failures.push(Failure {
+                        object: name.clone(),
+                        seq: 0,
+                        bookmark: "-".into(),
+                        reason,
+                    });
+                }
+                held.insert(name.clone(), why);
+                continue;
+            }
+        };
         if handle.archive_status().is_none() {
             plan.push((name.clone(), 0, Vec::new()));
             continue;
@@ -288,7 +333,8 @@ fn verify(env: &mut Env, ns: &Namespace, names: &[String], all: bool, sample: us
     if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} {elapsed}") {
         bar.set_style(style);
     }
-    let mut reports = Vec::new();
+    let mut reports: Vec<(String, usize, usize)> =
+        held.keys().map(|name| (name.clone(), 1, 1)).collect();
     for (name, retained, points) in &plan {
         let handle = ns.storage(name)?;
         for (seq, bookmark) in points {
@@ -334,6 +380,7 @@ fn verify(env: &mut Env, ns: &Namespace, names: &[String], all: bool, sample: us
                     .collect();
                 json!({
                     "object": name,
+                    "archive_only": held.get(name),
                     "retained": retained,
                     "checked": checked,
                     "ok": object_ok(name),
@@ -364,6 +411,9 @@ fn verify(env: &mut Env, ns: &Namespace, names: &[String], all: bool, sample: us
                 }
                 let result = match (retained, result.is_empty()) {
                     (_, false) => result.join(", "),
+                    (_, true) if held.contains_key(name) => {
+                        format!("ok (newest archived point; {})", held[name])
+                    }
                     (0, true) => "no archive".to_owned(),
                     _ => "ok".to_owned(),
                 };
@@ -558,7 +608,12 @@ pub fn archive(env: &mut Env, command: ArchiveCommand) -> Result<()> {
             env.out.table(&header, &cells)
         }
         ArchiveCommand::Verify { object, all, sample } => {
-            let names = names(object)?;
+            // An object of the archive that this data folder never held is verified too,
+            // from the archive alone.
+            let names = match object {
+                Some(name) if !ns.exists(&name) && ns.owner(&name)?.is_some() => vec![name],
+                object => names(object)?,
+            };
             verify(env, &ns, &names, all, sample)
         }
         ArchiveCommand::Prune { object } => {

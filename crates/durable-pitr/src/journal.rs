@@ -364,14 +364,7 @@ impl Journal {
         let mut file = File::open(&open.path).map_err(io_error("open", &open.path))?;
         file.seek(SeekFrom::Start(start)).map_err(io_error("read", &open.path))?;
         file.read_exact(&mut bytes[header..]).map_err(io_error("read", &open.path))?;
-        let name = SegName {
-            epoch: open.epoch,
-            first_seq: first.seq,
-            last_seq: last.seq,
-            first_ts: first.ts,
-            last_ts: last.ts,
-            term: 0,
-        };
+        let name = span_name(open.epoch, first, last);
         Ok(Some(Delta { name, bytes, path: open.path.clone(), end: (open.len, open.index.len()) }))
     }
 
@@ -416,15 +409,19 @@ impl Journal {
 
 /// The name an open segment gets when sealed (`None` when it holds no position).
 fn segment_name(open: &OpenSegment) -> Option<SegName> {
-    let (first, last) = (open.index.first()?, open.index.last()?);
-    Some(SegName {
-        epoch: open.epoch,
+    Some(span_name(open.epoch, open.index.first()?, open.index.last()?))
+}
+
+/// The name of a segment of `epoch` holding the positions `first..=last` (term set on upload).
+fn span_name(epoch: u32, first: &Entry, last: &Entry) -> SegName {
+    SegName {
+        epoch,
         first_seq: first.seq,
         last_seq: last.seq,
         first_ts: first.ts,
         last_ts: last.ts,
         term: 0,
-    })
+    }
 }
 
 /// Keeps `Kind` reachable for callers building marks.

@@ -1,7 +1,8 @@
 //! Two data folders writing one object into one archive (two machines, a rolling deploy),
 //! through the command, with a local-folder archive: while one process holds the object
 //! the other gets a clear error naming it, never a second history; after the first closes,
-//! the second takes over with everything. `export` reads the archive without either.
+//! the second takes over with everything. `export` and `archive verify` read the archive
+//! without either.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
@@ -67,9 +68,24 @@ fn a_second_writer_is_refused_while_the_first_holds_the_object() {
     let n: i64 = db.exec("SELECT count(*) FROM t", &[]).unwrap().one::<i64>().unwrap();
     assert_eq!(n, 1);
     drop(db);
+    // So does `archive verify`: the object a holds is checked from the archive alone (its
+    // listing, and its newest archived point rebuilt), and the report names a.
+    let doc = b.json(&["--archive", archive, "archive", "verify", "room"]);
+    assert_eq!(doc["ok"], true, "{doc}");
+    let why = format!("node {} holds it", a_node.trim());
+    assert_eq!(doc["objects"][0]["archive_only"], why.as_str(), "{doc}");
+    assert_eq!(doc["objects"][0]["checked"], 1, "{doc}");
+    let text = b.ok(&["--archive", archive, "archive", "verify", "room"]);
+    assert!(text.contains(&format!("ok (newest archived point; {why})")), "{text}");
     // a closes (its history uploads, its lease is released): b takes over with everything.
     drop(stdin);
     assert!(shell.wait().unwrap().success());
+    // A third data folder verifies it without taking it (b's next write needs the lease).
+    let c = Data::new();
+    let doc = c.json(&["--archive", archive, "archive", "verify", "room"]);
+    assert_eq!(doc["ok"], true, "{doc}");
+    assert_eq!(doc["objects"][0]["archive_only"], "not in this data folder", "{doc}");
+    assert!(!c.path().join(durable_storage::Namespace::file_name("room")).exists());
     b.ok(&["--archive", archive, "sql", "room", "INSERT INTO t VALUES ('from b')"]);
     let rows = b.json(&["--archive", archive, "sql", "room", "SELECT x FROM t ORDER BY rowid"]);
     assert_eq!(rows["rows"].to_string(), r#"[{"x":"from a"},{"x":"from b"}]"#, "{rows}");
