@@ -5,6 +5,7 @@ mod pitr {
 
     mod bookmarks;
     mod check;
+    mod cluster;
     mod crash;
     mod faults;
     pub mod faulty_store;

@@ -3,99 +3,20 @@
 //! uploads are refused and superseded (which `ArchiveReader::check` counts, and a segment
 //! straddling a term's start it reports), and a stale local copy gives way to the archive.
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
-
-use durable_pitr::object_store::memory::InMemory;
 use durable_pitr::object_store::path::Path as StorePath;
 use durable_pitr::object_store::{ObjectStore, ObjectStoreExt};
-use durable_pitr::{ArchiveConfig, ArchiveError, ArchiveReader, Archiver, Error, Node};
-use durable_sql::testing::ManualClock;
-use durable_sql::{Database, Options};
+use durable_pitr::{ArchiveError, ArchiveReader, Error};
 
-use super::support::T0;
-
-const LEASE: Duration = Duration::from_secs(10);
-
-struct Cluster {
-    store: Arc<dyn ObjectStore>,
-    clock: ManualClock,
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn new() -> Cluster {
-        Cluster {
-            store: Arc::new(InMemory::new()),
-            clock: ManualClock::new(T0),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    /// A node `id` (a new instance each call), heartbeating once.
-    async fn node(&self, id: &str) -> Arc<Node> {
-        let node = Node::new(self.store.clone(), "ns", id, Some(format!("{id}.local:80")), LEASE)
-            .unwrap()
-            .with_clock(Arc::new(self.clock.clone()));
-        node.heartbeat().await.unwrap();
-        Arc::new(node)
-    }
-
-    fn config(&self, node: &Arc<Node>) -> ArchiveConfig {
-        ArchiveConfig::new(self.store.clone(), "ns/room.sqlite")
-            .with_clock(Arc::new(self.clock.clone()))
-            .with_node(node.clone())
-    }
-
-    /// The object's file in `folder` (one data folder per node).
-    fn path(&self, folder: &str) -> std::path::PathBuf {
-        let dir = self.dir.path().join(folder);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("room.sqlite")
-    }
-
-    async fn open(
-        &self,
-        node: &Arc<Node>,
-        folder: &str,
-    ) -> durable_pitr::Result<(Database, Archiver)> {
-        Archiver::open(self.path(folder), Options::default(), self.config(node)).await
-    }
-}
-
-fn write(db: &Database, text: &str) {
-    db.exec("CREATE TABLE IF NOT EXISTS t(x TEXT)", &[]).unwrap();
-    db.exec("INSERT INTO t VALUES (?)", &[text.into()]).unwrap();
-    db.commit().unwrap();
-    db.sync().unwrap();
-}
-
-fn rows(db: &Database) -> Vec<String> {
-    let mut cursor = db.exec("SELECT x FROM t ORDER BY rowid", &[]).unwrap();
-    let rows = cursor.to_raw_array().unwrap();
-    rows.into_iter()
-        .map(|r| match &r[0] {
-            durable_sql::SqlValue::Text(s) => s.clone(),
-            other => panic!("{other:?}"),
-        })
-        .collect()
-}
-
-fn rows_of_image(image: &[u8], at: &Path) -> Vec<String> {
-    std::fs::write(at, image).unwrap();
-    let db = Database::open(at, Options::default()).unwrap();
-    rows(&db)
-}
+use super::cluster::{Cluster, LEASE, rows, rows_of_image, write};
 
 #[tokio::test]
 async fn a_live_owner_refuses_a_second_writer_until_it_releases() {
     let c = Cluster::new();
     let (a, b) = (c.node("a").await, c.node("b").await);
-    let (db, archiver) = c.open(&a, "a").await.unwrap();
+    let (db, archiver) = c.try_open(&a, "a", "room").await.unwrap();
     assert_eq!(archiver.status().term, 1);
     write(&db, "from a");
-    let err = c.open(&b, "b").await.unwrap_err();
+    let err = c.try_open(&b, "b", "room").await.unwrap_err();
     match &err {
         Error::Archive(ArchiveError::LeaseHeld { node, address, term }) => {
             assert_eq!((node.as_str(), address.as_deref(), *term), ("a", Some("a.local:80"), 1));
@@ -103,14 +24,14 @@ async fn a_live_owner_refuses_a_second_writer_until_it_releases() {
         other => panic!("{other:?}"),
     }
     assert!(err.to_string().contains("owned by node a at a.local:80"), "{err}");
-    let owner = b.owner(&c.config(&b)).await.unwrap().unwrap();
+    let owner = b.owner(&c.config(&b, "room")).await.unwrap().unwrap();
     assert!(owner.live && owner.node == "a" && owner.term == 1, "{owner:?}");
     // A hand-off: closing uploads everything and releases; the next node has it all.
     archiver.close().await.unwrap();
     drop(db);
-    let owner = b.owner(&c.config(&b)).await.unwrap().unwrap();
+    let owner = b.owner(&c.config(&b, "room")).await.unwrap().unwrap();
     assert!(!owner.live, "released: {owner:?}");
-    let (db, archiver) = c.open(&b, "b").await.unwrap();
+    let (db, archiver) = c.try_open(&b, "b", "room").await.unwrap();
     assert_eq!(archiver.status().term, 2);
     assert_eq!(rows(&db), ["from a"]);
 }
@@ -119,14 +40,14 @@ async fn a_live_owner_refuses_a_second_writer_until_it_releases() {
 async fn an_expired_lease_is_taken_over_and_the_old_writer_is_fenced() {
     let c = Cluster::new();
     let (a, b) = (c.node("a").await, c.node("b").await);
-    let (db_a, archiver_a) = c.open(&a, "a").await.unwrap();
+    let (db_a, archiver_a) = c.try_open(&a, "a", "room").await.unwrap();
     write(&db_a, "one");
     archiver_a.flush().await.unwrap();
     let before = archiver_a.current_bookmark().unwrap();
     // Node a stops renewing (paused, partitioned); node b keeps beating.
     c.clock.advance(LEASE.as_millis() as i64 + 1);
     b.heartbeat().await.unwrap();
-    let (db_b, archiver_b) = c.open(&b, "b").await.unwrap();
+    let (db_b, archiver_b) = c.try_open(&b, "b", "room").await.unwrap();
     assert_eq!(rows(&db_b), ["one"], "the taker starts from everything a uploaded");
     // Node a comes back and writes: its upload is refused, and it can confirm nothing more.
     write(&db_a, "lost by a");
@@ -146,7 +67,7 @@ async fn an_expired_lease_is_taken_over_and_the_old_writer_is_fenced() {
     archiver_b.close().await.unwrap();
     drop(db_b);
     let c_node = c.node("c").await;
-    let (db_c, archiver_c) = c.open(&c_node, "c").await.unwrap();
+    let (db_c, archiver_c) = c.try_open(&c_node, "c", "room").await.unwrap();
     assert_eq!(rows(&db_c), ["one", "two"]);
     // Every bookmark of both terms rebuilds exactly.
     let scratch = c.dir.path().join("scratch.sqlite");
@@ -164,17 +85,17 @@ async fn an_expired_lease_is_taken_over_and_the_old_writer_is_fenced() {
 async fn a_stale_local_copy_gives_way_to_the_archive() {
     let c = Cluster::new();
     let (a, b) = (c.node("a").await, c.node("b").await);
-    let (db, archiver) = c.open(&a, "a").await.unwrap();
+    let (db, archiver) = c.try_open(&a, "a", "room").await.unwrap();
     write(&db, "a1");
     archiver.close().await.unwrap();
     drop(db);
-    let (db, archiver) = c.open(&b, "b").await.unwrap();
+    let (db, archiver) = c.try_open(&b, "b", "room").await.unwrap();
     write(&db, "b1");
     archiver.close().await.unwrap();
     drop(db);
     // Node a's folder still holds its old copy: the archive, where b wrote, wins.
     let a2 = c.node("a").await;
-    let (db, archiver) = c.open(&a2, "a").await.unwrap();
+    let (db, archiver) = c.try_open(&a2, "a", "room").await.unwrap();
     assert_eq!(rows(&db), ["a1", "b1"]);
     assert_eq!(archiver.status().term, 3);
     write(&db, "a2");
@@ -182,7 +103,7 @@ async fn a_stale_local_copy_gives_way_to_the_archive() {
     drop(db);
     // The same node reopening keeps its copy (nobody wrote since) and its history goes on.
     let a3 = c.node("a").await;
-    let (db, _archiver) = c.open(&a3, "a").await.unwrap();
+    let (db, _archiver) = c.try_open(&a3, "a", "room").await.unwrap();
     assert_eq!(rows(&db), ["a1", "b1", "a2"]);
 }
 
@@ -190,13 +111,13 @@ async fn a_stale_local_copy_gives_way_to_the_archive() {
 async fn a_restarted_node_takes_its_own_unreleased_lease_back_at_once() {
     let c = Cluster::new();
     let a = c.node("a").await;
-    let (db, archiver) = c.open(&a, "a").await.unwrap();
+    let (db, archiver) = c.try_open(&a, "a", "room").await.unwrap();
     write(&db, "kept");
     // Killed: no close, no release; the heartbeat is still current.
     drop(archiver);
     drop(db);
     let again = c.node("a").await;
-    let (db, archiver) = c.open(&again, "a").await.unwrap();
+    let (db, archiver) = c.try_open(&again, "a", "room").await.unwrap();
     assert_eq!(rows(&db), ["kept"], "the local copy is current: nobody else wrote");
     assert_eq!(archiver.status().term, 2);
 }
@@ -216,18 +137,18 @@ async fn names(c: &Cluster, dir: &str) -> Vec<String> {
 async fn the_check_counts_superseded_history_and_reports_a_straddling_segment() {
     let c = Cluster::new();
     let (a, b) = (c.node("a").await, c.node("b").await);
-    let (db_a, archiver_a) = c.open(&a, "a").await.unwrap();
+    let (db_a, archiver_a) = c.try_open(&a, "a", "room").await.unwrap();
     write(&db_a, "one");
     archiver_a.flush().await.unwrap();
     c.clock.advance(LEASE.as_millis() as i64 + 1);
     b.heartbeat().await.unwrap();
-    let (db_b, archiver_b) = c.open(&b, "b").await.unwrap();
+    let (db_b, archiver_b) = c.try_open(&b, "b", "room").await.unwrap();
     // The fenced writer's late upload reaches the store before its fencing check fails.
     write(&db_a, "late");
     archiver_a.flush().await.unwrap_err();
     write(&db_b, "two");
     archiver_b.flush().await.unwrap();
-    let found = ArchiveReader::open(&c.config(&b)).await.unwrap().check();
+    let found = ArchiveReader::open(&c.config(&b, "room")).await.unwrap().check();
     assert_eq!(found.superseded.len(), 1, "{found:?}");
     assert!(found.superseded[0].ends_with("-00000001.seg"), "{found:?}");
     assert!(found.straddling.is_empty() && found.gaps.is_empty(), "{found:?}");
@@ -256,7 +177,7 @@ async fn the_check_counts_superseded_history_and_reports_a_straddling_segment() 
         .unwrap();
     let key = StorePath::from(format!("ns/room.sqlite/seg/{straddler}"));
     c.store.put(&key, bytes.into()).await.unwrap();
-    let found = ArchiveReader::open(&c.config(&b)).await.unwrap().check();
+    let found = ArchiveReader::open(&c.config(&b, "room")).await.unwrap().check();
     assert_eq!(found.straddling, [format!("seg/{straddler}")], "{found:?}");
     assert_eq!(found.superseded.len(), 1, "the straddler is not counted twice: {found:?}");
     assert!(!found.is_healthy());

@@ -3,60 +3,24 @@
 //! nothing it confirmed (the taker and read-only readers find it in the log); a round
 //! refuses the commits of an object taken over; covered batches are deleted.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use durable_pitr::object_store::memory::InMemory;
 use durable_pitr::object_store::path::Path as StorePath;
 use durable_pitr::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use durable_pitr::{ArchiveConfig, ArchiveError, ArchiveReader, Archiver, Error, Node};
-use durable_sql::testing::ManualClock;
+use durable_pitr::{ArchiveError, ArchiveReader, Archiver, Error, Node};
 use durable_sql::{Database, Options};
 use futures_util::TryStreamExt;
 
-use super::support::T0;
+use super::cluster::{Cluster, LEASE, rows, rows_of_image, write};
 
-const LEASE: Duration = Duration::from_secs(10);
-
-struct Cluster {
-    store: Arc<dyn ObjectStore>,
-    clock: ManualClock,
-    dir: tempfile::TempDir,
+/// What these tests ask of the cluster besides opening objects.
+trait LogView {
+    async fn keys(&self, prefix: &str) -> Vec<String>;
+    async fn batches(&self, node: &Node) -> Vec<String>;
+    fn kill(&self, objects: Vec<(Database, Archiver)>);
 }
 
-impl Cluster {
-    fn new() -> Cluster {
-        Cluster {
-            store: Arc::new(InMemory::new()),
-            clock: ManualClock::new(T0),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    async fn node(&self, id: &str) -> Arc<Node> {
-        let node = Node::new(self.store.clone(), "ns", id, None, LEASE)
-            .unwrap()
-            .with_clock(Arc::new(self.clock.clone()));
-        node.heartbeat().await.unwrap();
-        Arc::new(node)
-    }
-
-    fn config(&self, node: &Arc<Node>, object: &str) -> ArchiveConfig {
-        let mut config = ArchiveConfig::new(self.store.clone(), format!("ns/{object}.sqlite"))
-            .with_clock(Arc::new(self.clock.clone()))
-            .with_node(node.clone());
-        // The open segment stays open across the lease expiries these tests wait out.
-        config.segment_max_age = Duration::from_secs(3_600);
-        config
-    }
-
-    async fn open(&self, node: &Arc<Node>, folder: &str, object: &str) -> (Database, Archiver) {
-        let dir = self.dir.path().join(folder);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{object}.sqlite"));
-        Archiver::open(path, Options::default(), self.config(node, object)).await.unwrap()
-    }
-
+impl LogView for Cluster {
     /// The keys under `prefix`.
     async fn keys(&self, prefix: &str) -> Vec<String> {
         let prefix = StorePath::from(prefix);
@@ -80,35 +44,9 @@ impl Cluster {
     }
 }
 
-fn write(db: &Database, text: &str) {
-    db.exec("CREATE TABLE IF NOT EXISTS t(x TEXT)", &[]).unwrap();
-    db.exec("INSERT INTO t VALUES (?)", &[text.into()]).unwrap();
-    db.commit().unwrap();
-    db.sync().unwrap();
-}
-
-fn rows(db: &Database) -> Vec<String> {
-    let mut cursor = db.exec("SELECT x FROM t ORDER BY rowid", &[]).unwrap();
-    cursor
-        .to_raw_array()
-        .unwrap()
-        .into_iter()
-        .map(|r| match &r[0] {
-            durable_sql::SqlValue::Text(s) => s.clone(),
-            other => panic!("{other:?}"),
-        })
-        .collect()
-}
-
-fn rows_of_image(image: &[u8], at: &std::path::Path) -> Vec<String> {
-    std::fs::write(at, image).unwrap();
-    let db = Database::open(at, Options::default()).unwrap();
-    rows(&db)
-}
-
 #[tokio::test]
 async fn every_objects_new_commits_go_up_in_one_batch_and_outlive_their_writer() {
-    let c = Cluster::new();
+    let c = Cluster::new().with_long_segments();
     let a = c.node("a").await;
     let mut objects = Vec::new();
     for name in ["r1", "r2", "r3"] {
@@ -166,7 +104,7 @@ async fn every_objects_new_commits_go_up_in_one_batch_and_outlive_their_writer()
 
 #[tokio::test]
 async fn a_round_refuses_the_commits_of_an_object_taken_over() {
-    let c = Cluster::new();
+    let c = Cluster::new().with_long_segments();
     let a = c.node("a").await;
     let (db1, a1) = c.open(&a, "a", "r1").await;
     let (db2, a2) = c.open(&a, "a", "r2").await;
@@ -205,7 +143,7 @@ async fn a_round_refuses_the_commits_of_an_object_taken_over() {
 
 #[tokio::test]
 async fn batches_go_once_their_objects_upload_their_own_segments() {
-    let c = Cluster::new();
+    let c = Cluster::new().with_long_segments();
     let a = c.node("a").await;
     let (db1, a1) = c.open(&a, "a", "r1").await;
     let (db2, a2) = c.open(&a, "a", "r2").await;
@@ -236,7 +174,7 @@ async fn batches_go_once_their_objects_upload_their_own_segments() {
 
 #[tokio::test]
 async fn a_corrupt_batch_stops_the_takeover_with_a_clear_error() {
-    let c = Cluster::new();
+    let c = Cluster::new().with_long_segments();
     let a = c.node("a").await;
     let (db, archiver) = c.open(&a, "a", "r1").await;
     write(&db, "one");
@@ -268,7 +206,7 @@ async fn a_corrupt_batch_stops_the_takeover_with_a_clear_error() {
 
 #[tokio::test]
 async fn a_sweep_deletes_what_stopped_nodes_logs_no_longer_need() {
-    let c = Cluster::new();
+    let c = Cluster::new().with_long_segments();
     let a = c.node("a").await;
     let (db1, a1) = c.open(&a, "a", "r1").await;
     let (db2, a2) = c.open(&a, "a", "r2").await;
