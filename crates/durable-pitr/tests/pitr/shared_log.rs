@@ -3,6 +3,7 @@
 //! nothing it confirmed (the taker and read-only readers find it in the log); a round
 //! refuses the commits of an object taken over; covered batches are deleted.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use durable_pitr::object_store::path::Path as StorePath;
@@ -141,19 +142,26 @@ async fn a_round_refuses_the_commits_of_an_object_taken_over() {
     assert_eq!(rows(&db), ["one", "two"]);
 }
 
+/// Objects r1 and r2 on node `a`, logged in two batches: "one" of both in the first, "two"
+/// of r1 alone in the second.
+async fn two_batches(c: &Cluster, a: &Arc<Node>) -> ((Database, Archiver), (Database, Archiver)) {
+    let (db1, a1) = c.open(a, "a", "r1").await;
+    let (db2, a2) = c.open(a, "a", "r2").await;
+    write(&db1, "one");
+    write(&db2, "one");
+    let (x, y) = tokio::join!(a1.replicate(), a2.replicate());
+    assert!(x.unwrap() && y.unwrap());
+    write(&db1, "two");
+    assert!(a1.replicate().await.unwrap());
+    assert_eq!(c.batches(a).await.len(), 2, "r1 and r2 in one, r1 alone in the other");
+    ((db1, a1), (db2, a2))
+}
+
 #[tokio::test]
 async fn batches_go_once_their_objects_upload_their_own_segments() {
     let c = Cluster::new().with_long_segments();
     let a = c.node("a").await;
-    let (db1, a1) = c.open(&a, "a", "r1").await;
-    let (db2, a2) = c.open(&a, "a", "r2").await;
-    write(&db1, "x");
-    write(&db2, "x");
-    let (x, y) = tokio::join!(a1.replicate(), a2.replicate());
-    assert!(x.unwrap() && y.unwrap());
-    write(&db1, "y");
-    assert!(a1.replicate().await.unwrap());
-    assert_eq!(c.batches(&a).await.len(), 2);
+    let ((db1, a1), (db2, a2)) = two_batches(&c, &a).await;
     // r1's segments cover both of its deltas: the second batch (r1 only) goes; the first
     // still holds r2's.
     a1.flush().await.unwrap();
@@ -208,15 +216,7 @@ async fn a_corrupt_batch_stops_the_takeover_with_a_clear_error() {
 async fn a_sweep_deletes_what_stopped_nodes_logs_no_longer_need() {
     let c = Cluster::new().with_long_segments();
     let a = c.node("a").await;
-    let (db1, a1) = c.open(&a, "a", "r1").await;
-    let (db2, a2) = c.open(&a, "a", "r2").await;
-    write(&db1, "one");
-    write(&db2, "one");
-    let (x, y) = tokio::join!(a1.replicate(), a2.replicate());
-    assert!(x.unwrap() && y.unwrap());
-    write(&db1, "two");
-    assert!(a1.replicate().await.unwrap());
-    assert_eq!(c.batches(&a).await.len(), 2, "r1 and r2 in one, r1 alone in the other");
+    let ((db1, a1), (db2, a2)) = two_batches(&c, &a).await;
     c.kill(vec![(db1, a1), (db2, a2)]);
     c.clock.advance(LEASE.as_millis() as i64 + 1);
     let b = c.node("b").await;
