@@ -242,9 +242,9 @@ impl Listing {
     }
 }
 
-/// Verifies an object another live node holds from the archive alone (no lease is taken):
-/// its listing, and its newest archived point rebuilt and checked.
-fn verify_held(
+/// Verifies an object from the archive alone, without opening it (no lease is taken): its
+/// listing, and its newest archived point rebuilt and checked.
+fn verify_from_archive(
     ns: &Namespace,
     name: &str,
     listings: &mut std::collections::HashMap<String, Listing>,
@@ -261,7 +261,7 @@ fn verify(env: &mut Env, ns: &Namespace, names: &[String], all: bool, sample: us
     let mut failures = Vec::new();
     let mut listings = std::collections::HashMap::new();
     // Objects checked from the archive alone, with why.
-    let mut held = std::collections::HashMap::new();
+    let mut archive_only = std::collections::HashMap::new();
     for name in names {
         // An object this data folder does not hold, or that another live node holds, is
         // checked from the archive alone: no lease is taken, nothing is written.
@@ -281,7 +281,7 @@ fn verify(env: &mut Env, ns: &Namespace, names: &[String], all: bool, sample: us
         let handle = match opened {
             Ok(handle) => handle,
             Err(why) => {
-                if let Err(reason) = verify_held(ns, name, &mut listings) {
+                if let Err(reason) = verify_from_archive(ns, name, &mut listings) {
                     failures.push(Failure {
                         object: name.clone(),
                         seq: 0,
@@ -289,7 +289,7 @@ fn verify(env: &mut Env, ns: &Namespace, names: &[String], all: bool, sample: us
                         reason,
                     });
                 }
-                held.insert(name.clone(), why);
+                archive_only.insert(name.clone(), why);
                 continue;
             }
         };
@@ -334,7 +334,7 @@ fn verify(env: &mut Env, ns: &Namespace, names: &[String], all: bool, sample: us
         bar.set_style(style);
     }
     let mut reports: Vec<(String, usize, usize)> =
-        held.keys().map(|name| (name.clone(), 1, 1)).collect();
+        archive_only.keys().map(|name| (name.clone(), 1, 1)).collect();
     for (name, retained, points) in &plan {
         let handle = ns.storage(name)?;
         for (seq, bookmark) in points {
@@ -356,6 +356,8 @@ fn verify(env: &mut Env, ns: &Namespace, names: &[String], all: bool, sample: us
         reports.push((name.clone(), *retained, points.len()));
     }
     bar.finish_and_clear();
+    // In the order the objects were named, wherever they were checked.
+    reports.sort_by_key(|(name, _, _)| names.iter().position(|n| n == name));
     let none = Listing::default();
     let listing = |name: &String| listings.get(name).unwrap_or(&none);
     let object_ok = |name: &String| {
@@ -380,7 +382,7 @@ fn verify(env: &mut Env, ns: &Namespace, names: &[String], all: bool, sample: us
                     .collect();
                 json!({
                     "object": name,
-                    "archive_only": held.get(name),
+                    "archive_only": archive_only.get(name),
                     "retained": retained,
                     "checked": checked,
                     "ok": object_ok(name),
@@ -411,8 +413,8 @@ fn verify(env: &mut Env, ns: &Namespace, names: &[String], all: bool, sample: us
                 }
                 let result = match (retained, result.is_empty()) {
                     (_, false) => result.join(", "),
-                    (_, true) if held.contains_key(name) => {
-                        format!("ok (newest archived point; {})", held[name])
+                    (_, true) if archive_only.contains_key(name) => {
+                        format!("ok (newest archived point; {})", archive_only[name])
                     }
                     (0, true) => "no archive".to_owned(),
                     _ => "ok".to_owned(),

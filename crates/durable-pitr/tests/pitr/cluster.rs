@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use durable_pitr::object_store::ObjectStore;
 use durable_pitr::object_store::memory::InMemory;
+use durable_pitr::object_store::path::Path as StorePath;
 use durable_pitr::{ArchiveConfig, Archiver, Node};
 use durable_sql::testing::ManualClock;
 use durable_sql::{Database, Options};
+use futures_util::TryStreamExt;
 
 use super::support::T0;
 
@@ -81,6 +83,28 @@ impl Cluster {
     /// Opens `object` on `node` in data folder `folder`, which must succeed.
     pub async fn open(&self, node: &Arc<Node>, folder: &str, object: &str) -> (Database, Archiver) {
         self.try_open(node, folder, object).await.unwrap()
+    }
+
+    /// The keys under `prefix`, sorted.
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let prefix = StorePath::from(prefix);
+        let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await.unwrap();
+        let mut out: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
+        out.sort();
+        out
+    }
+
+    /// The batches of `node`'s shared log.
+    pub async fn batches(&self, node: &Node) -> Vec<String> {
+        let dir = format!("ns/_log/{}/{}", node.id(), node.instance());
+        let mut keys = self.keys(&dir).await;
+        keys.retain(|k| !k.contains("/fenced/"));
+        keys
+    }
+
+    /// Kills a node's objects: no upload, no release.
+    pub fn kill(&self, objects: Vec<(Database, Archiver)>) {
+        drop(objects);
     }
 }
 

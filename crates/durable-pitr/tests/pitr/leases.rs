@@ -3,8 +3,8 @@
 //! uploads are refused and superseded (which `ArchiveReader::check` counts, and a segment
 //! straddling a term's start it reports), and a stale local copy gives way to the archive.
 
+use durable_pitr::object_store::ObjectStoreExt;
 use durable_pitr::object_store::path::Path as StorePath;
-use durable_pitr::object_store::{ObjectStore, ObjectStoreExt};
 use durable_pitr::{ArchiveError, ArchiveReader, Error};
 
 use super::cluster::{Cluster, LEASE, rows, rows_of_image, write};
@@ -124,11 +124,9 @@ async fn a_restarted_node_takes_its_own_unreleased_lease_back_at_once() {
 
 /// The names under the object's `dir`, sorted.
 async fn names(c: &Cluster, dir: &str) -> Vec<String> {
-    use futures_util::TryStreamExt;
-    let p = StorePath::from(format!("ns/room.sqlite/{dir}"));
-    let metas: Vec<_> = c.store.list(Some(&p)).try_collect().await.unwrap();
+    let keys = c.keys(&format!("ns/room.sqlite/{dir}")).await;
     let mut names: Vec<String> =
-        metas.iter().map(|m| m.location.filename().unwrap().to_owned()).collect();
+        keys.iter().map(|k| k.rsplit_once('/').map_or(k.as_str(), |(_, n)| n).to_owned()).collect();
     names.sort();
     names
 }

@@ -7,43 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use durable_pitr::object_store::path::Path as StorePath;
-use durable_pitr::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use durable_pitr::object_store::{ObjectStoreExt, PutPayload};
 use durable_pitr::{ArchiveError, ArchiveReader, Archiver, Error, Node};
 use durable_sql::{Database, Options};
-use futures_util::TryStreamExt;
 
 use super::cluster::{Cluster, LEASE, rows, rows_of_image, write};
-
-/// What these tests ask of the cluster besides opening objects.
-trait LogView {
-    async fn keys(&self, prefix: &str) -> Vec<String>;
-    async fn batches(&self, node: &Node) -> Vec<String>;
-    fn kill(&self, objects: Vec<(Database, Archiver)>);
-}
-
-impl LogView for Cluster {
-    /// The keys under `prefix`.
-    async fn keys(&self, prefix: &str) -> Vec<String> {
-        let prefix = StorePath::from(prefix);
-        let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await.unwrap();
-        let mut out: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
-        out.sort();
-        out
-    }
-
-    /// The batches of `node`'s log.
-    async fn batches(&self, node: &Node) -> Vec<String> {
-        let dir = format!("ns/_log/{}/{}", node.id(), node.instance());
-        let mut keys = self.keys(&dir).await;
-        keys.retain(|k| !k.contains("/fenced/"));
-        keys
-    }
-
-    /// Kills a node's objects: no upload, no release.
-    fn kill(&self, objects: Vec<(Database, Archiver)>) {
-        drop(objects);
-    }
-}
 
 #[tokio::test]
 async fn every_objects_new_commits_go_up_in_one_batch_and_outlive_their_writer() {
