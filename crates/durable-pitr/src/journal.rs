@@ -238,7 +238,12 @@ impl Journal {
             }
         }
         if self.open.is_none() {
-            let name = format!("{:08x}-{:016x}.open", header.epoch, header.seq);
+            // Named by the first position it will hold: a mark carries the position before
+            // it. (Named by the mark's own position, a segment opened by a checkpoint's mark
+            // right after a one-position segment was rotated out took that segment's file
+            // name and truncated it before its upload read it.)
+            let first = if header.kind.is_position() { header.seq } else { header.seq + 1 };
+            let name = format!("{:08x}-{first:016x}.open", header.epoch);
             let path = self.dir.join(name);
             let mut file = OpenOptions::new()
                 .create(true)
@@ -476,6 +481,28 @@ mod tests {
         assert_eq!(open, [4], "the newest stays open");
         assert_eq!(last, Some(4));
         assert!(!first.local.unwrap().exists() && !second.local.unwrap().exists(), "renamed");
+    }
+
+    #[test]
+    fn a_checkpoint_mark_after_a_rotation_leaves_the_rotated_file_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::new(dir.path().to_path_buf(), key(), None);
+        j.recover().unwrap();
+        commit(&mut j, 1);
+        let rotated = j.rotate().unwrap();
+        let path = rotated.local.clone().unwrap();
+        let before = std::fs::read(&path).unwrap();
+        // A checkpoint's mark (the head's position, 1) opens the next segment while the
+        // rotated one's upload has not read it yet.
+        let mark = record::encode_record(&mark_header(0, 1, 1_001), &BTreeMap::new());
+        j.append(&mark_header(0, 1, 1_001), &mark, None).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), before, "the rotated segment is intact");
+        commit(&mut j, 2);
+        drop(j);
+        let (sealed, open, last) = seqs(dir.path());
+        assert_eq!(sealed, [(1, 1)]);
+        assert_eq!(open, [2]);
+        assert_eq!(last, Some(2));
     }
 
     #[test]
