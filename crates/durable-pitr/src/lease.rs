@@ -217,7 +217,7 @@ impl Node {
     /// Deletes what the shared logs of stopped instances (this node's earlier runs, dead
     /// nodes) no longer need to hold: batches whose every commit a later holder of its object
     /// has moved into segments (or whose holder released the object with its history
-    /// uploaded), and fence markers of instances without batches. Batches holding commits
+    /// uploaded), and fences of instances without batches. Batches holding commits
     /// of objects nobody took over yet stay: they are the only copy. Returns how many store
     /// objects were deleted. The namespace runs it now and then in the background.
     pub async fn sweep_logs(&self) -> Result<usize> {
@@ -334,7 +334,7 @@ impl Node {
                         term: previous,
                     }));
                 }
-                crate::log::write_marker(
+                crate::log::write_fence(
                     &archive.store,
                     crate::log::root_of(&archive.prefix),
                     (&owner.node, &owner.instance),

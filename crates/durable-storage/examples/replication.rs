@@ -16,7 +16,8 @@
 //! Knobs (environment): `LAG_MS` the namespaces' `archive_lag` (default 1000);
 //! `STORE_LATENCY_MS` delays every store request by that much (object_store's
 //! `ThrottledStore`: a remote store's round trip); `S3_DIR` the folder the S3 server keeps
-//! its objects in (default: a temporary folder under the system's).
+//! its objects in (default: a temporary folder under the system's); `OBJECTS=1` or
+//! `OBJECTS=100` runs only those rows (after `r-put`) and skips the opens.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -234,7 +235,11 @@ fn main() {
         let put = Outcome { per_second: put_rate, p50: percentile(&puts, 0.5), p99: percentile(&puts, 0.99) };
         report("r-put", &put);
         let mut results = Vec::new();
+        let only = std::env::var("OBJECTS").ok();
         for (objects, id) in [(1, "1"), (100, "100")] {
+            if only.as_deref().is_some_and(|o| o != id) {
+                continue;
+            }
             let local = run(store.clone(), &format!("l{id}"), Replication::Local, objects, seconds).await;
             report(&format!("r-local-{id}"), &local);
             let repl =
@@ -248,6 +253,9 @@ fn main() {
                 repl.per_second / local.per_second,
                 repl.p99.as_secs_f64() / put.p99.as_secs_f64()
             );
+        }
+        if only.is_some() {
+            return;
         }
         let (one_by_one, lazily, slowest) = opens(store.clone(), "open", 100).await;
         println!(

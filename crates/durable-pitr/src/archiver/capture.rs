@@ -120,6 +120,19 @@ impl Inner {
     /// Makes the journal durable, after the WAL: the journal never holds, durably, a commit
     /// the database could still lose (under group commit, captures may run ahead of the
     /// pipeline's last sync).
+    /// Makes every captured position durable in the WAL before it leaves the machine: a
+    /// WAL sync, unless the positions are known durable already (captured when the
+    /// database had reported every commit durable, which is the usual case: capture runs
+    /// when commits become durable).
+    pub(super) fn wal_durable(&mut self) -> Result<()> {
+        if self.durable_head < self.head.seq {
+            let head = self.head.seq;
+            self.wal_reader.sync()?;
+            self.durable_head = head;
+        }
+        Ok(())
+    }
+
     pub(super) fn sync_journal(&mut self) -> Result<()> {
         self.wal_reader.sync()?;
         self.journal.sync()
@@ -170,12 +183,25 @@ impl Inner {
 
 /// Captures under the database lock (so no commit slips in), then checkpoints the WAL when it
 /// is large (or always, with `force_checkpoint`). Lock order: database, then `Inner`.
-fn capture_locked(db: &Database, inner: &Mutex<Inner>, force_checkpoint: bool) -> Result<()> {
+///
+/// `durable`: the newest commit the database reported durable, when capture runs for that
+/// report; if no commit came after it (none can while the database is locked), every
+/// position captured is durable in the WAL.
+fn capture_locked(
+    db: &Database,
+    inner: &Mutex<Inner>,
+    force_checkpoint: bool,
+    durable: Option<u64>,
+) -> Result<()> {
     let mut outcome: Result<()> = Ok(());
     db.internal(|i| {
+        let all_durable = durable.is_some_and(|d| db.commit_progress().committed <= d);
         let mut inner = lock(inner);
         outcome = (|| {
             inner.capture()?;
+            if all_durable {
+                inner.durable_head = inner.head.seq;
+            }
             if force_checkpoint {
                 inner.checkpoint(i, CheckpointMode::Truncate)?;
             } else if inner.checkpoint_due() {
@@ -200,7 +226,7 @@ impl CommitSubscriber for Capture {
                 if lock(&self.0).poisoned.is_some() {
                     return;
                 }
-                match capture_locked(db, &self.0, false) {
+                match capture_locked(db, &self.0, false, Some(*seq)) {
                     Ok(()) => lock(&self.0).note_captured(*seq),
                     Err(error) => tracing::warn!(%error, "archive capture failed"),
                 }
@@ -235,7 +261,7 @@ impl Archiver {
     /// whenever the database's commit pipeline reports commits durable; call it to capture
     /// at a point of your choosing (a tool about to read the journal).
     pub fn capture(&self) -> Result<()> {
-        capture_locked(&self.db, &self.inner, false)
+        capture_locked(&self.db, &self.inner, false, None)
     }
 
     /// Seals the open journal segment now (it is sealed by itself at 16 MiB or 10 s).
@@ -248,7 +274,7 @@ impl Archiver {
 
     /// Checkpoints the WAL now (after capturing and making the journal durable).
     pub fn checkpoint(&self) -> Result<()> {
-        capture_locked(&self.db, &self.inner, true)
+        capture_locked(&self.db, &self.inner, true, None)
     }
 
     /// Captures, then makes the journal durable.

@@ -93,7 +93,7 @@ impl Archiver {
             if inner.catalog.segments.iter().any(unlogged) {
                 None
             } else {
-                let r = inner.wal_reader.sync();
+                let r = inner.wal_durable();
                 inner.poison(r)?;
                 let delta = inner.journal.delta();
                 let Some(delta) = inner.poison(delta)? else { return Ok(false) };
@@ -157,7 +157,7 @@ impl Archiver {
         let (rotated, archive) = {
             let mut inner = self.lock();
             inner.check_poisoned()?;
-            let r = inner.wal_reader.sync();
+            let r = inner.wal_durable();
             inner.poison(r)?;
             let Some(entry) = inner.journal.rotate() else { return Ok(count) };
             inner.catalog.add_segment(entry.clone());

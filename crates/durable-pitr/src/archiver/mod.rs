@@ -129,6 +129,10 @@ struct Inner {
     fenced: bool,
     /// The WAL, kept open between captures.
     wal_reader: wal::WalReader,
+    /// Every position up to this one is durable in the local WAL: captured when the
+    /// database reported every commit so far durable, or after [`Inner::wal_durable`]
+    /// synced it. Uploads of positions up to it need no WAL sync of their own.
+    durable_head: u64,
     /// Held for the archiver's life: one archiver per object.
     _lock: File,
 }

@@ -150,6 +150,7 @@ impl Archiver {
                 paths.wal.clone(),
                 options.durability != durable_sql::Durability::Full,
             ),
+            durable_head: 0,
             _lock: lock_file,
         };
         let pending = match std::fs::read(&paths.pending) {

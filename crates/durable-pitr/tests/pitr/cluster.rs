@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use durable_pitr::object_store::ObjectStore;
 use durable_pitr::object_store::memory::InMemory;
 use durable_pitr::object_store::path::Path as StorePath;
+use durable_pitr::object_store::{ObjectStore, ObjectStoreExt};
 use durable_pitr::{ArchiveConfig, Archiver, Node};
 use durable_sql::testing::ManualClock;
 use durable_sql::{Database, Options};
@@ -28,8 +28,13 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new() -> Cluster {
+        Cluster::on(Arc::new(InMemory::new()))
+    }
+
+    /// A cluster sharing `store`.
+    pub fn on(store: Arc<dyn ObjectStore>) -> Cluster {
         Cluster {
-            store: Arc::new(InMemory::new()),
+            store,
             clock: ManualClock::new(T0),
             dir: tempfile::tempdir().unwrap(),
             segment_max_age: None,
@@ -94,12 +99,27 @@ impl Cluster {
         out
     }
 
-    /// The batches of `node`'s shared log.
+    /// The batches of `node`'s shared log (not the fences takers wrote into it).
     pub async fn batches(&self, node: &Node) -> Vec<String> {
+        self.slots(node, b"DSLOG").await
+    }
+
+    /// The fences takers wrote into `node`'s shared log.
+    pub async fn fences(&self, node: &Node) -> Vec<String> {
+        self.slots(node, b"DSFENCE").await
+    }
+
+    /// The slots of `node`'s shared log whose content starts with `magic`.
+    async fn slots(&self, node: &Node, magic: &[u8]) -> Vec<String> {
         let dir = format!("ns/_log/{}/{}", node.id(), node.instance());
-        let mut keys = self.keys(&dir).await;
-        keys.retain(|k| !k.contains("/fenced/"));
-        keys
+        let mut out = Vec::new();
+        for key in self.keys(&dir).await {
+            let bytes = self.store.get(&StorePath::from(key.as_str())).await.unwrap().bytes();
+            if bytes.await.unwrap().starts_with(magic) {
+                out.push(key);
+            }
+        }
+        out
     }
 
     /// Kills a node's objects: no upload, no release.

@@ -1,6 +1,6 @@
 //! `FaultyStore`, a fault-injecting [`ObjectStore`] wrapper for tests: a full target (every
-//! put fails as with ENOSPC), transient put failures (the next N puts fail), and failing
-//! reads (get and list). Shared by durable-pitr's and durable-storage's tests (the latter
+//! put fails as with ENOSPC), transient put failures (the next N puts fail), a put that
+//! lands but answers with an error, and failing reads (get and list). Shared by durable-pitr's and durable-storage's tests (the latter
 //! includes this file with a `#[path]` attribute).
 
 use std::fmt;
@@ -24,6 +24,9 @@ struct Faults {
     fail_next_puts: usize,
     /// Every get and list fails until healed.
     fail_reads: bool,
+    /// The next put lands but answers with an error (a timeout after the store kept it),
+    /// and this many puts after it fail.
+    land_then_fail: Option<usize>,
     /// Put attempts seen, failed or not.
     put_attempts: usize,
     /// Calls failed by this wrapper.
@@ -61,6 +64,12 @@ impl FaultyStore {
         self.faults().fail_next_puts = n;
     }
 
+    /// The next put lands but its caller gets an error (as when the answer is lost), and
+    /// the `then` puts after it fail without landing.
+    pub fn land_next_put_then_fail(&self, then: usize) {
+        self.faults().land_then_fail = Some(then);
+    }
+
     /// Every put to a key containing `part` fails until [`heal`](FaultyStore::heal).
     pub fn fail_puts_to(&self, part: &str) {
         self.faults().failing_keys = Some(part.to_owned());
@@ -77,6 +86,7 @@ impl FaultyStore {
         f.full = false;
         f.fail_next_puts = 0;
         f.fail_reads = false;
+        f.land_then_fail = None;
         f.failing_keys = None;
     }
 
@@ -144,7 +154,14 @@ impl ObjectStore for FaultyStore {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         self.check_put(location)?;
-        self.inner.put_opts(location, payload, opts).await
+        let put = self.inner.put_opts(location, payload, opts).await?;
+        let mut f = self.faults();
+        if let Some(then) = f.land_then_fail.take() {
+            f.fail_next_puts = then;
+            f.injected += 1;
+            return Err(transient("put answer"));
+        }
+        Ok(put)
     }
 
     async fn put_multipart_opts(

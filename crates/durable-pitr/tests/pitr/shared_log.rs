@@ -1,17 +1,20 @@
 //! The shared log of `Replicated` uploads: the new commits of every object of a node go up
 //! in one batch per round; a writer that dies before uploading its own segments loses
 //! nothing it confirmed (the taker and read-only readers find it in the log); a round
-//! refuses the commits of an object taken over; covered batches are deleted.
+//! refuses the commits of an object taken over (its fence takes the slot the owner writes
+//! next); covered batches are deleted, except the newest.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use durable_pitr::object_store::memory::InMemory;
 use durable_pitr::object_store::path::Path as StorePath;
 use durable_pitr::object_store::{ObjectStoreExt, PutPayload};
 use durable_pitr::{ArchiveError, ArchiveReader, Archiver, Error, Node};
 use durable_sql::{Database, Options};
 
 use super::cluster::{Cluster, LEASE, rows, rows_of_image, write};
+use super::faulty_store::FaultyStore;
 
 #[tokio::test]
 async fn every_objects_new_commits_go_up_in_one_batch_and_outlive_their_writer() {
@@ -130,22 +133,112 @@ async fn batches_go_once_their_objects_upload_their_own_segments() {
     let c = Cluster::new().with_long_segments();
     let a = c.node("a").await;
     let ((db1, a1), (db2, a2)) = two_batches(&c, &a).await;
-    // r1's segments cover both of its deltas: the second batch (r1 only) goes; the first
+    let first = c.batches(&a).await;
+    // r1's segments cover both of its deltas; the second batch (r1 only) has nothing left
+    // but stays, being the newest (a taker fences the slot after the newest); the first
     // still holds r2's.
     a1.flush().await.unwrap();
+    assert_eq!(a.log_batches(), 1);
+    assert_eq!(c.batches(&a).await, first);
+    // r2's too: the first goes, the newest stays.
+    a2.flush().await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while c.batches(&a).await.len() != 1 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(c.batches(&a).await.len(), 1);
-    assert_eq!(a.log_batches(), 1);
-    a2.flush().await.unwrap();
-    while !c.batches(&a).await.is_empty() && std::time::Instant::now() < deadline {
+    assert_eq!(c.batches(&a).await, first[1..]);
+    assert_eq!(a.log_batches(), 0);
+    // A newer batch lets it go.
+    write(&db2, "two");
+    assert!(a2.replicate().await.unwrap());
+    while c.batches(&a).await.contains(&first[1]) && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(c.batches(&a).await.is_empty(), "every batch covered and deleted");
-    assert_eq!(a.log_batches(), 0);
+    let now = c.batches(&a).await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert!(now[0] > first[1], "{now:?}");
+    assert_eq!(a.log_batches(), 1);
     drop((db1, db2));
+}
+
+#[tokio::test]
+async fn a_fence_takes_the_slot_the_owner_writes_next() {
+    let c = Cluster::new().with_long_segments();
+    let a = c.node("a").await;
+    let (db1, a1) = c.open(&a, "a", "r1").await;
+    let (db2, a2) = c.open(&a, "a", "r2").await;
+    write(&db1, "one");
+    assert!(a1.replicate().await.unwrap());
+    a1.flush().await.unwrap();
+    // Deletions run in tasks of their own: give them time to (wrongly) run.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(c.batches(&a).await.len(), 1, "covered, but the newest");
+    // Node a pauses past its lease; b takes r1 over and fences it in a's log.
+    c.clock.advance(LEASE.as_millis() as i64 + 1);
+    let b = c.node("b").await;
+    let (db_b, _archiver_b) = c.open(&b, "b", "r1").await;
+    assert_eq!(rows(&db_b), ["one"]);
+    let fences = c.fences(&a).await;
+    assert_eq!(fences.len(), 1);
+    assert!(fences[0] > c.batches(&a).await[0], "the slot after the newest batch");
+    // a resumes: one round holds r1's and r2's commits; it meets the fence, refuses r1's
+    // and writes r2's into the slot after it.
+    a.heartbeat().await.unwrap();
+    write(&db1, "lost by a");
+    write(&db2, "one");
+    let (x, y) = tokio::join!(a1.replicate(), a2.replicate());
+    let err = x.unwrap_err();
+    assert!(
+        matches!(&err, Error::Archive(ArchiveError::Fenced { term: 1, by }) if by == "b"),
+        "{err:?}"
+    );
+    assert!(y.unwrap());
+    let batches = c.batches(&a).await;
+    assert_eq!(batches.len(), 1, "the covered batch went once a newer one was in: {batches:?}");
+    assert!(batches[0] > fences[0]);
+    assert_eq!(a.log_batches(), 1);
+    // A later round refuses r1 at once (no write), and r2's history is confirmed.
+    db1.exec("INSERT INTO t VALUES ('after')", &[]).unwrap();
+    db1.commit().unwrap();
+    assert!(a1.replicate().await.is_err());
+    assert_eq!(c.batches(&a).await, batches);
+    let reader = ArchiveReader::open(&c.config(&a, "r2")).await.unwrap();
+    let scratch = c.dir.path().join("scratch.sqlite");
+    assert_eq!(rows_of_image(&reader.latest_image().await.unwrap(), &scratch), ["one"]);
+    drop((db1, db2, a2));
+}
+
+#[tokio::test]
+async fn a_batch_that_landed_though_its_write_failed_is_passed_over() {
+    let faulty = FaultyStore::new(Arc::new(InMemory::new()));
+    let c = Cluster::on(faulty.clone()).with_long_segments();
+    let a = c.node("a").await;
+    let (db, archiver) = c.open(&a, "a", "r1").await;
+    // The first attempt lands but its answer is lost; both retries fail.
+    write(&db, "one");
+    faulty.land_next_put_then_fail(2);
+    let err = archiver.replicate().await.unwrap_err();
+    assert!(err.to_string().contains("injected put"), "{err}");
+    let landed = c.batches(&a).await;
+    assert_eq!(landed.len(), 1);
+    // The next round finds that batch in its slot, takes the next one and confirms; the
+    // earlier batch goes.
+    write(&db, "two");
+    assert!(archiver.replicate().await.unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while c.batches(&a).await.contains(&landed[0]) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let now = c.batches(&a).await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert!(now[0] > landed[0]);
+    assert_eq!(archiver.status().replicated_seq, archiver.status().seq);
+    // Killed: the taker has both commits.
+    c.kill(vec![(db, archiver)]);
+    c.clock.advance(LEASE.as_millis() as i64 + 1);
+    let b = c.node("b").await;
+    let (db, _archiver) = c.open(&b, "b", "r1").await;
+    assert_eq!(rows(&db), ["one", "two"]);
 }
 
 #[tokio::test]
@@ -193,7 +286,7 @@ async fn a_sweep_deletes_what_stopped_nodes_logs_no_longer_need() {
     // r2's only copy.
     let (db, archiver) = c.open(&b, "b", "r1").await;
     assert_eq!(rows(&db), ["one", "two"]);
-    assert_eq!(c.keys(&format!("{log}/fenced")).await.len(), 1, "b fenced r1 in a's log");
+    assert_eq!(c.fences(&a).await.len(), 1, "b fenced r1 in a's log");
     assert!(b.sweep_logs().await.unwrap() >= 1);
     assert_eq!(c.batches(&a).await.len(), 1);
     let (db2, _a2) = c.open(&b, "b2", "r2").await;
