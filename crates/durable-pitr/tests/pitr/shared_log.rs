@@ -9,12 +9,16 @@ use std::time::Duration;
 
 use durable_pitr::object_store::memory::InMemory;
 use durable_pitr::object_store::path::Path as StorePath;
+use durable_pitr::object_store::throttle::{ThrottleConfig, ThrottledStore};
 use durable_pitr::object_store::{ObjectStoreExt, PutPayload};
 use durable_pitr::{ArchiveError, ArchiveReader, Archiver, Error, Node};
 use durable_sql::{Database, Options};
 
 use super::cluster::{Cluster, LEASE, rows, rows_of_image, write};
 use super::faulty_store::FaultyStore;
+
+/// The lanes of a node's shared log (`log.rs`): a takeover fences each.
+const LANES: usize = 4;
 
 #[tokio::test]
 async fn every_objects_new_commits_go_up_in_one_batch_and_outlive_their_writer() {
@@ -179,8 +183,11 @@ async fn a_fence_takes_the_slot_the_owner_writes_next() {
     let (db_b, _archiver_b) = c.open(&b, "b", "r1").await;
     assert_eq!(rows(&db_b), ["one"]);
     let fences = c.fences(&a).await;
-    assert_eq!(fences.len(), 1);
-    assert!(fences[0] > c.batches(&a).await[0], "the slot after the newest batch");
+    assert_eq!(fences.len(), LANES, "one in each lane of a's log");
+    let batch = c.batches(&a).await.pop().unwrap();
+    let lane = |key: &str| key.rsplit_once('/').unwrap().0.to_owned();
+    let fence = fences.iter().find(|f| lane(f) == lane(&batch)).unwrap().clone();
+    assert!(fence > batch, "the slot after the newest batch of its lane");
     // a resumes: one round holds r1's and r2's commits; it meets the fence, refuses r1's
     // and writes r2's into the slot after it.
     a.heartbeat().await.unwrap();
@@ -195,7 +202,7 @@ async fn a_fence_takes_the_slot_the_owner_writes_next() {
     assert!(y.unwrap());
     let batches = c.batches(&a).await;
     assert_eq!(batches.len(), 1, "the covered batch went once a newer one was in: {batches:?}");
-    assert!(batches[0] > fences[0]);
+    assert!(batches[0] > fence);
     assert_eq!(a.log_batches(), 1);
     // A later round refuses r1 at once (no write), and r2's history is confirmed.
     db1.exec("INSERT INTO t VALUES ('after')", &[]).unwrap();
@@ -206,6 +213,42 @@ async fn a_fence_takes_the_slot_the_owner_writes_next() {
     let scratch = c.dir.path().join("scratch.sqlite");
     assert_eq!(rows_of_image(&reader.latest_image().await.unwrap(), &scratch), ["one"]);
     drop((db1, db2, a2));
+}
+
+#[tokio::test]
+async fn a_delta_handed_over_during_a_round_goes_up_in_another_lane() {
+    // Every store request takes 50 ms: a round is in flight long enough to overlap.
+    let slow = ThrottleConfig {
+        wait_put_per_call: Duration::from_millis(50),
+        ..ThrottleConfig::default()
+    };
+    let c = Cluster::on(Arc::new(ThrottledStore::new(InMemory::new(), slow)));
+    let a = c.node("a").await;
+    let (db1, a1) = c.open(&a, "a", "r1").await;
+    let (db2, a2) = c.open(&a, "a", "r2").await;
+    // A first round: the log learns that the store is slow (one lane until then).
+    write(&db1, "zero");
+    assert!(a1.replicate().await.unwrap());
+    write(&db1, "one");
+    let started = std::time::Instant::now();
+    let (x, y) = tokio::join!(a1.replicate(), async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        write(&db2, "one");
+        a2.replicate().await
+    });
+    assert!(x.unwrap() && y.unwrap());
+    let took = started.elapsed();
+    let batches = c.batches(&a).await;
+    let lanes: Vec<&str> = batches.iter().map(|k| k.rsplit('/').nth(1).unwrap()).collect();
+    assert_eq!(lanes, ["00", "00", "01"], "the third did not wait for the second: {took:?}");
+    // The node dies; a taker of each object finds its commit, whatever its lane.
+    c.kill(vec![(db1, a1), (db2, a2)]);
+    c.clock.advance(LEASE.as_millis() as i64 + 1);
+    let b = c.node("b").await;
+    let (db, _archiver) = c.open(&b, "b", "r1").await;
+    assert_eq!(rows(&db), ["zero", "one"]);
+    let (db, _archiver) = c.open(&b, "b2", "r2").await;
+    assert_eq!(rows(&db), ["one"]);
 }
 
 #[tokio::test]
@@ -286,7 +329,7 @@ async fn a_sweep_deletes_what_stopped_nodes_logs_no_longer_need() {
     // r2's only copy.
     let (db, archiver) = c.open(&b, "b", "r1").await;
     assert_eq!(rows(&db), ["one", "two"]);
-    assert_eq!(c.fences(&a).await.len(), 1, "b fenced r1 in a's log");
+    assert_eq!(c.fences(&a).await.len(), LANES, "b fenced r1 in each lane of a's log");
     assert!(b.sweep_logs().await.unwrap() >= 1);
     assert_eq!(c.batches(&a).await.len(), 1);
     let (db2, _a2) = c.open(&b, "b2", "r2").await;
