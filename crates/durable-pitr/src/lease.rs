@@ -36,7 +36,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use object_store::path::Path as StorePath;
@@ -60,52 +59,6 @@ pub struct Node {
     clock: Arc<dyn Clock>,
     /// The shared log of this instance (`Replicated` uploads, see `log.rs`).
     log: Arc<SharedLog>,
-    /// What this instance knows of its own heartbeats.
-    liveness: Arc<Liveness>,
-}
-
-/// What a node knows of its own liveness: when its last heartbeat that got through started,
-/// and how many times it went a whole lease without one (a *lapse*: a pause, or a store it
-/// could not reach). Other nodes may have taken its objects over during a lapse, and a
-/// sweep may have deleted the fences they left in its log (the sweep takes the node for
-/// dead), so after a lapse the shared log checks each object's lease before it confirms
-/// that object's commits again (`log.rs`).
-#[derive(Debug)]
-pub(crate) struct Liveness {
-    clock: Arc<dyn Clock>,
-    lease_ms: i64,
-    /// Clock time at which the last successful heartbeat started (0: none yet).
-    beat_ok_ms: AtomicI64,
-    /// Lapses that ended with a heartbeat.
-    lapses: AtomicU64,
-}
-
-impl Liveness {
-    fn new(clock: Arc<dyn Clock>, lease: Duration) -> Liveness {
-        Liveness {
-            clock,
-            lease_ms: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
-            beat_ok_ms: AtomicI64::new(0),
-            lapses: AtomicU64::new(0),
-        }
-    }
-
-    /// A heartbeat that started at `started_ms` got through.
-    fn beat_ok(&self, started_ms: i64) {
-        let before = self.beat_ok_ms.swap(started_ms, Ordering::SeqCst);
-        if before != 0 && started_ms.saturating_sub(before) >= self.lease_ms {
-            self.lapses.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    /// Counts lapses, the one going on now included (no heartbeat for a lease): an
-    /// object's lease checked at an earlier count must be checked again.
-    pub(crate) fn epoch(&self) -> u64 {
-        let lapses = self.lapses.load(Ordering::SeqCst);
-        let ok = self.beat_ok_ms.load(Ordering::SeqCst);
-        let lapsing = ok != 0 && self.clock.now_ms().saturating_sub(ok) >= self.lease_ms;
-        lapses + u64::from(lapsing)
-    }
 }
 
 impl std::fmt::Debug for Node {
@@ -218,13 +171,11 @@ impl Node {
             lease,
             clock: Arc::new(SystemClock),
             log: Arc::new(SharedLog::new()),
-            liveness: Arc::new(Liveness::new(Arc::new(SystemClock), lease)),
         })
     }
 
     /// Replaces the clock that stamps heartbeats and judges expiry.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Node {
-        self.liveness = Arc::new(Liveness::new(clock.clone(), self.lease));
         self.clock = clock;
         self
     }
@@ -259,7 +210,6 @@ impl Node {
         let place = LogPlace {
             store: self.store.clone(),
             dir: crate::log::log_dir(&self.root, &self.id, &self.instance),
-            liveness: self.liveness.clone(),
         };
         (&self.log, place)
     }
@@ -318,11 +268,8 @@ impl Node {
     /// Says this node is alive for one more lease. Call it at least every third of the
     /// lease (the namespace does, in the background).
     pub async fn heartbeat(&self) -> Result<()> {
-        let started = self.clock.now_ms();
-        let expires = started.saturating_add(self.lease.as_millis() as i64);
-        self.put_heartbeat(expires).await?;
-        self.liveness.beat_ok(started);
-        Ok(())
+        let expires = self.clock.now_ms().saturating_add(self.lease.as_millis() as i64);
+        self.put_heartbeat(expires).await
     }
 
     async fn put_heartbeat(&self, expires_ms: i64) -> Result<()> {
@@ -468,26 +415,6 @@ pub(crate) async fn check_fence(archive: &Archive, term: u32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_lease_without_a_heartbeat_counts_as_a_lapse_until_the_next_one() {
-        let clock = durable_sql::testing::ManualClock::new(1_000_000);
-        let live = Liveness::new(Arc::new(clock.clone()), Duration::from_secs(10));
-        assert_eq!(live.epoch(), 0, "no heartbeat yet: nothing to have lapsed");
-        live.beat_ok(1_000_000);
-        clock.advance(9_999);
-        assert_eq!(live.epoch(), 0);
-        live.beat_ok(1_009_999);
-        clock.advance(10_000);
-        assert_eq!(live.epoch(), 1, "a lease without a heartbeat: lapsing now");
-        live.beat_ok(1_019_999);
-        assert_eq!(live.epoch(), 1, "the same lapse, ended by a heartbeat");
-        clock.advance(3_000);
-        live.beat_ok(1_022_999);
-        assert_eq!(live.epoch(), 1);
-        clock.advance(60_000);
-        assert_eq!(live.epoch(), 2);
-    }
 
     #[test]
     fn lease_names_parse_and_limits_come_from_later_terms() {

@@ -35,14 +35,6 @@
 //! there moves it one slot on). An object has one delta in flight at a time, so its deltas
 //! are confirmed in order whichever lanes they take.
 //!
-//! One case the fences do not cover: a node paused (or cut off) past its lease, whose
-//! objects were taken over, and whose log a sweep then deleted, fences and all, taking the
-//! node for dead. On its next heartbeat it lives again, and its lanes' next slots are free.
-//! So after such a *lapse* ([`Liveness`]) a round, once its batch is in, checks the lease
-//! of each object not checked since (one listing of `lease/`) and refuses the deltas of
-//! those taken by a later term. The check follows the write: a taker claiming after it
-//! reads the log later still, and finds the batch.
-//!
 //! Formats: a batch is `DSLOG` and a version byte, a count, then per delta the object's
 //! key prefix, its segment's file name (with the term) and the segment's bytes (each
 //! length-prefixed, little-endian), and a CRC-32C of everything before it. A fence is
@@ -64,7 +56,7 @@ use tokio::sync::oneshot;
 use crate::archive::{Archive, SegName, hex_field as hex, store_error};
 use crate::codec::Reader;
 use crate::error::{ArchiveError, Error, Result, corrupt};
-use crate::lease::{Leases, Liveness};
+use crate::lease::Leases;
 
 const MAGIC: &[u8; 6] = b"DSLOG\x01";
 
@@ -341,9 +333,6 @@ struct State {
     uncovered: HashMap<String, Vec<(SlotId, u64)>>,
     /// Per object fenced in this log: the newest term fenced, and by whom.
     fenced: HashMap<String, (u32, String)>,
-    /// Per object: the node's lapse count ([`Liveness::epoch`]) when its lease was last
-    /// found still the node's (0 when never checked: no lapse since the node began).
-    checked: HashMap<String, u64>,
 }
 
 /// A node's log (see the module documentation). Part of [`crate::Node`].
@@ -357,13 +346,11 @@ impl std::fmt::Debug for SharedLog {
     }
 }
 
-/// Where a node's log writes: the store, its folder, and what the node knows of its own
-/// heartbeats.
+/// Where a node's log writes: the store, its folder, and who the node is.
 #[derive(Clone)]
 pub(crate) struct LogPlace {
     pub store: Arc<dyn ObjectStore>,
     pub dir: String,
-    pub liveness: Arc<Liveness>,
 }
 
 /// Attempts per batch upload before its deltas fail (each object retries with its next).
@@ -456,34 +443,10 @@ impl SharedLog {
             let deltas: Vec<&Delta> = batch.iter().map(|w| &w.delta).collect();
             let bytes = encode_batch(&deltas);
             let outcome = write_slot(place, slot, &bytes).await;
-            let verdicts = match &outcome {
-                Ok(Written::Ours) => self.check_leases(place, &batch).await,
-                _ => HashMap::new(),
-            };
             let mut s = self.state();
             match outcome {
                 Ok(Written::Ours) => {
                     s.lanes[lane].next_slot = slot.1 + 1;
-                    // After a lapse, deltas of objects whose lease was taken (or could not be
-                    // checked) are not confirmed.
-                    let mut refused = Vec::new();
-                    let mut kept = Vec::new();
-                    for w in batch {
-                        match verdicts.get(&w.delta.object) {
-                            Some(Err(error)) => refused.push((w, Err(error.clone()))),
-                            Some(Ok(Some(by))) => {
-                                let term = w.delta.name.term;
-                                let entry = s.fenced.entry(w.delta.object.clone());
-                                let slot = entry.or_insert((0, String::new()));
-                                if term >= slot.0 {
-                                    *slot = (term, by.clone());
-                                }
-                                refused.push((w, Ok(by.clone())));
-                            }
-                            _ => kept.push(w),
-                        }
-                    }
-                    batch = kept;
                     // Counted before anyone hears of it: an upload covering it may follow.
                     s.live.insert(slot, batch.len());
                     for w in &batch {
@@ -506,13 +469,6 @@ impl SharedLog {
                     for w in batch {
                         let _ = w.done.send(Ok(()));
                     }
-                    for (w, why) in refused {
-                        let term = w.delta.name.term;
-                        let _ = w.done.send(Err(match why {
-                            Ok(by) => fenced_error(term, &by),
-                            Err(error) => log_error(&place.dir, slot, &error),
-                        }));
-                    }
                     break;
                 }
                 Ok(Written::Fence(fence)) => {
@@ -529,8 +485,16 @@ impl SharedLog {
                 Err(why) => {
                     // The slot stays unresolved: the next round writes into it again.
                     drop(s);
+                    let key = slot_key(&place.dir, slot).to_string();
                     for w in batch {
-                        let _ = w.done.send(Err(log_error(&place.dir, slot, &why)));
+                        let _ = w.done.send(Err(Error::Archive(ArchiveError::Store {
+                            action: "put",
+                            key: key.clone(),
+                            source: object_store::Error::Generic {
+                                store: "shared log",
+                                source: Box::new(std::io::Error::other(why.clone())),
+                            },
+                        })));
                     }
                     break;
                 }
@@ -539,36 +503,6 @@ impl SharedLog {
         if !to_delete.is_empty() {
             spawn_delete(place, to_delete);
         }
-    }
-
-    /// After a lapse of the node's heartbeats ([`Liveness`]): for each object of `batch` not
-    /// checked since, whether its lease is still the node's (`Ok(None)`), was taken by a
-    /// later term (`Ok(Some(node))`), or could not be read (`Err`). Empty without a lapse.
-    /// Runs after the batch is in the store: a taker that claims after this check reads
-    /// the log after its claim, and finds the batch.
-    async fn check_leases(
-        &self,
-        place: &LogPlace,
-        batch: &[Waiting],
-    ) -> HashMap<String, std::result::Result<Option<String>, String>> {
-        let epoch = place.liveness.epoch();
-        let due: BTreeMap<String, u32> = {
-            let s = self.state();
-            batch
-                .iter()
-                .filter(|w| s.checked.get(&w.delta.object).copied().unwrap_or(0) < epoch)
-                .map(|w| (w.delta.object.clone(), w.delta.name.term))
-                .collect()
-        };
-        let mut out = HashMap::new();
-        for (object, term) in due {
-            let verdict = newer_owner(&place.store, &object, term).await.map_err(|e| e.to_string());
-            if matches!(verdict, Ok(None)) {
-                self.state().checked.insert(object.clone(), epoch);
-            }
-            out.insert(object, verdict);
-        }
-        out
     }
 
     /// `object`'s own segments now hold every position up to `seq`: batches whose every
@@ -609,39 +543,6 @@ impl SharedLog {
     pub(crate) fn live_batches(&self) -> usize {
         self.state().live.values().filter(|&&n| n > 0).count()
     }
-}
-
-/// The node holding a term of `object` later than `term`, if one was claimed.
-async fn newer_owner(
-    store: &Arc<dyn ObjectStore>,
-    object: &str,
-    term: u32,
-) -> Result<Option<String>> {
-    let archive = Archive {
-        store: store.clone(),
-        prefix: object.to_owned(),
-        attempts: 1,
-        failpoint: None,
-        term: 0,
-    };
-    let newest = crate::lease::read_leases(&archive).await?.newest();
-    if newest <= term {
-        return Ok(None);
-    }
-    let by = crate::lease::read_claim(&archive, newest).await?;
-    Ok(Some(by.node))
-}
-
-/// A round's store error, for each of its waiters.
-fn log_error(dir: &str, slot: SlotId, why: &str) -> Error {
-    Error::Archive(ArchiveError::Store {
-        action: "put",
-        key: slot_key(dir, slot).to_string(),
-        source: object_store::Error::Generic {
-            store: "shared log",
-            source: Box::new(std::io::Error::other(why.to_owned())),
-        },
-    })
 }
 
 /// The fence refusing `delta`, if any: its object's fenced term, when not older.
@@ -926,24 +827,6 @@ mod tests {
         assert_eq!(parse_slot(&parts("000000000000001a")), Some((FLAT, 26)));
         assert_eq!(parse_slot(&parts("fenced/000000000000001a")), None);
         assert_eq!(parse_slot(&parts("2/000000000000001a")), None);
-    }
-
-    #[test]
-    fn the_floor_is_the_shortest_round_of_the_last_window() {
-        let ms = Duration::from_millis;
-        let mut floor = Floor::default();
-        floor.add(ms(30));
-        assert_eq!(floor.current, ms(30), "the first round's until a window is done");
-        for _ in 1..FLOOR_WINDOW - 1 {
-            floor.add(ms(40));
-        }
-        floor.add(ms(2));
-        assert_eq!(floor.current, ms(2), "a near store: one lane");
-        for _ in 0..FLOOR_WINDOW {
-            floor.add(ms(25));
-        }
-        assert_eq!(floor.current, ms(25), "a far store: every lane");
-        assert!(floor.current >= SLOW_STORE);
     }
 
     #[test]
