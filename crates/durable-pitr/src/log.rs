@@ -830,6 +830,24 @@ mod tests {
     }
 
     #[test]
+    fn the_floor_is_the_shortest_round_of_the_last_window() {
+        let ms = Duration::from_millis;
+        let mut floor = Floor::default();
+        floor.add(ms(30));
+        assert_eq!(floor.current, ms(30), "the first round's until a window is done");
+        for _ in 1..FLOOR_WINDOW - 1 {
+            floor.add(ms(40));
+        }
+        floor.add(ms(2));
+        assert_eq!(floor.current, ms(2), "a near store: one lane");
+        for _ in 0..FLOOR_WINDOW {
+            floor.add(ms(25));
+        }
+        assert_eq!(floor.current, ms(25), "a far store: every lane");
+        assert!(floor.current >= SLOW_STORE);
+    }
+
+    #[test]
     fn a_slot_holds_a_batch_or_a_fence() {
         let fence = Fence { object: "ns/room.sqlite".into(), term: 2, by: "b".into() };
         let bytes = encode_fence(&fence);
