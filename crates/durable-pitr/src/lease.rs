@@ -217,11 +217,14 @@ impl Node {
     /// Deletes what the shared logs of stopped instances (this node's earlier runs, dead
     /// nodes) no longer need to hold: batches whose every commit a later holder of its object
     /// has moved into segments (or whose holder released the object with its history
-    /// uploaded), and fences of instances without batches. Batches holding commits
-    /// of objects nobody took over yet stay: they are the only copy. Returns how many store
+    /// uploaded), and the fences of instances without batches whose node has started a
+    /// later instance since (a paused instance that comes back must find them). Batches
+    /// holding commits of objects nobody took over yet stay: they are the only copy. Returns how many store
     /// objects were deleted. The namespace runs it now and then in the background.
     pub async fn sweep_logs(&self) -> Result<usize> {
         let mut live = BTreeSet::new();
+        // Per node, the instance its heartbeat names, expired or not.
+        let mut newest = std::collections::HashMap::new();
         let nodes = StorePath::from(if self.root.is_empty() {
             "_nodes".to_owned()
         } else {
@@ -237,16 +240,22 @@ impl Node {
                 Ok(r) => r.bytes().await.ok(),
                 Err(_) => None,
             };
-            if let Some(beat) = beat.and_then(|b| serde_json::from_slice::<Heartbeat>(&b).ok())
-                && beat.expires_ms > self.clock.now_ms()
-            {
-                live.insert((node.to_owned(), beat.instance));
+            let Some(beat) = beat.and_then(|b| serde_json::from_slice::<Heartbeat>(&b).ok()) else {
+                continue;
+            };
+            if beat.expires_ms > self.clock.now_ms() {
+                live.insert((node.to_owned(), beat.instance.clone()));
             }
+            newest.insert(node.to_owned(), beat.instance);
         }
         live.insert((self.id.clone(), self.instance.clone()));
-        crate::log::sweep(&self.store, &self.root, |node, instance| {
-            live.contains(&(node.to_owned(), instance.to_owned()))
-        })
+        newest.insert(self.id.clone(), self.instance.clone());
+        crate::log::sweep(
+            &self.store,
+            &self.root,
+            |node, instance| live.contains(&(node.to_owned(), instance.to_owned())),
+            |node, instance| newest.get(node).is_some_and(|n| n != instance),
+        )
         .await
     }
 

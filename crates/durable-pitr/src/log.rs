@@ -33,7 +33,9 @@
 //! owner had already left behind. A round that fails for another reason leaves its slot
 //! unresolved: the lane's next round writes into the same slot (finding an earlier attempt
 //! there moves it one slot on). An object has one delta in flight at a time, so its deltas
-//! are confirmed in order whichever lanes they take.
+//! are confirmed in order whichever lanes they take. A sweep deletes a stopped instance's
+//! fences only once its node started a later instance: a paused one that comes back
+//! (and heartbeats again) must find them in its lanes' next slots.
 //!
 //! Formats: a batch is `DSLOG` and a version byte, a count, then per delta the object's
 //! key prefix, its segment's file name (with the term) and the segment's bytes (each
@@ -667,12 +669,17 @@ pub(crate) async fn logged_segments(
 /// once every object in it has moved past it (a later holder of the object wrote its
 /// `from` marker, having moved the deltas into segments first, or the delta's own term was
 /// released with its history uploaded), then the instance's fences once its batches are
-/// gone. `live` says whether an instance of a node still runs (its heartbeat). Returns
-/// how many objects were deleted.
+/// gone and the instance is `gone`. `live` says whether an instance of a node still runs
+/// (its heartbeat); `gone`, whether it surely never runs again: its node's heartbeat names
+/// a later instance. A stopped instance may only be paused: one that comes back finds the
+/// fences of the objects taken from it in its lanes' next slots, so they stay until its
+/// process is surely gone (a later instance of the node holds its data folder's lock).
+/// Returns how many objects were deleted.
 pub(crate) async fn sweep(
     store: &Arc<dyn ObjectStore>,
     root: &str,
     live: impl Fn(&str, &str) -> bool,
+    gone: impl Fn(&str, &str) -> bool,
 ) -> Result<usize> {
     let top = StorePath::from(match root.trim_end_matches('/') {
         "" => "_log".to_owned(),
@@ -745,7 +752,7 @@ pub(crate) async fn sweep(
                 Err(e) => return Err(store_error("delete", &key)(e)),
             }
         }
-        if left == 0 {
+        if left == 0 && gone(&node, &instance) {
             for key in markers {
                 match store.delete(&key).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
