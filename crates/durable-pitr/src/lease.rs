@@ -219,8 +219,8 @@ impl Node {
     /// has moved into segments (or whose holder released the object with its history
     /// uploaded), and the fences of instances without batches whose node has started a
     /// later instance since (a paused instance that comes back must find them). Batches
-    /// holding commits of objects nobody took over yet stay: they are the only copy. Returns how many store
-    /// objects were deleted. The namespace runs it now and then in the background.
+    /// holding commits of objects nobody took over yet stay: they are the only copy.
+    /// Returns how many store objects were deleted. The namespace runs it now and then in the background.
     pub async fn sweep_logs(&self) -> Result<usize> {
         let mut live = BTreeSet::new();
         // Per node, the instance its heartbeat names, expired or not.
