@@ -28,7 +28,8 @@ impl S3Server {
         std::fs::create_dir_all(dir)?;
         let fs =
             s3s_fs::FileSystem::new(dir).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-        let fs = PrefixListing { fs, root: dir.to_path_buf() };
+        let locks = (0..KEY_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect();
+        let fs = PrefixListing { fs, root: dir.to_path_buf(), locks };
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
         builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
@@ -73,7 +74,15 @@ impl Drop for S3Server {
     }
 }
 
-/// s3s-fs, with listings that read only the folder their prefix names.
+/// s3s-fs, with listings that read only the folder their prefix names, and with writes to
+/// one key one at a time.
+///
+/// s3s-fs checks a create-only write (`If-None-Match: *`) by looking for the key, then
+/// writes a temporary file and renames it over the key: of several creates of one key racing,
+/// all could pass the check and succeed, the last rename winning. Leases and the shared log's
+/// fences rely on exactly one winning, as on S3, so every write and delete of a key holds
+/// that key's lock (one of [`KEY_LOCKS`], by a hash of the bucket and key) from the check to
+/// the rename.
 ///
 /// s3s-fs answers every `ListObjectsV2` by walking the whole bucket, so with thousands of
 /// keys (the multi-node tests upload a segment per replicated write) each listing of one
@@ -84,13 +93,22 @@ struct PrefixListing {
     fs: s3s_fs::FileSystem,
     /// The server's folder (each sub-folder a bucket).
     root: PathBuf,
+    /// Writes of keys whose hash falls on the same lock run one at a time.
+    locks: Vec<tokio::sync::Mutex<()>>,
 }
 
-/// The `S3` implementation: each operation s3s-fs implements goes to it, except
-/// `ListObjectsV2` ([`PrefixListing::list_in_folder`]). (A macro around the whole `impl`, so
-/// that `async_trait` sees the generated methods.)
+/// Locks serializing writes per key: keys share one when their hashes collide.
+const KEY_LOCKS: usize = 256;
+
+/// The `S3` implementation: each operation s3s-fs implements goes to it, writes of one key
+/// under that key's lock (`locked`, the key each names), and `ListObjectsV2` to
+/// [`PrefixListing::list_in_folder`]. (A macro around the whole `impl`, so that
+/// `async_trait` sees the generated methods.)
 macro_rules! forward_except_listing {
-    ($($op:ident: $input:ident => $output:ident),* $(,)?) => {
+    (
+        plain: $($op:ident: $input:ident => $output:ident),* ;
+        locked: $($lop:ident: $linput:ident => $loutput:ident by $bucket:ident / $key:ident),* $(,)?
+    ) => {
         #[async_trait::async_trait]
         impl s3s::S3 for PrefixListing {
             $(
@@ -101,6 +119,37 @@ macro_rules! forward_except_listing {
                     s3s::S3::$op(&self.fs, req).await
                 }
             )*
+
+            $(
+                async fn $lop(
+                    &self,
+                    req: s3s::S3Request<s3s::dto::$linput>,
+                ) -> s3s::S3Result<s3s::S3Response<s3s::dto::$loutput>> {
+                    let _key = self.lock(&req.input.$bucket, &req.input.$key).await;
+                    s3s::S3::$lop(&self.fs, req).await
+                }
+            )*
+
+            async fn delete_objects(
+                &self,
+                req: s3s::S3Request<s3s::dto::DeleteObjectsInput>,
+            ) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteObjectsOutput>> {
+                // Every key's lock, in the locks' order (so two of these cannot deadlock).
+                let mut stripes: Vec<usize> = req
+                    .input
+                    .delete
+                    .objects
+                    .iter()
+                    .map(|o| self.stripe(&req.input.bucket, &o.key))
+                    .collect();
+                stripes.sort_unstable();
+                stripes.dedup();
+                let mut held = Vec::with_capacity(stripes.len());
+                for stripe in stripes {
+                    held.push(self.locks[stripe].lock().await);
+                }
+                s3s::S3::delete_objects(&self.fs, req).await
+            }
 
             async fn list_objects_v2(
                 &self,
@@ -113,27 +162,42 @@ macro_rules! forward_except_listing {
 }
 
 forward_except_listing! {
+    plain:
     create_bucket: CreateBucketInput => CreateBucketOutput,
-    copy_object: CopyObjectInput => CopyObjectOutput,
     delete_bucket: DeleteBucketInput => DeleteBucketOutput,
-    delete_object: DeleteObjectInput => DeleteObjectOutput,
-    delete_objects: DeleteObjectsInput => DeleteObjectsOutput,
     get_bucket_location: GetBucketLocationInput => GetBucketLocationOutput,
     get_object: GetObjectInput => GetObjectOutput,
     head_bucket: HeadBucketInput => HeadBucketOutput,
     head_object: HeadObjectInput => HeadObjectOutput,
     list_buckets: ListBucketsInput => ListBucketsOutput,
     list_objects: ListObjectsInput => ListObjectsOutput,
-    put_object: PutObjectInput => PutObjectOutput,
     create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput,
     upload_part: UploadPartInput => UploadPartOutput,
     upload_part_copy: UploadPartCopyInput => UploadPartCopyOutput,
     list_parts: ListPartsInput => ListPartsOutput,
-    complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput,
-    abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput,
+    abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput;
+    locked:
+    put_object: PutObjectInput => PutObjectOutput by bucket / key,
+    copy_object: CopyObjectInput => CopyObjectOutput by bucket / key,
+    delete_object: DeleteObjectInput => DeleteObjectOutput by bucket / key,
+    complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput
+        by bucket / key,
 }
 
 impl PrefixListing {
+    /// The lock of `key` in `bucket`.
+    fn stripe(&self, bucket: &str, key: &str) -> usize {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (bucket, key).hash(&mut hasher);
+        (hasher.finish() % self.locks.len() as u64) as usize
+    }
+
+    /// Waits for `key`'s lock; writes of the key wait while it is held.
+    async fn lock(&self, bucket: &str, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        self.locks[self.stripe(bucket, key)].lock().await
+    }
+
     /// `ListObjectsV2` in the folder the prefix names, as if it were the bucket.
     async fn list_in_folder(
         &self,

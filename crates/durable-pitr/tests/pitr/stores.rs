@@ -66,6 +66,43 @@ async fn suite(store: Arc<dyn ObjectStore>) {
     assert_eq!(archiver.image_at(&states[40].0).await.unwrap(), states[40].1);
 }
 
+/// Leases and the shared log's fences rely on a create-only write being atomic: of several
+/// racing creates of one key exactly one succeeds, and the key holds its bytes. (The local
+/// S3 server's s3s-fs alone checks for the key, then writes and renames: seven of eight racing
+/// creates succeeded and the last rename won, which let a fence overwrite a confirmed batch
+/// of the shared log in the failover test.)
+async fn racing_creates(store: Arc<dyn ObjectStore>) {
+    use durable_pitr::object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+    for round in 0..24 {
+        let key = durable_pitr::object_store::path::Path::from(format!("race/{round}"));
+        let puts = (0..8u8).map(|writer| {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move {
+                let bytes = vec![writer; 256 * 1024];
+                let mode = PutOptions::from(PutMode::Create);
+                store.put_opts(&key, PutPayload::from(bytes), mode).await.map(|_| writer)
+            })
+        });
+        let mut winners = Vec::new();
+        for outcome in futures_util::future::join_all(puts).await {
+            match outcome.unwrap() {
+                Ok(writer) => winners.push(writer),
+                Err(durable_pitr::object_store::Error::AlreadyExists { .. }) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: creates that succeeded: {winners:?}");
+        let stored = store.get(&key).await.unwrap().bytes().await.unwrap();
+        assert!(stored.iter().all(|&b| b == winners[0]), "round {round}: not the winner's bytes");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_creates_on_the_local_file_system_let_exactly_one_through() {
+    let dir = tempfile::tempdir().unwrap();
+    racing_creates(durable_pitr::local_store(dir.path()).unwrap()).await;
+}
+
 #[tokio::test]
 async fn in_memory_store() {
     suite(Arc::new(InMemory::new())).await;
@@ -143,6 +180,12 @@ mod s3 {
     async fn s3_store() {
         let (store, _server, _dir) = server().await;
         super::suite(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_creates_of_one_key_let_exactly_one_through() {
+        let (store, _server, _dir) = server().await;
+        super::racing_creates(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
