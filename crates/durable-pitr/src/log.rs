@@ -233,22 +233,23 @@ pub(crate) async fn write_fence(
         let next = slots.iter().filter(|(id, _)| id.0 == lane).map(|(id, _)| id.1 + 1).max();
         fence_lane(store, &dir, lane, next.unwrap_or(0), payload.clone())
     });
-    futures_util::future::try_join_all(fences).await?;
+    let fenced = futures_util::future::try_join_all(fences).await?;
+    tracing::debug!(log = %dir, object, term, by, slots = ?fenced, "fenced");
     Ok(())
 }
 
-/// Writes a fence into the first free slot of `lane` from `next` on.
+/// Writes a fence into the first free slot of `lane` from `next` on; returns that slot.
 async fn fence_lane(
     store: &Arc<dyn ObjectStore>,
     dir: &str,
     lane: usize,
     next: u64,
     payload: PutPayload,
-) -> Result<()> {
+) -> Result<SlotId> {
     for slot in (next..).take(FENCE_ATTEMPTS) {
         let key = slot_key(dir, (lane, slot));
         match store.put_opts(&key, payload.clone(), PutOptions::from(PutMode::Create)).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok((lane, slot)),
             // The owner's round (or another taker's fence) took it first: the next one.
             Err(object_store::Error::AlreadyExists { .. }) => continue,
             Err(e) => return Err(store_error("put", &key)(e)),
@@ -445,6 +446,21 @@ impl SharedLog {
             let deltas: Vec<&Delta> = batch.iter().map(|w| &w.delta).collect();
             let bytes = encode_batch(&deltas);
             let outcome = write_slot(place, slot, &bytes).await;
+            tracing::debug!(
+                log = %place.dir,
+                ?slot,
+                outcome = match &outcome {
+                    Ok(Written::Ours) => "ours".to_owned(),
+                    Ok(Written::Fence(f)) => format!("fence {} term {}", f.object, f.term),
+                    Ok(Written::Earlier) => "earlier".to_owned(),
+                    Err(e) => e.clone(),
+                },
+                deltas = ?batch
+                    .iter()
+                    .map(|w| (&w.delta.object, w.delta.name.file_name()))
+                    .collect::<Vec<_>>(),
+                "round"
+            );
             let mut s = self.state();
             match outcome {
                 Ok(Written::Ours) => {
@@ -566,6 +582,7 @@ fn spawn_delete(place: &LogPlace, slots: Vec<SlotId>) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
     let place = place.clone();
     rt.spawn(async move {
+        tracing::debug!(log = %place.dir, ?slots, "deleting batches");
         for slot in slots {
             let key = slot_key(&place.dir, slot);
             match place.store.delete(&key).await {

@@ -1,7 +1,9 @@
 //! An S3-compatible server for tests: [s3s-fs](https://crates.io/crates/s3s-fs) over a local
 //! folder, on 127.0.0.1 only, requiring requests signed with [`ACCESS_KEY`] and
 //! [`SECRET_KEY`]. s3s-fs implements S3's conditional writes (`If-None-Match: *` answers 412),
-//! which the archive's single-writer leases rely on.
+//! which the archive's single-writer leases and the shared log's fences rely on; the server
+//! makes them atomic (s3s-fs alone lets racing creates of one key all succeed) by writing
+//! each key under a lock of its own.
 //!
 //! Each sub-folder of the server's folder is a bucket: `S3Server::create_bucket` makes one.
 //! The tests of durable-pitr, durable-storage and durable-cli and the failover test

@@ -17,7 +17,11 @@
 //! `STORE_LATENCY_MS` delays every store request by that much (object_store's
 //! `ThrottledStore`: a remote store's round trip); `S3_DIR` the folder the S3 server keeps
 //! its objects in (default: a temporary folder under the system's); `OBJECTS=1` or
-//! `OBJECTS=100` runs only those rows (after `r-put`) and skips the opens.
+//! `OBJECTS=100` runs only those rows (after `r-put`) and skips the opens; `PACED_RATE` the
+//! offered rate of `r-local-100p` / `r-repl-100p` (default 1000 events/s in all: 100 objects,
+//! each event due at a fixed pace, latency from when it was due), which show the confirm
+//! latency below saturation (back to back, 100 events in flight queue behind each other: by
+//! Little's law their latency is 100 divided by the throughput, whatever the store).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -56,13 +60,17 @@ fn report(id: &str, o: &Outcome) {
     );
 }
 
-/// `objects` objects, each with one event in flight at a time, for `seconds`.
+/// `objects` objects, each with one event in flight at a time, for `seconds`: back to back,
+/// or with `pace`, each object's events due every `pace` (the objects' schedules spread over
+/// it), each latency taken from when the event was due (an event that starts late because
+/// the one before it was slow counts its wait).
 async fn run(
     store: Arc<dyn ObjectStore>,
     prefix: &str,
     replication: Replication,
     objects: usize,
     seconds: Duration,
+    pace: Option<Duration>,
 ) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let options = NamespaceOptions::new()
@@ -85,14 +93,26 @@ async fn run(
     };
     eprintln!("opened {objects} objects in {:?}", opening.elapsed());
     let mut tasks = Vec::new();
-    let deadline = Instant::now() + seconds;
+    let start = Instant::now();
+    let deadline = start + seconds;
     for i in 0..objects {
         let object = ns.object(&format!("o{i}"), |_| Counter).unwrap();
+        let first = pace.map(|p| start + p.mul_f64(i as f64 / objects as f64));
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut n = 0i64;
             while Instant::now() < deadline {
-                let started = Instant::now();
+                let started = match (first, pace) {
+                    (Some(first), Some(pace)) => {
+                        let due = first + pace * n as u32;
+                        if due >= deadline {
+                            break;
+                        }
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    _ => Instant::now(),
+                };
                 object
                     .call(move |ctx| async move {
                         let db = ctx.storage().sql().unwrap();
@@ -107,12 +127,11 @@ async fn run(
             latencies
         }));
     }
-    let started = Instant::now();
     let mut all = Vec::new();
     for t in tasks {
         all.extend(t.await.unwrap());
     }
-    let elapsed = started.elapsed();
+    let elapsed = start.elapsed();
     drop(handles);
     ns.close().await.unwrap();
     all.sort();
@@ -240,18 +259,36 @@ fn main() {
             if only.as_deref().is_some_and(|o| o != id) {
                 continue;
             }
-            let local = run(store.clone(), &format!("l{id}"), Replication::Local, objects, seconds).await;
+            let local =
+                run(store.clone(), &format!("l{id}"), Replication::Local, objects, seconds, None)
+                    .await;
             report(&format!("r-local-{id}"), &local);
             let repl =
-                run(store.clone(), &format!("r{id}"), Replication::Replicated, objects, seconds).await;
+                run(store.clone(), &format!("r{id}"), Replication::Replicated, objects, seconds, None)
+                    .await;
             report(&format!("r-repl-{id}"), &repl);
-            results.push((id, local, repl));
+            results.push((id.to_owned(), local, repl));
+        }
+        // 100 objects again, at an offered rate below what they manage back to back: the
+        // confirm latency without the queue that saturation builds.
+        if only.as_deref().is_none_or(|o| o == "100") {
+            let rate: f64 =
+                std::env::var("PACED_RATE").ok().and_then(|s| s.parse().ok()).unwrap_or(1000.0);
+            let pace = Some(Duration::from_secs_f64(100.0 / rate));
+            let local =
+                run(store.clone(), "lp", Replication::Local, 100, seconds, pace).await;
+            report("r-local-100p", &local);
+            let repl =
+                run(store.clone(), "rp", Replication::Replicated, 100, seconds, pace).await;
+            report("r-repl-100p", &repl);
+            results.push((format!("100 paced at {rate:.0}/s"), local, repl));
         }
         for (id, local, repl) in &results {
             println!(
-                "{id} object(s): Replicated/Local throughput {:.2}x; Replicated p99 / PUT p99 {:.2}x",
+                "{id} object(s): Replicated/Local throughput {:.2}x; Replicated p99 / PUT p99 {:.2}x; Local p99 / PUT p99 {:.2}x",
                 repl.per_second / local.per_second,
-                repl.p99.as_secs_f64() / put.p99.as_secs_f64()
+                repl.p99.as_secs_f64() / put.p99.as_secs_f64(),
+                local.p99.as_secs_f64() / put.p99.as_secs_f64()
             );
         }
         if only.is_some() {

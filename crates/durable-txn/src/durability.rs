@@ -115,6 +115,15 @@ impl Durable {
         *self.replica.lock().unwrap_or_else(|p| p.into_inner()) = replica;
     }
 
+    /// True when a result of commit `seq` has nothing to wait for: the commit is durable
+    /// locally and, when the host asks for replication, replicated. (A commit durable at
+    /// once, an fsync inside COMMIT or a sync that was quick, may still wait for its copy.)
+    pub(crate) fn settled(&self, seq: u64) -> bool {
+        let local = self.db.commit_progress().durable >= seq;
+        let replica = self.replica.lock().unwrap_or_else(|p| p.into_inner());
+        local && replica.as_ref().is_none_or(|r| r.borrow().seq >= seq)
+    }
+
     /// Resolves once commit `seq` is durable, and replicated when the host asks for it.
     pub(crate) fn wait(&self, seq: u64) -> Op<()> {
         let local = self.wait_local(seq);

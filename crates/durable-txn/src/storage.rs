@@ -616,19 +616,20 @@ impl Storage {
             });
         }
         match &self.inner.engine {
-            Engine::Sqlite { db, .. } => {
+            Engine::Sqlite { db, durable, .. } => {
                 // The caller waits for the disk anyway: sync on this thread (one handoff to
                 // the pool and back less), after a sync already running.
                 if let Err(e) = self.commit_if_idle(true) {
                     return Op::ready(Err(e));
                 }
-                Op::ready(match db.sync() {
+                match db.sync() {
                     Ok(()) => {
                         self.state().unsynced = None;
-                        Ok(())
+                        // Under replication, also until the copy holds it.
+                        durable.wait(db.commit_progress().committed)
                     }
-                    Err(e) => Err(Error::WriteFailed(e.to_string())),
-                })
+                    Err(e) => Op::ready(Err(Error::WriteFailed(e.to_string()))),
+                }
             }
             Engine::Kv(engine) => {
                 let wrote = engine.busy();
@@ -728,13 +729,15 @@ impl Storage {
     }
 
     fn commit_with(&self, sync_here: bool) -> std::result::Result<(), durable_sql::Error> {
-        let Engine::Sqlite { db, .. } = &self.inner.engine else { return Ok(()) };
+        let Engine::Sqlite { db, durable, .. } = &self.inner.engine else { return Ok(()) };
         let confirmed = db.write_confirmed();
         let committed = if sync_here { db.commit_and_sync() } else { db.commit() };
         if let Some(seq) = committed? {
-            // Durable already (an fsync inside COMMIT, or a sync that was quick): it covers
-            // every earlier commit too, and the turn has nothing to wait for.
-            let pending = db.commit_progress().durable < seq;
+            // Durable already (an fsync inside COMMIT, or a sync that was quick), and
+            // replicated if the host asks for that: it covers every earlier commit too, and
+            // the turn has nothing to wait for. Durable alone is not enough under
+            // replication: the result would go out before any second copy held the commit.
+            let pending = !durable.settled(seq);
             {
                 let mut state = self.state();
                 let earlier = state.unsynced.is_some_and(|(_, c)| c);

@@ -42,7 +42,9 @@
 //! Every loop is bounded in time; every child process is killed when the harness exits,
 //! however it exits (and the nodes stop by themselves when their standard input closes). The
 //! random choices come from a seed, printed first (`--seed N` replays the choices, not the
-//! timing). The last line is the verdict.
+//! timing). The last line is the verdict. To look into a failure: `FAILOVER_KEEP=1` keeps
+//! the run's folder (the store, each node's data) when it fails, and `NODE_LOG_DIR` and
+//! `RUST_LOG` (passed on to the nodes, see `node.rs`) keep each node's log.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool
 #![forbid(unsafe_code)]
 
@@ -1037,5 +1039,11 @@ fn run(
     }
     drop(server);
     rt.shutdown_timeout(Duration::from_secs(5));
+    if !passed && std::env::var_os("FAILOVER_KEEP").is_some() {
+        eprintln!(
+            "failover: kept the run's folder (the store, the nodes' data) at {}",
+            dir.keep().display()
+        );
+    }
     Ok(passed)
 }

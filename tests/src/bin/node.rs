@@ -15,6 +15,10 @@
 //! answering) is dropped, so the next request opens it again (or names its new owner).
 //! The node closes its namespace (final uploads, leases released) and exits when its standard
 //! input closes, so a test harness that dies takes its nodes with it.
+//!
+//! The library's events go to standard error (warnings, or what `RUST_LOG` selects), or with
+//! `NODE_LOG_DIR` set to the end of `{NODE_LOG_DIR}/{ID}.log` (kept over restarts). At
+//! `RUST_LOG=node=debug` the node logs every acknowledged write.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool
 #![forbid(unsafe_code)]
 
@@ -149,7 +153,10 @@ impl Node {
             })
             .await;
         let error = match result {
-            Ok(Ok(())) => return format!("ok {name} {n}"),
+            Ok(Ok(())) => {
+                tracing::debug!(target: "node", "ok {name} {n}");
+                return format!("ok {name} {n}");
+            }
             Ok(Err(e)) | Err(e) => e,
         };
         // The object failed (fenced, reset, the store not confirming): drop it, so that the
@@ -245,6 +252,26 @@ async fn serve(config: Config) -> Result<(), String> {
     }
 }
 
+/// Sends the library's events to standard error, or to `{NODE_LOG_DIR}/{id}.log`.
+fn log_to(id: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    match std::env::var_os("NODE_LOG_DIR") {
+        None => builder.with_writer(std::io::stderr).init(),
+        Some(dir) => {
+            let path = PathBuf::from(dir).join(format!("{id}.log"));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            builder.with_writer(Mutex::new(file)).init();
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let config = match parse_args() {
         Ok(config) => config,
@@ -258,6 +285,10 @@ fn main() -> ExitCode {
         }
     };
     let id = config.node_id.clone();
+    if let Err(e) = log_to(&id) {
+        eprintln!("node {id}: {e}");
+        return ExitCode::FAILURE;
+    }
     let rt =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
             Ok(rt) => rt,

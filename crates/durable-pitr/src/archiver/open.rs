@@ -80,6 +80,14 @@ impl Archiver {
                 let catalog = archive.catalog().await?;
                 let after = catalog.newest_seq();
                 logged = crate::log::logged_segments(&archive, &leases, previous, after).await?;
+                tracing::debug!(
+                    object = %archive.prefix,
+                    term,
+                    previous,
+                    ?after,
+                    logged = ?logged.iter().map(|(n, _)| n.file_name()).collect::<Vec<_>>(),
+                    "taking over"
+                );
                 for (name, bytes) in &logged {
                     archive
                         .put_immutable(&format!("seg/{}", name.file_name()), bytes.clone())
@@ -110,6 +118,7 @@ impl Archiver {
                 .unwrap_or(0);
             crate::lease::mark(&archive, &format!("lease/{:08x}.from-{from:016x}", archive.term))
                 .await?;
+            tracing::debug!(object = %archive.prefix, term = archive.term, from, "history starts");
         }
         for s in recovered.sealed {
             catalog.add_segment(s);
