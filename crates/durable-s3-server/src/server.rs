@@ -82,7 +82,8 @@ impl Drop for S3Server {
 /// all could pass the check and succeed, the last rename winning. Leases and the shared log's
 /// fences rely on exactly one winning, as on S3, so every write and delete of a key holds
 /// that key's lock (one of [`KEY_LOCKS`], by a hash of the bucket and key) from the check to
-/// the rename.
+/// the rename, and reads a conditional write's whole body before s3s-fs checks it (see
+/// [`read_whole_body`]).
 ///
 /// s3s-fs answers every `ListObjectsV2` by walking the whole bucket, so with thousands of
 /// keys (the multi-node tests upload a segment per replicated write) each listing of one
@@ -129,6 +130,17 @@ macro_rules! forward_except_listing {
                     s3s::S3::$lop(&self.fs, req).await
                 }
             )*
+
+            async fn put_object(
+                &self,
+                mut req: s3s::S3Request<s3s::dto::PutObjectInput>,
+            ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutObjectOutput>> {
+                if req.input.if_none_match.is_some() || req.input.if_match.is_some() {
+                    read_whole_body(&mut req.input.body).await?;
+                }
+                let _key = self.lock(&req.input.bucket, &req.input.key).await;
+                s3s::S3::put_object(&self.fs, req).await
+            }
 
             async fn delete_objects(
                 &self,
@@ -177,12 +189,32 @@ forward_except_listing! {
     list_parts: ListPartsInput => ListPartsOutput,
     abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput;
     locked:
-    put_object: PutObjectInput => PutObjectOutput by bucket / key,
     copy_object: CopyObjectInput => CopyObjectOutput by bucket / key,
     delete_object: DeleteObjectInput => DeleteObjectOutput by bucket / key,
     complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput
         by bucket / key,
 }
+
+/// Reads a conditional write's whole body before the condition is checked.
+///
+/// s3s-fs refuses a write whose condition fails (`412`) without reading its body; hyper then
+/// answers and closes the connection while the client may still be sending, and the client
+/// sees a reset (`error sending request`) instead of the `412`: a lost race for a lease or a
+/// fence would look like an unreachable store. With the body read first, the client always
+/// gets the answer. (Bodies of conditional writes are leases, fences and segments: small.)
+async fn read_whole_body(body: &mut Option<s3s::dto::StreamingBlob>) -> s3s::S3Result<()> {
+    let Some(blob) = body.take() else { return Ok(()) };
+    let mut whole = s3s::Body::from(blob);
+    whole
+        .store_all_limited(CONDITIONAL_BODY_LIMIT)
+        .await
+        .map_err(|e| s3s::s3_error!(IncompleteBody, "reading a conditional write's body: {e}"))?;
+    *body = Some(s3s::dto::StreamingBlob::from(whole));
+    Ok(())
+}
+
+/// The largest body of a conditional write the server reads into memory.
+const CONDITIONAL_BODY_LIMIT: usize = 256 << 20;
 
 impl PrefixListing {
     /// The lock of `key` in `bucket`.
