@@ -265,6 +265,14 @@ impl Node {
         self.log.live_batches()
     }
 
+    /// Whether the store answered this node's shared log quickly of late (its shortest
+    /// round under 10 ms, as a server on the same machine or network does): the log then
+    /// runs one round at a time, and other uploads compete with it for the same server.
+    /// `false` before the log's first round.
+    pub fn store_is_near(&self) -> bool {
+        self.log.store_is_near()
+    }
+
     fn heartbeat_key(&self, node: &str) -> StorePath {
         let rest = format!("_nodes/{node}");
         if self.root.is_empty() {

@@ -297,6 +297,12 @@ struct Floor {
 }
 
 impl Floor {
+    /// Whether rounds measured so far show a store under [`SLOW_STORE`].
+    fn is_near(&self) -> bool {
+        let measured = self.rounds > 0 || !self.current.is_zero();
+        measured && self.current < SLOW_STORE
+    }
+
     fn add(&mut self, took: Duration) {
         if self.rounds == 0 && self.current.is_zero() {
             self.current = took;
@@ -555,6 +561,12 @@ impl SharedLog {
         if !done.is_empty() {
             spawn_delete(place, done);
         }
+    }
+
+    /// Whether the store answered the log's rounds of late in under [`SLOW_STORE`] (the
+    /// threshold below which the log runs one lane); `false` before the first round.
+    pub(crate) fn store_is_near(&self) -> bool {
+        self.state().floor.is_near()
     }
 
     /// Batches in the store still holding deltas their objects have not covered.
@@ -857,18 +869,22 @@ mod tests {
     fn the_floor_is_the_shortest_round_of_the_last_window() {
         let ms = Duration::from_millis;
         let mut floor = Floor::default();
+        assert!(!floor.is_near(), "unknown before the first round");
         floor.add(ms(30));
         assert_eq!(floor.current, ms(30), "the first round's until a window is done");
+        assert!(!floor.is_near());
         for _ in 1..FLOOR_WINDOW - 1 {
             floor.add(ms(40));
         }
         floor.add(ms(2));
         assert_eq!(floor.current, ms(2), "a near store: one lane");
+        assert!(floor.is_near());
         for _ in 0..FLOOR_WINDOW {
             floor.add(ms(25));
         }
         assert_eq!(floor.current, ms(25), "a far store: every lane");
         assert!(floor.current >= SLOW_STORE);
+        assert!(!floor.is_near());
     }
 
     #[test]

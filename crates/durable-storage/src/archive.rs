@@ -320,6 +320,9 @@ pub(crate) struct Archiving {
     pace: Pace,
     /// At most this many uploads at once, across the namespace's objects.
     permits: Arc<Semaphore>,
+    /// Under `Replicated` with a node and a near store, the objects' own uploads take these
+    /// instead (see [`UPLOADS_BESIDE_THE_LOG`]).
+    beside_log: Arc<Semaphore>,
     /// Objects closing: their final upload runs; `true` once it is over.
     closing: Mutex<HashMap<String, watch::Receiver<bool>>>,
     /// Objects whose history could not be uploaded when they closed, with the error. Shared
@@ -329,6 +332,16 @@ pub(crate) struct Archiving {
 
 /// Uploads running at once per namespace.
 const UPLOADS_AT_ONCE: usize = 64;
+
+/// Uploads of the objects' own segments running at once per namespace under `Replicated`
+/// with a node, while the store is near ([`Node::store_is_near`]). There
+/// the results wait for the log's rounds, and the segments are background work (the log
+/// holds the commits meanwhile) that competes with the rounds for the same server: benchmark
+/// (r), 100 objects paced at 1,000 events/s against the local S3 server, four runs each,
+/// alternating: a confirm p99 of 40-279 ms with 64 uploads at once, 11-44 ms with 2; back
+/// to back, p99 54-135 ms against 32-237 ms, at the same throughput. Against a far store
+/// every upload waits on the network, not the server, and all [`UPLOADS_AT_ONCE`] run.
+const UPLOADS_BESIDE_THE_LOG: usize = 2;
 
 impl Archiving {
     pub(crate) fn new(
@@ -362,6 +375,7 @@ impl Archiving {
             node,
             pace,
             permits: Arc::new(Semaphore::new(UPLOADS_AT_ONCE)),
+            beside_log: Arc::new(Semaphore::new(UPLOADS_BESIDE_THE_LOG)),
             closing: Mutex::new(HashMap::new()),
             left: Arc::new(Mutex::new(BTreeMap::new())),
         })
@@ -459,12 +473,18 @@ impl Archiving {
             );
             companions.push(AbortOnDrop(self.rt.handle().spawn(watcher)));
         }
+        let permits = Permits {
+            all: self.permits.clone(),
+            beside_log: logged
+                .then(|| self.node.as_ref().map(|(n, _)| (n.clone(), self.beside_log.clone())))
+                .flatten(),
+        };
         let task = keep_archived(
             name.to_owned(),
             Arc::downgrade(archiver),
             archiver.watch_head(),
             pace,
-            self.permits.clone(),
+            permits,
             companions,
         );
         (self.rt.handle().spawn(task), rx)
@@ -681,13 +701,34 @@ async fn replicate_continuously(
     }
 }
 
+/// Where an object's keeper takes its upload permit.
+struct Permits {
+    /// The namespace's ([`UPLOADS_AT_ONCE`]).
+    all: Arc<Semaphore>,
+    /// Behind the shared log: the node (whose log tells how near the store is) and the
+    /// namespace's [`UPLOADS_BESIDE_THE_LOG`].
+    beside_log: Option<(Arc<Node>, Arc<Semaphore>)>,
+}
+
+impl Permits {
+    /// One upload's permit, from the few while the store is near. (`None` if the semaphore
+    /// were closed, which nothing does; the keeper would then stop.)
+    async fn acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let semaphore = match &self.beside_log {
+            Some((node, few)) if node.store_is_near() => few,
+            _ => &self.all,
+        };
+        semaphore.clone().acquire_owned().await.ok()
+    }
+}
+
 /// One object's continuous archiving (see [`Archiving::keep`]).
 async fn keep_archived(
     name: String,
     archiver: Weak<Archiver>,
     mut head: watch::Receiver<u64>,
     pace: Pace,
-    permits: Arc<Semaphore>,
+    permits: Permits,
     _companions: Vec<AbortOnDrop>,
 ) {
     let mut failures = 0u32;
@@ -712,7 +753,7 @@ async fn keep_archived(
             wait = wait.max(retry_delay(failures));
         }
         tokio::time::sleep(wait).await;
-        let Ok(_permit) = permits.acquire().await else { return };
+        let Some(_permit) = permits.acquire().await else { return };
         let Some(a) = archiver.upgrade() else { return };
         match a.flush().await {
             Ok(_) => {
