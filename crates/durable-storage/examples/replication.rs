@@ -17,11 +17,17 @@
 //! `STORE_LATENCY_MS` delays every store request by that much (object_store's
 //! `ThrottledStore`: a remote store's round trip); `S3_DIR` the folder the S3 server keeps
 //! its objects in (default: a temporary folder under the system's); `OBJECTS=1` or
-//! `OBJECTS=100` runs only those rows (after `r-put`) and skips the opens; `PACED_RATE` the
-//! offered rate of `r-local-100p` / `r-repl-100p` (default 1000 events/s in all: 100 objects,
-//! each event due at a fixed pace, latency from when it was due), which show the confirm
-//! latency below saturation (back to back, 100 events in flight queue behind each other: by
-//! Little's law their latency is 100 divided by the throughput, whatever the store).
+//! `OBJECTS=100` runs only those rows (after `r-put`) and skips the opens, `OBJECTS=paced`
+//! only the paced rows; `PACED_RATE` the offered rate of `r-local-100p` / `r-repl-100p`
+//! (default 1000 events/s in all: 100 objects, each event due at a fixed pace, latency from
+//! when it was due), which show the confirm latency below saturation (back to back, 100
+//! events in flight queue behind each other: by Little's law their latency is 100 divided
+//! by the throughput, whatever the store). The paced rows get a PUT baseline of their own,
+//! `r-put-again`, taken just before them.
+//!
+//! Each row also shows the process's CPU time per event (user and system, on Linux), the S3
+//! server's included: a figure that the host's speed, which drifts on a shared machine,
+//! moves less than latency.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -49,11 +55,29 @@ struct Outcome {
     per_second: f64,
     p50: Duration,
     p99: Duration,
+    /// The process's CPU time (user and system, the S3 server's included: it runs in this
+    /// process) per event, when measured.
+    cpu_per_event: Option<Duration>,
+}
+
+/// The CPU time this process has used so far (Linux: `/proc/self/stat`; `None` elsewhere).
+fn cpu_used() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces), from field 3 on: utime and
+    // stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 fn report(id: &str, o: &Outcome) {
+    let cpu = o
+        .cpu_per_event
+        .map(|c| format!("   cpu {:.2} ms/event", c.as_secs_f64() * 1e3))
+        .unwrap_or_default();
     println!(
-        "{id:<12} {:>9.0}/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
+        "{id:<12} {:>9.0}/s   p50 {:>7.2} ms   p99 {:>7.2} ms{cpu}",
         o.per_second,
         o.p50.as_secs_f64() * 1e3,
         o.p99.as_secs_f64() * 1e3
@@ -92,6 +116,7 @@ async fn run(
         .unwrap()
     };
     eprintln!("opened {objects} objects in {:?}", opening.elapsed());
+    let cpu_before = cpu_used();
     let mut tasks = Vec::new();
     let start = Instant::now();
     let deadline = start + seconds;
@@ -132,6 +157,7 @@ async fn run(
         all.extend(t.await.unwrap());
     }
     let elapsed = start.elapsed();
+    let cpu = cpu_used().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
     drop(handles);
     ns.close().await.unwrap();
     all.sort();
@@ -139,6 +165,7 @@ async fn run(
         per_second: all.len() as f64 / elapsed.as_secs_f64(),
         p50: percentile(&all, 0.5),
         p99: percentile(&all, 0.99),
+        cpu_per_event: cpu.map(|c| c / all.len().max(1) as u32),
     }
 }
 
@@ -193,6 +220,25 @@ async fn opens(
     (one_by_one, lazily, slowest)
 }
 
+/// One PUT of a small segment-sized object at a time, for `seconds`, under `prefix`.
+async fn puts(store: &Arc<dyn ObjectStore>, prefix: &str, seconds: Duration) -> Outcome {
+    let mut took = Vec::new();
+    let payload = vec![7u8; 4096];
+    let cpu_before = cpu_used();
+    let deadline = Instant::now() + seconds;
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        let key = StorePath::from(format!("{prefix}/{}", took.len()));
+        store.put(&key, PutPayload::from(payload.clone())).await.unwrap();
+        took.push(started.elapsed());
+    }
+    let cpu = cpu_used().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
+    let per_second = took.len() as f64 / seconds.as_secs_f64();
+    let cpu_per_event = cpu.map(|c| c / took.len().max(1) as u32);
+    took.sort();
+    Outcome { per_second, p50: percentile(&took, 0.5), p99: percentile(&took, 0.99), cpu_per_event }
+}
+
 fn main() {
     let seconds = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let seconds = Duration::from_secs(seconds);
@@ -237,21 +283,7 @@ fn main() {
             }
             None => store,
         };
-        // One PUT of a small segment-sized object, one at a time.
-        let mut puts = Vec::new();
-        let payload = vec![7u8; 4096];
-        let put_deadline = Instant::now() + seconds;
-        let mut i = 0;
-        while Instant::now() < put_deadline {
-            let started = Instant::now();
-            let key = StorePath::from(format!("put/{i}"));
-            store.put(&key, PutPayload::from(payload.clone())).await.unwrap();
-            puts.push(started.elapsed());
-            i += 1;
-        }
-        let put_rate = puts.len() as f64 / seconds.as_secs_f64();
-        puts.sort();
-        let put = Outcome { per_second: put_rate, p50: percentile(&puts, 0.5), p99: percentile(&puts, 0.99) };
+        let put = puts(&store, "put", seconds).await;
         report("r-put", &put);
         let mut results = Vec::new();
         let only = std::env::var("OBJECTS").ok();
@@ -271,10 +303,16 @@ fn main() {
         }
         // 100 objects again, at an offered rate below what they manage back to back: the
         // confirm latency without the queue that saturation builds.
-        if only.as_deref().is_none_or(|o| o == "100") {
+        // Their PUT baseline is taken again just before them, so that both see the host as
+        // it is then (on a shared machine its speed drifts over a run).
+        let mut paced_put = None;
+        if only.as_deref().is_none_or(|o| o == "100" || o == "paced") {
             let rate: f64 =
                 std::env::var("PACED_RATE").ok().and_then(|s| s.parse().ok()).unwrap_or(1000.0);
             let pace = Some(Duration::from_secs_f64(100.0 / rate));
+            let put = puts(&store, "put-again", seconds).await;
+            report("r-put-again", &put);
+            paced_put = Some(put);
             let local =
                 run(store.clone(), "lp", Replication::Local, 100, seconds, pace).await;
             report("r-local-100p", &local);
@@ -284,6 +322,10 @@ fn main() {
             results.push((format!("100 paced at {rate:.0}/s"), local, repl));
         }
         for (id, local, repl) in &results {
+            let put = match (&paced_put, id.starts_with("100 paced")) {
+                (Some(again), true) => again,
+                _ => &put,
+            };
             println!(
                 "{id} object(s): Replicated/Local throughput {:.2}x; Replicated p99 / PUT p99 {:.2}x; Local p99 / PUT p99 {:.2}x",
                 repl.per_second / local.per_second,
