@@ -49,7 +49,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -347,7 +347,23 @@ struct State {
 /// A node's log (see the module documentation). Part of [`crate::Node`].
 pub(crate) struct SharedLog {
     state: Mutex<State>,
+    /// Batches to delete, gathered so that one request deletes many.
+    deletes: Arc<Mutex<Deletes>>,
 }
+
+/// Batches the log no longer needs, waiting for the next bulk delete.
+#[derive(Default)]
+struct Deletes {
+    keys: Vec<StorePath>,
+    /// A task is gathering and deleting them.
+    running: bool,
+}
+
+/// How long the log gathers batches to delete before one request deletes them all (S3's
+/// `DeleteObjects`, through object_store's `delete_stream`). A covered batch goes a
+/// little later, which nothing depends on (a batch deleted too early is the danger, see
+/// the module documentation); one request per batch was as many requests as rounds.
+const DELETE_GATHER: Duration = Duration::from_millis(100);
 
 impl std::fmt::Debug for SharedLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -367,7 +383,7 @@ const ATTEMPTS: u32 = 3;
 
 impl SharedLog {
     pub(crate) fn new() -> SharedLog {
-        SharedLog { state: Mutex::new(State::default()) }
+        SharedLog { state: Mutex::new(State::default()), deletes: Default::default() }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -525,7 +541,7 @@ impl SharedLog {
             }
         }
         if !to_delete.is_empty() {
-            spawn_delete(place, to_delete);
+            self.delete_later(place, to_delete);
         }
     }
 
@@ -559,7 +575,7 @@ impl SharedLog {
             }
         }
         if !done.is_empty() {
-            spawn_delete(place, done);
+            self.delete_later(place, done);
         }
     }
 
@@ -590,19 +606,59 @@ fn fenced_error(term: u32, by: &str) -> Error {
     Error::Archive(ArchiveError::Fenced { term, by: by.to_owned() })
 }
 
-fn spawn_delete(place: &LogPlace, slots: Vec<SlotId>) {
-    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
-    let place = place.clone();
-    rt.spawn(async move {
+impl SharedLog {
+    /// Deletes the batches in `slots` with the next bulk delete (within [`DELETE_GATHER`]).
+    /// Outside a runtime, or if the runtime stops first, they stay for a sweep (see
+    /// [`sweep`]) once this instance is gone.
+    fn delete_later(&self, place: &LogPlace, slots: Vec<SlotId>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
         tracing::debug!(log = %place.dir, ?slots, "deleting batches");
-        for slot in slots {
-            let key = slot_key(&place.dir, slot);
-            match place.store.delete(&key).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(error) => tracing::warn!(%error, key = %key, "could not delete a log batch"),
+        let start = {
+            let mut d = self.deletes.lock().unwrap_or_else(|p| p.into_inner());
+            d.keys.extend(slots.into_iter().map(|slot| slot_key(&place.dir, slot)));
+            !std::mem::replace(&mut d.running, true)
+        };
+        if start {
+            rt.spawn(delete_gathered(self.deletes.clone(), place.store.clone()));
+        }
+    }
+}
+
+/// Every [`DELETE_GATHER`], deletes the batches gathered meanwhile in one bulk request;
+/// stops when none were.
+async fn delete_gathered(deletes: Arc<Mutex<Deletes>>, store: Arc<dyn ObjectStore>) {
+    // Dropped unfinished (its runtime shut down): the next batch to delete starts a task.
+    struct Running(Arc<Mutex<Deletes>>, bool);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            if !self.1 {
+                self.0.lock().unwrap_or_else(|p| p.into_inner()).running = false;
             }
         }
-    });
+    }
+    let mut running = Running(deletes, false);
+    loop {
+        tokio::time::sleep(DELETE_GATHER).await;
+        let keys = {
+            let mut d = running.0.lock().unwrap_or_else(|p| p.into_inner());
+            if d.keys.is_empty() {
+                // Under the lock: a batch handed over from now on starts a new task.
+                d.running = false;
+                drop(d);
+                running.1 = true;
+                return;
+            }
+            std::mem::take(&mut d.keys)
+        };
+        let keys = futures_util::stream::iter(keys.into_iter().map(Ok)).boxed();
+        let mut deleted = store.delete_stream(keys);
+        while let Some(outcome) = deleted.next().await {
+            match outcome {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => tracing::warn!(%error, "could not delete a log batch"),
+            }
+        }
+    }
 }
 
 /// What a slot holds after a round's write.

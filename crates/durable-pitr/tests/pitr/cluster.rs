@@ -104,6 +104,23 @@ impl Cluster {
         self.slots(node, b"DSLOG").await
     }
 
+    /// The batches of `node`'s shared log once `settled` holds of them, or as they are
+    /// after 5 s: the log deletes covered batches a little later, several at once.
+    pub async fn batches_once(
+        &self,
+        node: &Node,
+        settled: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let batches = self.batches(node).await;
+            if settled(&batches) || std::time::Instant::now() >= deadline {
+                return batches;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// The fences takers wrote into `node`'s shared log.
     pub async fn fences(&self, node: &Node) -> Vec<String> {
         self.slots(node, b"DSFENCE").await

@@ -143,22 +143,16 @@ async fn batches_go_once_their_objects_upload_their_own_segments() {
     // still holds r2's.
     a1.flush().await.unwrap();
     assert_eq!(a.log_batches(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(c.batches(&a).await, first);
     // r2's too: the first goes, the newest stays.
     a2.flush().await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while c.batches(&a).await.len() != 1 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(c.batches(&a).await, first[1..]);
+    assert_eq!(c.batches_once(&a, |b| b.len() == 1).await, first[1..]);
     assert_eq!(a.log_batches(), 0);
     // A newer batch lets it go.
     write(&db2, "two");
     assert!(a2.replicate().await.unwrap());
-    while c.batches(&a).await.contains(&first[1]) && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let now = c.batches(&a).await;
+    let now = c.batches_once(&a, |b| !b.contains(&first[1])).await;
     assert_eq!(now.len(), 1, "{now:?}");
     assert!(now[0] > first[1], "{now:?}");
     assert_eq!(a.log_batches(), 1);
@@ -174,8 +168,9 @@ async fn a_fence_takes_the_slot_the_owner_writes_next() {
     write(&db1, "one");
     assert!(a1.replicate().await.unwrap());
     a1.flush().await.unwrap();
-    // Deletions run in tasks of their own: give them time to (wrongly) run.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Deletions run in a task of their own, gathered for 100 ms: give them time to
+    // (wrongly) run.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(c.batches(&a).await.len(), 1, "covered, but the newest");
     // Node a pauses past its lease; b takes r1 over and fences it in a's log.
     c.clock.advance(LEASE.as_millis() as i64 + 1);
@@ -200,7 +195,7 @@ async fn a_fence_takes_the_slot_the_owner_writes_next() {
         "{err:?}"
     );
     assert!(y.unwrap());
-    let batches = c.batches(&a).await;
+    let batches = c.batches_once(&a, |b| b.len() == 1).await;
     assert_eq!(batches.len(), 1, "the covered batch went once a newer one was in: {batches:?}");
     assert!(batches[0] > fence);
     assert_eq!(a.log_batches(), 1);

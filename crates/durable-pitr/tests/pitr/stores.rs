@@ -97,6 +97,50 @@ async fn racing_creates(store: Arc<dyn ObjectStore>) {
     }
 }
 
+/// The shared log deletes the batches it no longer needs several per request
+/// (`delete_stream`, S3's `DeleteObjects`): the keys named go, a key already gone is no
+/// error, the others stay.
+async fn bulk_deletes(store: Arc<dyn ObjectStore>) {
+    use durable_pitr::object_store::path::Path as StorePath;
+    use durable_pitr::object_store::{ObjectStoreExt, PutPayload};
+    use futures_util::{StreamExt, TryStreamExt};
+    for i in 0..12 {
+        let key = StorePath::from(format!("_log/n/i/00/{i:016x}"));
+        store.put(&key, PutPayload::from(vec![i as u8; 64])).await.unwrap();
+    }
+    let doomed: Vec<StorePath> = (0..9)
+        .map(|i| StorePath::from(format!("_log/n/i/00/{i:016x}")))
+        .chain([StorePath::from("_log/n/i/00/never-written")])
+        .collect();
+    let deleted: Vec<_> = store
+        .delete_stream(futures_util::stream::iter(doomed.into_iter().map(Ok)).boxed())
+        .collect()
+        .await;
+    for outcome in &deleted {
+        assert!(
+            matches!(outcome, Ok(_) | Err(durable_pitr::object_store::Error::NotFound { .. })),
+            "{outcome:?}"
+        );
+    }
+    let left: Vec<String> = store
+        .list(Some(&StorePath::from("_log")))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    let mut left = left;
+    left.sort();
+    let expected: Vec<String> = (9..12).map(|i| format!("_log/n/i/00/{i:016x}")).collect();
+    assert_eq!(left, expected);
+}
+
+#[tokio::test]
+async fn bulk_deletes_in_memory_and_on_the_local_file_system() {
+    bulk_deletes(Arc::new(InMemory::new())).await;
+    let dir = tempfile::tempdir().unwrap();
+    bulk_deletes(durable_pitr::local_store(dir.path()).unwrap()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_creates_on_the_local_file_system_let_exactly_one_through() {
     let dir = tempfile::tempdir().unwrap();
@@ -180,6 +224,12 @@ mod s3 {
     async fn s3_store() {
         let (store, _server, _dir) = server().await;
         super::suite(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bulk_deletes() {
+        let (store, _server, _dir) = server().await;
+        super::bulk_deletes(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
