@@ -59,6 +59,8 @@ pub struct Node {
     clock: Arc<dyn Clock>,
     /// The shared log of this instance (`Replicated` uploads, see `log.rs`).
     log: Arc<SharedLog>,
+    /// Batches read from other instances' logs while taking objects over.
+    slots: crate::log::SlotCache,
 }
 
 impl std::fmt::Debug for Node {
@@ -171,6 +173,7 @@ impl Node {
             lease,
             clock: Arc::new(SystemClock),
             log: Arc::new(SharedLog::new()),
+            slots: Default::default(),
         })
     }
 
@@ -206,6 +209,11 @@ impl Node {
     }
 
     /// This instance's shared log and where it writes.
+    /// The batches this node read from other instances' logs (see `log.rs`).
+    pub(crate) fn slot_cache(&self) -> &crate::log::SlotCache {
+        &self.slots
+    }
+
     pub(crate) fn log(&self) -> (&Arc<SharedLog>, LogPlace) {
         let place = LogPlace {
             store: self.store.clone(),

@@ -717,12 +717,14 @@ async fn write_slot(
 /// (it released the object, or wrote its `from` marker). Only deltas past `after` (the
 /// newest position the segments and snapshots hold, `None` when they hold none) and before
 /// the next term's start are returned, in
-/// history order, each as (segment name, segment bytes).
+/// history order, each as (segment name, segment bytes). With a `cache` (the reading
+/// node's), batches read before are not fetched again.
 pub(crate) async fn logged_segments(
     archive: &Archive,
     leases: &Leases,
     newest: u32,
     after: Option<u64>,
+    cache: Option<&SlotCache>,
 ) -> Result<Vec<(SegName, Vec<u8>)>> {
     let root = root_of(&archive.prefix);
     let mut out: BTreeMap<(u64, std::cmp::Reverse<u64>), (SegName, Vec<u8>)> = BTreeMap::new();
@@ -732,7 +734,7 @@ pub(crate) async fn logged_segments(
             let owner = crate::lease::read_claim(archive, term).await?;
             let dir = log_dir(root, &owner.node, &owner.instance);
             if read.insert(dir.clone()) {
-                for delta in read_log(&archive.store, &dir).await? {
+                for delta in read_log(&archive.store, &dir, cache).await? {
                     let n = delta.name;
                     if delta.object == archive.prefix
                         && after.is_none_or(|a| n.last_seq > a)
@@ -851,19 +853,94 @@ pub(crate) async fn sweep(
 
 /// Every delta in the batches of the log folder `dir`, in slot order (batches deleted
 /// meanwhile are skipped: their deltas are in segments; fences hold none).
-async fn read_log(store: &Arc<dyn ObjectStore>, dir: &str) -> Result<Vec<Delta>> {
-    let mut out = Vec::new();
-    for (_, key) in list_slots(store, dir).await? {
-        let bytes = match store.get(&key).await {
-            Ok(r) => r.bytes().await.map_err(store_error("get", &key))?,
-            Err(object_store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(store_error("get", &key)(e)),
-        };
-        if let Slot::Batch(deltas) = decode_slot(&bytes, key.as_ref())? {
-            out.extend(deltas);
-        }
+async fn read_log(
+    store: &Arc<dyn ObjectStore>,
+    dir: &str,
+    cache: Option<&SlotCache>,
+) -> Result<Vec<Delta>> {
+    let keys: Vec<StorePath> = list_slots(store, dir).await?.into_iter().map(|(_, k)| k).collect();
+    let cells = match cache {
+        Some(cache) => cache.cells(dir, &keys),
+        None => keys.iter().map(|_| Arc::default()).collect(),
+    };
+    // Owned futures (nothing borrowed across the stream), so that the opening stays `Send`.
+    let reads: Vec<_> = keys
+        .into_iter()
+        .zip(cells)
+        .map(|(key, cell)| read_cached(store.clone(), key, cell))
+        .collect();
+    let batches: Vec<Arc<Vec<Delta>>> =
+        futures_util::stream::iter(reads).buffered(READS_AT_ONCE).try_collect().await?;
+    Ok(batches.iter().flat_map(|b| b.iter().cloned()).collect())
+}
+
+/// The deltas of the batch in `key`, from `cell` once read (by this reader or another).
+async fn read_cached(
+    store: Arc<dyn ObjectStore>,
+    key: StorePath,
+    cell: Arc<tokio::sync::OnceCell<Arc<Vec<Delta>>>>,
+) -> Result<Arc<Vec<Delta>>> {
+    cell.get_or_try_init(|| read_batch(&store, &key)).await.cloned()
+}
+
+/// The deltas of the batch in `key`: none if it holds a fence, or was deleted since it
+/// was listed (a slot once deleted is never written again).
+async fn read_batch(store: &Arc<dyn ObjectStore>, key: &StorePath) -> Result<Arc<Vec<Delta>>> {
+    let bytes = match store.get(key).await {
+        Ok(r) => r.bytes().await.map_err(store_error("get", key))?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(Arc::default()),
+        Err(e) => return Err(store_error("get", key)(e)),
+    };
+    Ok(Arc::new(match decode_slot(&bytes, key.as_ref())? {
+        Slot::Batch(deltas) => deltas,
+        Slot::Fence(_) => Vec::new(),
+    }))
+}
+
+/// Batches of a log read at once.
+const READS_AT_ONCE: usize = 16;
+
+/// One cached slot: when it was first asked for, and its deltas once read.
+type CachedSlot = (std::time::Instant, Arc<tokio::sync::OnceCell<Arc<Vec<Delta>>>>);
+
+/// Batches a node read from other instances' logs, by key. A slot's content never changes
+/// once written (create-only), so when a node takes over many objects of a stopped one at
+/// once, each opening reads the same log but each batch is fetched once, not once per
+/// object (a kill in the failover test hands each surviving node about 17 objects of one
+/// log). What a reader asks for at the same time is fetched once too. Every listing is
+/// fresh: the cache only saves the reads. Part of [`crate::Node`]. Kept [`CACHE_FOR`];
+/// the slots of a log no longer listed go at its next reading.
+#[derive(Default)]
+pub(crate) struct SlotCache {
+    slots: Mutex<HashMap<String, CachedSlot>>,
+}
+
+/// How long a [`SlotCache`] keeps a slot: longer than the takeovers after one node's
+/// loss take.
+const CACHE_FOR: Duration = Duration::from_secs(30);
+
+impl SlotCache {
+    /// The cells of `keys`, the slots of `dir` as just listed (forgetting the slots of
+    /// `dir` no longer listed, and every slot kept longer than [`CACHE_FOR`]).
+    fn cells(
+        &self,
+        dir: &str,
+        keys: &[StorePath],
+    ) -> Vec<Arc<tokio::sync::OnceCell<Arc<Vec<Delta>>>>> {
+        let now = std::time::Instant::now();
+        let listed: BTreeSet<&str> = keys.iter().map(|k| k.as_ref()).collect();
+        let inside = format!("{dir}/");
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.retain(|key, (since, _)| {
+            now.duration_since(*since) < CACHE_FOR
+                && (!key.starts_with(&inside) || listed.contains(key.as_str()))
+        });
+        keys.iter()
+            .map(|key| {
+                slots.entry(key.to_string()).or_insert_with(|| (now, Arc::default())).1.clone()
+            })
+            .collect()
     }
-    Ok(out)
 }
 
 #[cfg(test)]

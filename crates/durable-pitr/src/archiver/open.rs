@@ -79,7 +79,14 @@ impl Archiver {
             if previous > 0 {
                 let catalog = archive.catalog().await?;
                 let after = catalog.newest_seq();
-                logged = crate::log::logged_segments(&archive, &leases, previous, after).await?;
+                logged = crate::log::logged_segments(
+                    &archive,
+                    &leases,
+                    previous,
+                    after,
+                    Some(node.slot_cache()),
+                )
+                .await?;
                 tracing::debug!(
                     object = %archive.prefix,
                     term,
@@ -88,6 +95,8 @@ impl Archiver {
                     logged = ?logged.iter().map(|(n, _)| n.file_name()).collect::<Vec<_>>(),
                     "taking over"
                 );
+                // One after another, in history order: a taker that stops part way leaves
+                // no gap (the next one reads the log from the newest segment on).
                 for (name, bytes) in &logged {
                     archive
                         .put_immutable(&format!("seg/{}", name.file_name()), bytes.clone())

@@ -40,8 +40,9 @@ impl ArchiveReader {
         // newest deltas, or those of a writer that stopped before uploading them.
         let leases = crate::lease::read_leases(&archive).await?;
         let after = catalog.newest_seq();
+        let cache = config.node.as_deref().map(|node| node.slot_cache());
         for (name, bytes) in
-            crate::log::logged_segments(&archive, &leases, leases.newest(), after).await?
+            crate::log::logged_segments(&archive, &leases, leases.newest(), after, cache).await?
         {
             let size = bytes.len() as u64;
             catalog.held.insert(name, std::sync::Arc::new(bytes));

@@ -34,6 +34,8 @@ struct Faults {
     /// Puts to keys containing this fail (a partition that hits some writes only, such as
     /// a node's heartbeats).
     failing_keys: Option<String>,
+    /// Gets seen, per key.
+    gets: std::collections::HashMap<String, usize>,
 }
 
 /// Wraps a store and fails the calls its switches select.
@@ -93,6 +95,18 @@ impl FaultyStore {
     /// Put attempts seen so far.
     pub fn put_attempts(&self) -> usize {
         self.faults().put_attempts
+    }
+
+    /// Gets of keys containing `part` so far: (all of them, the most of any one key).
+    pub fn gets_of(&self, part: &str) -> (usize, usize) {
+        let f = self.faults();
+        let counts = f.gets.iter().filter(|(key, _)| key.contains(part)).map(|(_, n)| *n);
+        counts.fold((0, 0), |(all, most), n| (all + n, most.max(n)))
+    }
+
+    /// Forgets the gets seen so far.
+    pub fn forget_gets(&self) {
+        self.faults().gets.clear();
     }
 
     /// Calls this wrapper failed so far.
@@ -179,6 +193,7 @@ impl ObjectStore for FaultyStore {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         self.check_read("get")?;
+        *self.faults().gets.entry(location.to_string()).or_default() += 1;
         self.inner.get_opts(location, options).await
     }
 

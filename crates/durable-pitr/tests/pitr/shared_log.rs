@@ -247,6 +247,45 @@ async fn a_delta_handed_over_during_a_round_goes_up_in_another_lane() {
 }
 
 #[tokio::test]
+async fn a_node_taking_over_many_objects_of_one_log_reads_each_batch_once() {
+    let faulty = FaultyStore::new(Arc::new(InMemory::new()));
+    let c = Cluster::on(faulty.clone()).with_long_segments();
+    let a = c.node("a").await;
+    let names: Vec<String> = (0..6).map(|i| format!("r{i}")).collect();
+    let mut objects = Vec::new();
+    for name in &names {
+        objects.push(c.open(&a, "a", name).await);
+    }
+    for round in 0..3 {
+        for (db, _) in &objects {
+            write(db, &format!("{round}"));
+        }
+        let confirmed =
+            futures_util::future::join_all(objects.iter().map(|(_, a)| a.replicate())).await;
+        assert!(confirmed.into_iter().all(|c| c.unwrap()));
+    }
+    let batches = c.batches(&a).await.len();
+    assert!(batches >= 3, "{batches}");
+    c.kill(objects);
+    c.clock.advance(LEASE.as_millis() as i64 + 1);
+    // b takes the six over at once: each opening reads a's whole log, but fetches only
+    // what no other opening fetched (the fences each writes into it are new).
+    let b = c.node("b").await;
+    faulty.forget_gets();
+    let opened = futures_util::future::join_all(names.iter().map(|n| c.open(&b, "b", n))).await;
+    for (db, _) in &opened {
+        assert_eq!(rows(db), ["0", "1", "2"]);
+    }
+    let (gets, most) = faulty.gets_of("/_log/");
+    assert_eq!(most, 1, "no slot fetched twice");
+    assert!(gets >= batches, "{gets} {batches}");
+    // A reader on b (the checker's view) fetches nothing it has.
+    let reader = ArchiveReader::open(&c.config(&b, "r0")).await.unwrap();
+    assert!(reader.latest_bookmark().is_some());
+    assert_eq!(faulty.gets_of("/_log/").1, 1);
+}
+
+#[tokio::test]
 async fn a_batch_that_landed_though_its_write_failed_is_passed_over() {
     let faulty = FaultyStore::new(Arc::new(InMemory::new()));
     let c = Cluster::on(faulty.clone()).with_long_segments();
