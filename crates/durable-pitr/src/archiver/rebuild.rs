@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use futures_util::StreamExt;
+
 use super::Archiver;
 use crate::archive::{Archive, Catalog, read_local};
 use crate::bookmark::HistoryKey;
@@ -135,6 +137,9 @@ impl Sources {
     }
 }
 
+/// Segments a rebuild fetches at once.
+const SEGMENT_READS_AT_ONCE: usize = 8;
+
 /// Rebuilds the database image at `target`: the newest snapshot at or before it, then the
 /// records after the snapshot, in order.
 pub(super) async fn materialize(
@@ -158,16 +163,25 @@ pub(super) async fn materialize(
         rb.found = Some((h.epoch, h.ts_ms));
     }
     let mut done = rb.next > target;
-    for seg in src.catalog.chain() {
-        if done {
-            break;
+    if !done {
+        // The segments after the snapshot up to the target, fetched several at once and
+        // applied in order (a takeover rebuilds the object from them, and one after
+        // another they were most of its opening).
+        let wanted: Vec<&crate::archive::SegEntry> = src
+            .catalog
+            .chain()
+            .into_iter()
+            .filter(|seg| seg.name.last_seq >= rb.next && seg.name.first_seq <= target)
+            .collect();
+        let reads: Vec<_> = wanted.iter().map(|seg| src.segment(seg)).collect();
+        let mut fetched = futures_util::stream::iter(reads).buffered(SEGMENT_READS_AT_ONCE);
+        for seg in &wanted {
+            let Some(bytes) = fetched.next().await else { break };
+            done = rb.segment(&bytes?, &src.history, &seg.name.file_name(), true)?;
+            if done {
+                break;
+            }
         }
-        if seg.name.last_seq < rb.next || seg.name.first_seq > target {
-            continue;
-        }
-        let what = seg.name.file_name();
-        let bytes = src.segment(seg).await?;
-        done = rb.segment(&bytes, &src.history, &what, true)?;
     }
     if !done && let Some(path) = &src.open_journal {
         let bytes = read_local(path)?;
