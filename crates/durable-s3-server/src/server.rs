@@ -144,23 +144,26 @@ macro_rules! forward_except_listing {
 
             async fn delete_objects(
                 &self,
-                req: s3s::S3Request<s3s::dto::DeleteObjectsInput>,
+                mut req: s3s::S3Request<s3s::dto::DeleteObjectsInput>,
             ) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteObjectsOutput>> {
-                // Every key's lock, in the locks' order (so two of these cannot deadlock).
-                let mut stripes: Vec<usize> = req
-                    .input
-                    .delete
-                    .objects
-                    .iter()
-                    .map(|o| self.stripe(&req.input.bucket, &o.key))
-                    .collect();
-                stripes.sort_unstable();
-                stripes.dedup();
-                let mut held = Vec::with_capacity(stripes.len());
-                for stripe in stripes {
-                    held.push(self.locks[stripe].lock().await);
+                // One key at a time, under that key's lock only: S3 deletes each key of a
+                // bulk delete atomically, not the set, and holding every key's lock until
+                // the last file went made writes to any of them wait for all of it: with
+                // the shared log's bulk deletes (tens of batches at a time), benchmark (r)'s
+                // paced confirm p99 was 47-91 ms that way against 10-24 ms this way.
+                let objects = std::mem::take(&mut req.input.delete.objects);
+                let mut output = s3s::dto::DeleteObjectsOutput::default();
+                for object in objects {
+                    let mut one = req.clone();
+                    let _key = self.lock(&one.input.bucket, &object.key).await;
+                    one.input.delete.objects = vec![object];
+                    let done = s3s::S3::delete_objects(&self.fs, one).await?.output;
+                    output.deleted.get_or_insert_default().extend(done.deleted.into_iter().flatten());
+                    if let Some(errors) = done.errors {
+                        output.errors.get_or_insert_default().extend(errors);
+                    }
                 }
-                s3s::S3::delete_objects(&self.fs, req).await
+                Ok(s3s::S3Response::new(output))
             }
 
             async fn list_objects_v2(
