@@ -6,8 +6,9 @@
 //! cargo run --release -p durable-storage --features s3-tests --example replication -- [SECONDS]
 //! ```
 //!
-//! Ids: `r-put` (one 4 KiB PUT), `r-local-1` / `r-repl-1` (one object, one event at a
-//! time), `r-local-100` / `r-repl-100` (100 objects, an event in flight on each). For each:
+//! Ids: `r-put` (one 4 KiB PUT at a time; `r-put-again` the same, before each group),
+//! `r-local-1` / `r-repl-1` (one object, one event at a time), `r-local-100` /
+//! `r-repl-100` (100 objects, an event in flight on each). For each:
 //! events per second and the confirm latency (call to released result) p50 / p99. Then
 //! opening 100 archived objects: `r-open-seq` one after another from one thread,
 //! `r-open-lazy` by the first event of each, all sent at once (the wall time, and the
@@ -22,8 +23,8 @@
 //! (default 1000 events/s in all: 100 objects, each event due at a fixed pace, latency from
 //! when it was due), which show the confirm latency below saturation (back to back, 100
 //! events in flight queue behind each other: by Little's law their latency is 100 divided
-//! by the throughput, whatever the store). The paced rows get a PUT baseline of their own,
-//! `r-put-again`, taken just before them.
+//! by the throughput, whatever the store). Each group of rows (one object, 100, 100 paced)
+//! gets a PUT baseline of its own, `r-put-again`, taken just before it, for its ratios.
 //!
 //! Each row also shows the process's CPU time per event (user and system, on Linux), the S3
 //! server's included: a figure that the host's speed, which drifts on a shared machine,
@@ -283,14 +284,19 @@ fn main() {
             }
             None => store,
         };
-        let put = puts(&store, "put", seconds).await;
-        report("r-put", &put);
+        // The first PUTs of a run pay for the previous run's deletions on some file
+        // systems (docs/performance.md); each group of rows gets a baseline of its own,
+        // `r-put-again`, taken just before it, so that both see the host as it is then (on
+        // a shared machine its speed drifts over a run).
+        report("r-put", &puts(&store, "put", seconds).await);
         let mut results = Vec::new();
         let only = std::env::var("OBJECTS").ok();
         for (objects, id) in [(1, "1"), (100, "100")] {
             if only.as_deref().is_some_and(|o| o != id) {
                 continue;
             }
+            let put = puts(&store, &format!("put-{id}"), seconds).await;
+            report("r-put-again", &put);
             let local =
                 run(store.clone(), &format!("l{id}"), Replication::Local, objects, seconds, None)
                     .await;
@@ -299,33 +305,25 @@ fn main() {
                 run(store.clone(), &format!("r{id}"), Replication::Replicated, objects, seconds, None)
                     .await;
             report(&format!("r-repl-{id}"), &repl);
-            results.push((id.to_owned(), local, repl));
+            results.push((id.to_owned(), put, local, repl));
         }
         // 100 objects again, at an offered rate below what they manage back to back: the
         // confirm latency without the queue that saturation builds.
-        // Their PUT baseline is taken again just before them, so that both see the host as
-        // it is then (on a shared machine its speed drifts over a run).
-        let mut paced_put = None;
         if only.as_deref().is_none_or(|o| o == "100" || o == "paced") {
             let rate: f64 =
                 std::env::var("PACED_RATE").ok().and_then(|s| s.parse().ok()).unwrap_or(1000.0);
             let pace = Some(Duration::from_secs_f64(100.0 / rate));
-            let put = puts(&store, "put-again", seconds).await;
+            let put = puts(&store, "put-paced", seconds).await;
             report("r-put-again", &put);
-            paced_put = Some(put);
             let local =
                 run(store.clone(), "lp", Replication::Local, 100, seconds, pace).await;
             report("r-local-100p", &local);
             let repl =
                 run(store.clone(), "rp", Replication::Replicated, 100, seconds, pace).await;
             report("r-repl-100p", &repl);
-            results.push((format!("100 paced at {rate:.0}/s"), local, repl));
+            results.push((format!("100 paced at {rate:.0}/s"), put, local, repl));
         }
-        for (id, local, repl) in &results {
-            let put = match (&paced_put, id.starts_with("100 paced")) {
-                (Some(again), true) => again,
-                _ => &put,
-            };
+        for (id, put, local, repl) in &results {
             println!(
                 "{id} object(s): Replicated/Local throughput {:.2}x; Replicated p99 / PUT p99 {:.2}x; Local p99 / PUT p99 {:.2}x",
                 repl.per_second / local.per_second,
