@@ -732,7 +732,13 @@ async fn keep_archived(
     _companions: Vec<AbortOnDrop>,
 ) {
     let mut failures = 0u32;
-    let mut maintained = tokio::time::Instant::now();
+    // Maintenance is due at the first upload: an object that moves between nodes more
+    // often than `maintain_every` would otherwise never get a snapshot, and every node
+    // taking it over would rebuild it from its whole history (compaction does nothing when
+    // nothing is due).
+    let mut maintained = tokio::time::Instant::now()
+        .checked_sub(pace.maintain_every)
+        .unwrap_or_else(tokio::time::Instant::now);
     let mut uploaded = false;
     loop {
         let Some(status) = archiver.upgrade().map(|a| a.status()) else { return };

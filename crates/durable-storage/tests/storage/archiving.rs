@@ -148,6 +148,38 @@ fn dropping_the_namespace_waits_for_the_last_uploads() {
 }
 
 #[test]
+fn an_object_opened_for_less_than_the_maintenance_interval_is_compacted_too() {
+    // Objects that move between nodes (or restart) more often than `archive_maintenance`
+    // get maintained at their first upload after opening; otherwise their history would
+    // never get a snapshot, and every opening elsewhere would replay all of it.
+    crate::support::rt().block_on(async {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let dir = Dir::new();
+        let mut opts = options(store.clone(), Duration::from_millis(20));
+        opts.archive_maintenance = Duration::from_secs(3600);
+        // A history that outgrows the small database, uploaded in a first session.
+        let ns = dir.open(opts.clone());
+        let object = ns.object("doc", |_| Doc).unwrap();
+        for n in 0..40 {
+            add(&object, n).await;
+        }
+        drop(object);
+        ns.close().await.unwrap();
+        // A second session, far shorter than the maintenance interval: its first upload
+        // takes the snapshot.
+        let ns = dir.open(opts);
+        let object = ns.object("doc", |_| Doc).unwrap();
+        add(&object, 40).await;
+        crate::support::eventually("a snapshot soon after opening", || {
+            ns.archive_status()[0].1.snapshots >= 1
+        })
+        .await;
+        drop(object);
+        ns.close().await.unwrap();
+    });
+}
+
+#[test]
 fn compaction_and_retention_run_in_the_background() {
     crate::support::rt().block_on(async {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
