@@ -112,7 +112,7 @@ pub struct NamespaceOptions {
     /// old, so one upload carries every commit made meanwhile.
     pub archive_lag: Duration,
     /// How often an archived object that keeps writing runs compaction (snapshots, merges)
-    /// and retention in the background (60 s).
+    /// and retention in the background (60 s); also at its first upload after opening.
     pub archive_maintenance: Duration,
     /// How long dropping the last [`Namespace`] handle waits for closed objects' final
     /// uploads before it gives up and logs what is left (30 s; their history waits in the
