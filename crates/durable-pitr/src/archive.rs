@@ -274,8 +274,18 @@ impl Archive {
     }
 
     /// Uploads `bytes` to `rest` if no object is there yet. An object already there with the
-    /// same bytes counts as done (a retry after a crash); other bytes are a conflict.
+    /// same bytes counts as done (a retry after a crash); other bytes are a conflict. Then
+    /// fails with `Fenced` if a later lease term was claimed meanwhile.
     pub(crate) async fn put_immutable(&self, rest: &str, bytes: Vec<u8>) -> Result<()> {
+        let landed = self.put_immutable_unfenced(rest, bytes).await?;
+        self.fence().await?;
+        if landed { self.fail("upload.after_put") } else { Ok(()) }
+    }
+
+    /// [`put_immutable`](Archive::put_immutable) without the fence check: for a writer
+    /// that checks once after several uploads. Returns whether this call wrote it (`false`:
+    /// the same bytes were there).
+    pub(crate) async fn put_immutable_unfenced(&self, rest: &str, bytes: Vec<u8>) -> Result<bool> {
         let key = self.key(rest);
         let payload = PutPayload::from(bytes.clone());
         let mut delay = Duration::from_millis(20);
@@ -286,14 +296,11 @@ impl Archive {
             let outcome =
                 self.store.put_opts(&key, payload.clone(), PutOptions::from(PutMode::Create)).await;
             match outcome {
-                Ok(_) => {
-                    self.fence().await?;
-                    return self.fail("upload.after_put");
-                }
+                Ok(_) => return Ok(true),
                 Err(object_store::Error::AlreadyExists { .. }) => {
                     let existing = self.get(rest).await?;
                     return match existing {
-                        Some(b) if b == bytes => self.fence().await,
+                        Some(b) if b == bytes => Ok(false),
                         _ => Err(Error::Archive(ArchiveError::Conflict { key: key.to_string() })),
                     };
                 }

@@ -96,11 +96,16 @@ impl Archiver {
                     "taking over"
                 );
                 // One after another, in history order: a taker that stops part way leaves
-                // no gap (the next one reads the log from the newest segment on).
+                // no gap (the next one reads the log from the newest segment on). The
+                // fence is checked once after them: these are the old term's confirmed
+                // commits, which a later taker would upload too, the same bytes.
                 for (name, bytes) in &logged {
                     archive
-                        .put_immutable(&format!("seg/{}", name.file_name()), bytes.clone())
+                        .put_immutable_unfenced(&format!("seg/{}", name.file_name()), bytes.clone())
                         .await?;
+                }
+                if !logged.is_empty() {
+                    archive.fence().await?;
                 }
             }
         }
