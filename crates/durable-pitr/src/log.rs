@@ -1032,4 +1032,24 @@ mod tests {
         assert!(err.contains("corrupt x") && err.contains("fence"), "{err}");
         assert!(decode_slot(b"something else", "x").is_err());
     }
+
+    #[test]
+    fn the_slot_cache_shares_a_slot_and_forgets_what_its_log_no_longer_lists() {
+        let cache = SlotCache::default();
+        let keys = |dir: &str, slots: &[u64]| -> Vec<StorePath> {
+            slots.iter().map(|&n| slot_key(dir, (0, n))).collect()
+        };
+        let first = cache.cells("ns/_log/a/i", &keys("ns/_log/a/i", &[1, 2, 3]));
+        let other = cache.cells("ns/_log/b/j", &keys("ns/_log/b/j", &[1]));
+        assert!(first[1].set(Arc::new(vec![delta("ns/r.sqlite", 1, 1)])).is_ok());
+        // Listed again: the same cells (one fetch for every reader), the read kept.
+        let again = cache.cells("ns/_log/a/i", &keys("ns/_log/a/i", &[2, 3, 4]));
+        assert!(Arc::ptr_eq(&first[1], &again[0]) && Arc::ptr_eq(&first[2], &again[1]));
+        assert_eq!(again[0].get().map(|d| d.len()), Some(1));
+        let slots = cache.slots.lock().unwrap();
+        // Slot 1 of a's log is gone from its listing, so from the cache; b's log is kept.
+        assert!(!slots.contains_key(&slot_key("ns/_log/a/i", (0, 1)).to_string()));
+        assert!(Arc::ptr_eq(&slots[&slot_key("ns/_log/b/j", (0, 1)).to_string()].1, &other[0]));
+        assert_eq!(slots.len(), 4);
+    }
 }
