@@ -734,13 +734,16 @@ pub(crate) async fn logged_segments(
             let owner = crate::lease::read_claim(archive, term).await?;
             let dir = log_dir(root, &owner.node, &owner.instance);
             if read.insert(dir.clone()) {
-                for delta in read_log(&archive.store, &dir, cache).await? {
+                let batches = read_log(&archive.store, &dir, cache).await?;
+                // Only this object's deltas are copied out of the (shared, cached) batches.
+                for delta in batches.iter().flat_map(|b| b.iter()) {
                     let n = delta.name;
                     if delta.object == archive.prefix
                         && after.is_none_or(|a| n.last_seq > a)
                         && n.last_seq < leases.limit(n.term)
                     {
-                        out.insert((n.first_seq, std::cmp::Reverse(n.last_seq)), (n, delta.bytes));
+                        let key = (n.first_seq, std::cmp::Reverse(n.last_seq));
+                        out.insert(key, (n, delta.bytes.clone()));
                     }
                 }
             }
@@ -851,13 +854,13 @@ pub(crate) async fn sweep(
     Ok(deleted)
 }
 
-/// Every delta in the batches of the log folder `dir`, in slot order (batches deleted
-/// meanwhile are skipped: their deltas are in segments; fences hold none).
+/// The batches of the log folder `dir`, in slot order (batches deleted meanwhile are
+/// empty: their deltas are in segments; so are fences).
 async fn read_log(
     store: &Arc<dyn ObjectStore>,
     dir: &str,
     cache: Option<&SlotCache>,
-) -> Result<Vec<Delta>> {
+) -> Result<Vec<Arc<Vec<Delta>>>> {
     let keys: Vec<StorePath> = list_slots(store, dir).await?.into_iter().map(|(_, k)| k).collect();
     let cells = match cache {
         Some(cache) => cache.cells(dir, &keys),
@@ -869,9 +872,7 @@ async fn read_log(
         .zip(cells)
         .map(|(key, cell)| read_cached(store.clone(), key, cell))
         .collect();
-    let batches: Vec<Arc<Vec<Delta>>> =
-        futures_util::stream::iter(reads).buffered(READS_AT_ONCE).try_collect().await?;
-    Ok(batches.iter().flat_map(|b| b.iter().cloned()).collect())
+    futures_util::stream::iter(reads).buffered(READS_AT_ONCE).try_collect().await
 }
 
 /// The deltas of the batch in `key`, from `cell` once read (by this reader or another).

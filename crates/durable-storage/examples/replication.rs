@@ -72,6 +72,12 @@ fn cpu_used() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// The CPU time used since `before` (from [`cpu_used`]), per one of `events`.
+fn cpu_per_event(before: Option<Duration>, events: usize) -> Option<Duration> {
+    let spent = cpu_used()?.saturating_sub(before?);
+    Some(spent / events.max(1) as u32)
+}
+
 fn report(id: &str, o: &Outcome) {
     let cpu = o
         .cpu_per_event
@@ -158,7 +164,7 @@ async fn run(
         all.extend(t.await.unwrap());
     }
     let elapsed = start.elapsed();
-    let cpu = cpu_used().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
+    let cpu_per_event = cpu_per_event(cpu_before, all.len());
     drop(handles);
     ns.close().await.unwrap();
     all.sort();
@@ -166,7 +172,7 @@ async fn run(
         per_second: all.len() as f64 / elapsed.as_secs_f64(),
         p50: percentile(&all, 0.5),
         p99: percentile(&all, 0.99),
-        cpu_per_event: cpu.map(|c| c / all.len().max(1) as u32),
+        cpu_per_event,
     }
 }
 
@@ -233,9 +239,8 @@ async fn puts(store: &Arc<dyn ObjectStore>, prefix: &str, seconds: Duration) -> 
         store.put(&key, PutPayload::from(payload.clone())).await.unwrap();
         took.push(started.elapsed());
     }
-    let cpu = cpu_used().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
+    let cpu_per_event = cpu_per_event(cpu_before, took.len());
     let per_second = took.len() as f64 / seconds.as_secs_f64();
-    let cpu_per_event = cpu.map(|c| c / took.len().max(1) as u32);
     took.sort();
     Outcome { per_second, p50: percentile(&took, 0.5), p99: percentile(&took, 0.99), cpu_per_event }
 }
