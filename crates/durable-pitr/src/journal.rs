@@ -167,6 +167,24 @@ impl Journal {
         Ok(Recovered { last, sealed })
     }
 
+    /// Forgets everything the journal holds and deletes its files: for a journal found
+    /// behind the archive after a power loss (every record it holds is archived; see
+    /// `Archiver::open`).
+    pub(crate) fn discard(&mut self) -> Result<()> {
+        self.open = None;
+        self.rotated.clear();
+        let entries = std::fs::read_dir(&self.dir).map_err(io_error("list", &self.dir))?;
+        for entry in entries {
+            let path = entry.map_err(io_error("list", &self.dir))?.path();
+            if path.is_file() {
+                std::fs::remove_file(&path).map_err(io_error("remove", &path))?;
+            }
+        }
+        sync_dir(&self.dir)?;
+        self.dir_dirty = false;
+        Ok(())
+    }
+
     /// Reads an open segment: the segment (its torn tail cut off), its last record, and
     /// whether a tail was cut. `None` (the file removed) when it holds no whole header: it
     /// was torn while being created, before anything in it was synced.

@@ -111,8 +111,26 @@ impl Archiver {
         }
         let mut journal =
             Journal::new(paths.dir.join("journal"), history, config.failpoint.clone());
-        let recovered = journal.recover()?;
+        let mut recovered = journal.recover()?;
         let mut catalog = archive.catalog().await?;
+        // The archive holds positions the journal does not: the journal lost writes nothing
+        // had synced (a power loss; the WAL, synced before anything is uploaded, kept its
+        // commits). Uploads go oldest first, so every record the journal still has is
+        // archived too: the history goes on from the archive's last record. Capturing the
+        // missing commits from the WAL again would stamp positions the archive already holds
+        // with new times, and the bookmarks issued for them would no longer resolve.
+        if let (Some(local), Some(archived)) = (&recovered.last, catalog.newest_seq())
+            && local.seq < archived
+        {
+            tracing::warn!(
+                db = %paths.db.display(),
+                journal = local.seq,
+                archived,
+                "the journal is behind the archive (a power loss?): going on from the archive's history"
+            );
+            journal.discard()?;
+            recovered = crate::journal::Recovered { last: None, sealed: Vec::new() };
+        }
         if !logged.is_empty() {
             tracing::info!(
                 db = %paths.db.display(),
