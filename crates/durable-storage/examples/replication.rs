@@ -153,17 +153,21 @@ async fn run(
                     })
                     .await
                     .unwrap();
-                latencies.push(started.elapsed());
+                latencies.push((started - start, started.elapsed()));
                 n += 1;
             }
             latencies
         }));
     }
-    let mut all = Vec::new();
+    let mut timed = Vec::new();
     for t in tasks {
-        all.extend(t.await.unwrap());
+        timed.extend(t.await.unwrap());
     }
     let elapsed = start.elapsed();
+    if std::env::var_os("TIMELINE").is_some() {
+        timeline(prefix, &timed);
+    }
+    let mut all: Vec<Duration> = timed.into_iter().map(|(_, took)| took).collect();
     let cpu_per_event = cpu_per_event(cpu_before, all.len());
     drop(handles);
     ns.close().await.unwrap();
@@ -173,6 +177,25 @@ async fn run(
         p50: percentile(&all, 0.5),
         p99: percentile(&all, 0.99),
         cpu_per_event,
+    }
+}
+
+/// With `TIMELINE` set: the p50 and p99 of the events that started in each tenth of a
+/// second, on standard error (where in a run its slowest events fall).
+fn timeline(prefix: &str, timed: &[(Duration, Duration)]) {
+    let mut slices: std::collections::BTreeMap<u128, Vec<Duration>> = Default::default();
+    for (at, took) in timed {
+        slices.entry(at.as_millis() / 100).or_default().push(*took);
+    }
+    for (slice, mut took) in slices {
+        took.sort();
+        eprintln!(
+            "{prefix} {:>5.1} s  {:>5} events  p50 {:>7.2} ms  p99 {:>7.2} ms",
+            slice as f64 / 10.0,
+            took.len(),
+            percentile(&took, 0.5).as_secs_f64() * 1e3,
+            percentile(&took, 0.99).as_secs_f64() * 1e3
+        );
     }
 }
 
