@@ -142,13 +142,16 @@ impl Durable {
                 Err(e) => Op::ready(Err(e)),
             };
         }
+        let progress = self.rx.clone();
         Op::io(async move {
             local.await?;
             match replica.wait_for(reached).await {
                 Ok(r) => outcome(&r),
-                Err(_) => Err(Error::WriteFailed(
-                    "the object closed before its write was replicated".into(),
-                )),
+                // The host stopped reporting: when it stopped the pipeline first (another
+                // node took the object over: fenced), that is the reason to give.
+                Err(_) => Err(progress.borrow().error.clone().unwrap_or_else(|| {
+                    Error::WriteFailed("the object closed before its write was replicated".into())
+                })),
             }
         })
     }

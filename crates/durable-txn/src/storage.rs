@@ -850,7 +850,13 @@ impl Storage {
         }
         match self.sql().map_err(Some)?.sync() {
             Ok(()) => {
-                self.state().unsynced = None;
+                // Durable locally now; under replication the turn's results still wait for
+                // the copy (the bookmark itself needs only the local history).
+                let Engine::Sqlite { durable, .. } = &self.inner.engine else { return Ok(()) };
+                let mut state = self.state();
+                if state.unsynced.is_some_and(|(seq, _)| durable.settled(seq)) {
+                    state.unsynced = None;
+                }
                 Ok(())
             }
             Err(e) => Err(Some(Error::WriteFailed(e.to_string()))),

@@ -32,7 +32,11 @@
 //! A last phase per mode pauses a node (SIGSTOP) past its lease while it owns an object, lets
 //! another node take the object over and write, and resumes the first (SIGCONT): it must
 //! refuse writes (fenced) and name the new owner, and the archive's history must be the new
-//! owner's, holding none of the writes the paused node acknowledged after the takeover.
+//! owner's, holding none of the writes the paused node acknowledged after the takeover. Each
+//! owner's writes there ask for the bookmark of the state they made (`write-bookmark`), and
+//! each must restore from the archive to exactly the writes acknowledged up to it (under
+//! `Local` those of the paused node's lost tail may fail to resolve, never name another
+//! state).
 //! Under `Replicated` a write queued to it while it was paused, and every write after, must
 //! be refused, and the archive must hold exactly the writes the two owners acknowledged.
 //! Under `Local` it acknowledges writes (durable locally) until its first upload after
@@ -511,44 +515,79 @@ fn archived(
             }
             Err(e) => eprintln!("failover: {name}: no archive to check ({e})"),
         }
-        let mut rows: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        let mut rows: Rows = BTreeMap::new();
         let reading = Instant::now();
         let image = ns.archived_image(name, None);
         if reading.elapsed() > Duration::from_secs(1) {
             eprintln!("failover: {name}: reading the archive took {}", secs(reading.elapsed()));
         }
         match image {
-            Ok((_, image)) => {
-                let file = dir.join("image.sqlite");
-                std::fs::write(&file, image).map_err(|e| e.to_string())?;
-                let db = durable_storage::Database::open(&file, Default::default())
-                    .map_err(|e| format!("{name}: {e}"))?;
-                // An object whose archived commits hold no write yet has no table.
-                let has_table = db
-                    .exec("SELECT 1 FROM sqlite_master WHERE name = 'writes'", &[])
-                    .map_err(|e| format!("{name}: {e}"))?
-                    .next()
-                    .is_some();
-                let query = match has_table {
-                    true => "SELECT n, part FROM writes ORDER BY n, part",
-                    false => "SELECT 0 AS n, 0 AS part WHERE 0",
-                };
-                let cursor = db.exec(query, &[]).map_err(|e| format!("{name}: {e}"))?;
-                for row in cursor {
-                    let row = row.map_err(|e| format!("{name}: {e}"))?;
-                    let n: i64 = row.get("n").map_err(|e| format!("{name}: {e}"))?;
-                    let part: i64 = row.get("part").map_err(|e| format!("{name}: {e}"))?;
-                    rows.entry(n).or_default().push(part);
-                }
-                drop(db);
-                std::fs::remove_file(&file).map_err(|e| e.to_string())?;
-            }
+            Ok((_, image)) => rows = rows_of_image(dir, name, &image)?,
             // No commit archived: nothing present (counted as lost if any was acknowledged).
             Err(e) => eprintln!("failover: {name}: nothing archived ({e})"),
         }
         out.push(rows);
     }
     Ok((out, health))
+}
+
+/// The rows of table `writes` in `image` (a database file's bytes), written to a scratch
+/// file in `dir` to be read: each number with its parts.
+fn rows_of_image(dir: &Path, name: &str, image: &[u8]) -> Result<Rows, String> {
+    let mut rows: Rows = BTreeMap::new();
+    let file = dir.join("image.sqlite");
+    std::fs::write(&file, image).map_err(|e| e.to_string())?;
+    let db = durable_storage::Database::open(&file, Default::default())
+        .map_err(|e| format!("{name}: {e}"))?;
+    // An object whose archived commits hold no write yet has no table.
+    let has_table = db
+        .exec("SELECT 1 FROM sqlite_master WHERE name = 'writes'", &[])
+        .map_err(|e| format!("{name}: {e}"))?
+        .next()
+        .is_some();
+    let query = match has_table {
+        true => "SELECT n, part FROM writes ORDER BY n, part",
+        false => "SELECT 0 AS n, 0 AS part WHERE 0",
+    };
+    let cursor = db.exec(query, &[]).map_err(|e| format!("{name}: {e}"))?;
+    for row in cursor {
+        let row = row.map_err(|e| format!("{name}: {e}"))?;
+        let n: i64 = row.get("n").map_err(|e| format!("{name}: {e}"))?;
+        let part: i64 = row.get("part").map_err(|e| format!("{name}: {e}"))?;
+        rows.entry(n).or_default().push(part);
+    }
+    drop(db);
+    std::fs::remove_file(&file).map_err(|e| e.to_string())?;
+    Ok(rows)
+}
+
+/// The writes present at each of `bookmarks` of object `name`, rebuilt from the archive
+/// (`Namespace::archived_image`), or why that failed.
+fn rows_at_bookmarks(
+    endpoint: &str,
+    prefix: &str,
+    dir: &Path,
+    name: &str,
+    bookmarks: &[String],
+) -> Result<Vec<Result<BTreeSet<i64>, String>>, String> {
+    let archive = Archive::Store(ArchiveStore::new(store(endpoint)?, prefix));
+    let options = NamespaceOptions::new().archive(archive).node_id("bookmark-checker");
+    let ns = Namespace::open(dir, options).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for bookmark in bookmarks {
+        out.push(match ns.archived_image(name, Some(bookmark)) {
+            Ok((_, image)) => {
+                let rows = rows_of_image(dir, name, &image)?;
+                if rows.values().any(|parts| parts.as_slice() != [0, 1]) {
+                    Err(format!("a write in part at {bookmark}"))
+                } else {
+                    Ok(rows.keys().copied().collect())
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        });
+    }
+    Ok(out)
 }
 
 /// The checker's verdict on one object: acknowledged writes lost, torn, phantom rows.
@@ -781,15 +820,19 @@ fn zombie_phase(
     let mut owner_acked: BTreeSet<i64> = BTreeSet::new();
     let mut zombie_acked: Vec<i64> = Vec::new();
     let mut refused: Vec<String> = Vec::new();
+    // The bookmark each owner's acknowledged write made: (number, bookmark), in order.
+    let mut before_marks: Vec<(i64, String)> = Vec::new();
+    let mut owner_marks: Vec<(i64, String)> = Vec::new();
     let result = rt.block_on(async {
         let (mut to_a, mut to_b) = (None, None);
         for n in 1..=5 {
-            let reply =
-                request(&mut to_a, a, &format!("write {name} {n}"), REQUEST_TIMEOUT).await?;
-            if reply != format!("ok {name} {n}") {
+            let line = format!("write-bookmark {name} {n}");
+            let reply = request(&mut to_a, a, &line, REQUEST_TIMEOUT).await?;
+            let Some(mark) = reply.strip_prefix(&format!("ok {name} {n} ")) else {
                 return Err(format!("node 0, write {n}: {reply}"));
-            }
+            };
             before.insert(n);
+            before_marks.push((n, mark.to_owned()));
         }
         cluster.signal(0, "STOP")?;
         let paused = Instant::now();
@@ -804,10 +847,12 @@ fn zombie_phase(
         let mut n = 100;
         while owner_acked.len() < 5 && paused.elapsed() < Duration::from_secs(20) {
             n += 1;
-            match request(&mut to_b, b, &format!("write {name} {n}"), REQUEST_TIMEOUT).await {
-                Ok(reply) if reply == format!("ok {name} {n}") => {
+            let line = format!("write-bookmark {name} {n}");
+            match request(&mut to_b, b, &line, REQUEST_TIMEOUT).await {
+                Ok(reply) if reply.starts_with(&format!("ok {name} {n} ")) => {
                     takeover.get_or_insert(paused.elapsed());
                     owner_acked.insert(n);
+                    owner_marks.push((n, reply[format!("ok {name} {n} ").len()..].to_owned()));
                 }
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
@@ -841,12 +886,13 @@ fn zombie_phase(
         }
         // The new owner writes on.
         for n in 200..=204 {
-            let reply =
-                request(&mut to_b, b, &format!("write {name} {n}"), REQUEST_TIMEOUT).await?;
-            if reply != format!("ok {name} {n}") {
+            let line = format!("write-bookmark {name} {n}");
+            let reply = request(&mut to_b, b, &line, REQUEST_TIMEOUT).await?;
+            let Some(mark) = reply.strip_prefix(&format!("ok {name} {n} ")) else {
                 return Err(format!("node 1, write {n}: {reply}"));
-            }
+            };
             owner_acked.insert(n);
+            owner_marks.push((n, mark.to_owned()));
         }
         Ok(takeover)
     });
@@ -873,6 +919,40 @@ fn zombie_phase(
     let prefix_kept = kept.iter().eq(before.iter().take(kept.len()));
     let owners = present.difference(&before).copied().collect::<BTreeSet<i64>>() == owner_acked;
     let tail_lost = before.len() - kept.len();
+    // Every bookmark an owner handed out names exactly the writes acknowledged up to it: node
+    // 0's (those of its lost tail under `Local` may fail to resolve, never name another
+    // state), then node 1's on top of what it took over.
+    let mut expected: Vec<(String, BTreeSet<i64>, bool)> = Vec::new();
+    for (n, mark) in &before_marks {
+        let upto: BTreeSet<i64> = before.range(..=n).copied().collect();
+        expected.push((mark.clone(), upto, replication == "replicated" || kept.contains(n)));
+    }
+    for (n, mark) in &owner_marks {
+        let upto: BTreeSet<i64> = kept.iter().chain(owner_acked.range(..=n)).copied().collect();
+        expected.push((mark.clone(), upto, true));
+    }
+    let marks: Vec<String> = expected.iter().map(|(m, _, _)| m.clone()).collect();
+    let at_marks = rows_at_bookmarks(
+        &settings.endpoint,
+        &prefix,
+        &settings.base.join(format!("bookmarks-{prefix}")),
+        name,
+        &marks,
+    )?;
+    let mut bookmark_problems = Vec::new();
+    for ((mark, want, must), got) in expected.iter().zip(&at_marks) {
+        match got {
+            Ok(rows) if rows == want => {}
+            Ok(rows) => bookmark_problems.push(format!("{mark}: {rows:?}, acknowledged {want:?}")),
+            Err(e) if *must => bookmark_problems.push(format!("{mark} ({want:?}): {e}")),
+            Err(_) => {}
+        }
+    }
+    let restored = expected
+        .iter()
+        .zip(&at_marks)
+        .filter(|((_, want, _), got)| got.as_ref().is_ok_and(|rows| rows == want))
+        .count();
     let history_ok = match replication {
         "replicated" => zombie.is_empty() && present == acked,
         _ => split.is_empty() && prefix_kept && owners,
@@ -898,13 +978,18 @@ fn zombie_phase(
     println!(
         "failover zombie {replication}: node 1 took over {} after node 0 was paused; node 0 \
          resumed: {} writes acknowledged, {} refused ({}fenced, {}named node 1); {verdict}; \
-         {health}",
+         {restored} of the owners' {} bookmarks restore exactly, {} wrong; {health}",
         secs(takeover),
         zombie_acked.len(),
         refused.len(),
         if fenced { "" } else { "none " },
         if named { "" } else { "never " },
+        expected.len(),
+        bookmark_problems.len(),
     );
+    for problem in &bookmark_problems {
+        println!("  bookmark {problem}");
+    }
     for reply in &refused {
         println!("  refused: {reply}");
     }
@@ -915,7 +1000,12 @@ fn zombie_phase(
     for problem in problems.iter().chain(&health.examples) {
         println!("  {problem}");
     }
-    Ok(history_ok && named && problems.is_empty() && health.broken == 0)
+    Ok(history_ok
+        && fenced
+        && named
+        && bookmark_problems.is_empty()
+        && problems.is_empty()
+        && health.broken == 0)
 }
 
 fn main() -> ExitCode {

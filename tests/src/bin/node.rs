@@ -10,6 +10,8 @@
 //!   `ok OBJ N` once the event's result was released (durable locally, or in the archive store
 //!   under `--replication replicated`), `owner OBJ NODE ADDRESS` when another live node holds
 //!   the object's lease (the client goes there), `err OBJ MESSAGE` otherwise.
+//! - `write-bookmark OBJ N`: the same write; the answer is `ok OBJ N BOOKMARK`, the bookmark
+//!   of the state the write made (`current_bookmark` in the same event).
 //!
 //! Objects stay open between requests; one whose event failed (fenced, reset, the store not
 //! answering) is dropped, so the next request opens it again (or names its new owner).
@@ -138,7 +140,9 @@ impl Node {
         Ok(object)
     }
 
-    async fn write(&self, name: &str, n: i64) -> String {
+    /// Writes `n` to `name`: `ok NAME N`, followed by the bookmark of the state the write
+    /// made when `bookmark` is set (taken in the same event, so confirmed with it).
+    async fn write(&self, name: &str, n: i64, bookmark: bool) -> String {
         let object = match self.open(name).await {
             Ok(object) => object,
             Err(reply) => return reply,
@@ -149,13 +153,19 @@ impl Node {
                 db.exec("CREATE TABLE IF NOT EXISTS writes(n INTEGER, part INTEGER)", &[])?;
                 db.exec("INSERT INTO writes VALUES (?, 0)", &[n.into()])?;
                 db.exec("INSERT INTO writes VALUES (?, 1)", &[n.into()])?;
-                Ok::<_, durable_storage::txn::Error>(())
+                match bookmark {
+                    true => ctx.storage().current_bookmark().await.map(Some),
+                    false => Ok::<_, durable_storage::txn::Error>(None),
+                }
             })
             .await;
         let error = match result {
-            Ok(Ok(())) => {
+            Ok(Ok(bookmark)) => {
                 tracing::debug!(target: "node", "ok {name} {n}");
-                return format!("ok {name} {n}");
+                return match bookmark {
+                    Some(b) => format!("ok {name} {n} {b}"),
+                    None => format!("ok {name} {n}"),
+                };
             }
             Ok(Err(e)) | Err(e) => e,
         };
@@ -169,8 +179,8 @@ impl Node {
     async fn reply(&self, line: &str) -> String {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["write", name, n] => match n.parse::<i64>() {
-                Ok(n) => self.write(name, n).await,
+            [verb @ ("write" | "write-bookmark"), name, n] => match n.parse::<i64>() {
+                Ok(n) => self.write(name, n, *verb == "write-bookmark").await,
                 Err(e) => format!("err {name} bad number: {e}"),
             },
             _ => format!("err - unknown request {:?}", line.trim()),

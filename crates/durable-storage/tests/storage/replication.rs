@@ -81,6 +81,54 @@ fn replicated_results_wait_for_the_store_and_survive_the_machine() {
     });
 }
 
+/// A bookmark call commits the event's writes and syncs them before naming the state; the
+/// event's result still waits for the store. It used to be released at the local sync: the
+/// failover test's zombie phase lost two acknowledged writes whose events took bookmarks.
+#[test]
+fn a_result_that_took_a_bookmark_waits_for_the_store_too() {
+    crate::support::rt().block_on(async {
+        let put = Duration::from_millis(150);
+        let config = ThrottleConfig { wait_put_per_call: put, ..Default::default() };
+        let store: Arc<dyn ObjectStore> = Arc::new(ThrottledStore::new(InMemory::new(), config));
+        let dir = Dir::new();
+        let ns = dir.open(options(store, Replication::Replicated));
+        let doc = ns.object("doc", |_| Doc).unwrap();
+        for n in 1..=3i64 {
+            let started = Instant::now();
+            let bookmark = doc
+                .call(move |ctx| async move {
+                    let db = ctx.storage().sql()?;
+                    db.exec("CREATE TABLE IF NOT EXISTS notes(n INTEGER)", &[])?;
+                    db.exec("INSERT INTO notes VALUES (?)", &[n.into()])?;
+                    ctx.storage().current_bookmark().await
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            let took = started.elapsed();
+            assert!(took >= put, "write {n} released after {took:?}, before the store's put");
+            assert_eq!(archived(&ns, &dir, "doc"), (1..=n).collect::<Vec<_>>());
+            // The bookmark names that state, in the store.
+            let (_, image) = ns.archived_image("doc", Some(&bookmark)).unwrap();
+            let file = dir.path().join("at.sqlite");
+            std::fs::write(&file, image).unwrap();
+            let db = durable_storage::Database::open(&file, Default::default()).unwrap();
+            let count: i64 = db
+                .exec("SELECT count(*) AS c FROM notes", &[])
+                .unwrap()
+                .one::<durable_storage::Row>()
+                .unwrap()
+                .get("c")
+                .unwrap();
+            assert_eq!(count, n);
+            drop(db);
+            std::fs::remove_file(&file).unwrap();
+        }
+        drop(doc);
+        ns.close().await.unwrap();
+    });
+}
+
 #[test]
 fn an_unreachable_store_fails_replicated_results_after_the_timeout_and_loses_nothing() {
     crate::support::rt().block_on(async {

@@ -400,3 +400,27 @@ fn a_commit_durable_at_once_still_waits_for_replication() {
     });
     assert!(matches!(storage.end_turn().unwrap(), TurnEnd::Durable), "nothing left to wait for");
 }
+
+/// A result waiting for its copy when the host stops the pipeline (another node fenced the
+/// object) and then stops reporting fails with the host's reason, not with a bare "closed".
+#[test]
+fn a_replicated_wait_ended_by_a_stopped_pipeline_gives_its_reason() {
+    let dir = Dir::new();
+    let storage = Storage::open(dir.path(), Options::new().durability(Durability::Full)).unwrap();
+    let (report, replica) = tokio::sync::watch::channel(Replicated::default());
+    storage.set_replication(Some(replica));
+    storage.put("k", &1);
+    let TurnEnd::Flushing { durable, .. } = storage.end_turn().unwrap() else {
+        panic!("the turn did not wait for its copy");
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(durable.wait()));
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "released before replication");
+    storage
+        .sql()
+        .unwrap()
+        .fail_durability(std::io::Error::other("fenced: node n1 took the object over"));
+    drop(report);
+    let err = rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap_err();
+    assert!(err.to_string().contains("fenced: node n1 took the object over"), "{err}");
+}
