@@ -23,6 +23,22 @@ fn last_write_ms(db: &Path) -> Option<i64> {
         .max()
 }
 
+/// The node other than this folder's that holds object `name`'s lease, or last held it:
+/// `NODE at ADDRESS`, with `(lease ended)` when it is not held now. `None` when objects are
+/// not leased, or this folder's node holds it, or no node ever did. An inspecting command
+/// leaves such an object alone: opening it would take it over (or fail with `LeaseHeld`).
+pub(crate) fn held_elsewhere(
+    ns: &durable_storage::Namespace,
+    name: &str,
+) -> Result<Option<String>> {
+    let Some(me) = ns.node_id() else { return Ok(None) };
+    Ok(ns.owner(name)?.filter(|o| o.node != me).map(|o| {
+        let at = o.address.map(|a| format!(" at {a}")).unwrap_or_default();
+        let ended = if o.live { "" } else { " (lease ended)" };
+        format!("{}{at}{ended}", o.node)
+    }))
+}
+
 /// Lists the objects of the data directory.
 pub fn run(env: &mut Env) -> Result<()> {
     if !env.data.exists() {
@@ -37,8 +53,12 @@ pub fn run(env: &mut Env) -> Result<()> {
         let path = ns.path_of(&name);
         // Read the times before opening: opening may touch the files.
         let written = last_write_ms(&path);
-        // With a shared archive, an object another live node owns is not opened here:
-        // its row names the owner instead.
+        // With a shared archive, an object another node owns (or owned last) is not
+        // opened here, which would take it over: its row names the owner instead.
+        if let Some(owner) = held_elsewhere(&ns, &name)? {
+            rows.push((name, None, written, None, Some(owner)));
+            continue;
+        }
         let (size, bookmark, owner) = match ns.storage(&name) {
             Ok(handle) => {
                 let owner = ns.node_id();

@@ -552,13 +552,21 @@ pub fn archive(env: &mut Env, command: ArchiveCommand) -> Result<()> {
     match command {
         ArchiveCommand::Status { object } => {
             let names = names(object)?;
-            let rows = per_object(&names, |name| Ok(ns.storage(name)?.archive_status()))?;
+            // An object another node holds (or held last) is that node's to report:
+            // opening it here would take it over.
+            let rows = per_object(&names, |name| {
+                Ok(match crate::objects::held_elsewhere(&ns, name)? {
+                    Some(owner) => Err(owner),
+                    None => Ok(ns.storage(name)?.archive_status()),
+                })
+            })?;
             if env.out.json {
                 let docs: Vec<_> = rows
                     .iter()
                     .map(|(name, s)| match s {
-                        None => json!({ "object": name, "archived": false }),
-                        Some(s) => json!({
+                        Err(owner) => json!({ "object": name, "archived": true, "owner": owner }),
+                        Ok(None) => json!({ "object": name, "archived": false }),
+                        Ok(Some(s)) => json!({
                             "object": name,
                             "archived": true,
                             "epoch": s.epoch,
@@ -591,8 +599,9 @@ pub fn archive(env: &mut Env, command: ArchiveCommand) -> Result<()> {
             let cells: Vec<Vec<String>> = rows
                 .iter()
                 .map(|(name, s)| match s {
-                    None => vec![name.clone(), "-".into(), "no archive".into()],
-                    Some(s) => vec![
+                    Err(owner) => vec![name.clone(), "-".into(), format!("held by {owner}")],
+                    Ok(None) => vec![name.clone(), "-".into(), "no archive".into()],
+                    Ok(Some(s)) => vec![
                         name.clone(),
                         s.epoch.to_string(),
                         s.seq.to_string(),
@@ -620,15 +629,39 @@ pub fn archive(env: &mut Env, command: ArchiveCommand) -> Result<()> {
         }
         ArchiveCommand::Prune { object } => {
             let names = names(object)?;
-            let done = per_object(&names, |name| Ok(ns.storage(name)?.maintain_archive()?))?;
+            // Another node's objects are its to maintain (it does, in the background).
+            let done = per_object(&names, |name| {
+                Ok(match crate::objects::held_elsewhere(&ns, name)? {
+                    Some(owner) => Some(owner),
+                    None => {
+                        ns.storage(name)?.maintain_archive()?;
+                        None
+                    }
+                })
+            })?;
+            let maintained: Vec<&String> =
+                done.iter().filter(|(_, o)| o.is_none()).map(|(n, _)| n).collect();
+            let skipped: Vec<String> = done
+                .iter()
+                .filter_map(|(n, o)| o.as_ref().map(|o| format!("{n} (held by {o})")))
+                .collect();
             if env.out.json {
-                let list: Vec<&String> = done.iter().map(|(n, _)| n).collect();
-                return env.out.json(&json!({ "maintained": list }));
+                let elsewhere: serde_json::Map<String, serde_json::Value> = done
+                    .iter()
+                    .filter_map(|(n, o)| Some((n.clone(), json!(o.as_ref()?))))
+                    .collect();
+                return env
+                    .out
+                    .json(&json!({ "maintained": maintained, "held_elsewhere": elsewhere }));
             }
             env.out.line(format!(
                 "uploaded, merged and pruned the history of {} object(s)",
-                done.len()
-            ))
+                maintained.len()
+            ))?;
+            if !skipped.is_empty() {
+                env.out.line(format!("left to their owners: {}", skipped.join(", ")))?;
+            }
+            Ok(())
         }
     }
 }

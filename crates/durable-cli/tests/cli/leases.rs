@@ -98,3 +98,35 @@ fn a_second_writer_is_refused_while_the_first_holds_the_object() {
     let rows: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
     assert_eq!(rows["rows"].to_string(), r#"[{"x":"from a"},{"x":"from b"}]"#, "{rows}");
 }
+
+/// The inspecting commands leave another node's objects alone. A folder that held an object
+/// before another node took it over lists it with that owner (`objects`, `archive status`)
+/// and does not maintain it (`archive prune`): opening it there would take it back.
+#[test]
+fn inspecting_a_folder_leaves_an_object_another_node_took_alone() {
+    let (a, b) = (Data::new(), Data::new());
+    let shared = a.root().join("shared-archive");
+    let archive = shared.to_str().unwrap();
+    a.ok(&["--archive", archive, "sql", "room", "CREATE TABLE t(x); INSERT INTO t VALUES (1)"]);
+    b.ok(&["--archive", archive, "sql", "room", "INSERT INTO t VALUES (2)"]);
+    let b_node = std::fs::read_to_string(b.path().join("_node")).unwrap();
+    let b_node = b_node.trim();
+    let listed = a.json(&["--archive", archive, "objects"]);
+    assert_eq!(listed[0]["name"], "room", "{listed}");
+    let owner = listed[0]["owner"].as_str().unwrap_or_default().to_owned();
+    assert!(owner.starts_with(b_node) && owner.ends_with("(lease ended)"), "{listed}");
+    assert!(listed[0]["size"].is_null(), "not opened: {listed}");
+    let status = a.json(&["--archive", archive, "archive", "status"]);
+    assert!(status[0]["owner"].as_str().is_some_and(|o| o.starts_with(b_node)), "{status}");
+    let text = a.ok(&["--archive", archive, "archive", "status"]);
+    assert!(text.contains(&format!("held by {b_node}")), "{text}");
+    let pruned = a.ok(&["--archive", archive, "archive", "prune"]);
+    assert!(pruned.contains("pruned the history of 0 object(s)"), "{pruned}");
+    assert!(pruned.contains(&format!("left to their owners: room (held by {b_node}")), "{pruned}");
+    // Nothing moved: b opens its object as it left it, no takeover.
+    let run = b.run(&["--archive", archive, "--json", "sql", "room", "SELECT x FROM t"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stderr.contains("another node wrote this object"), "{run:?}");
+    let rows: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(rows["rows"].to_string(), r#"[{"x":1},{"x":2}]"#, "{rows}");
+}

@@ -147,6 +147,10 @@ fn export_and_restore_to_a_file_read_the_archive_alone() {
     let data = Data::new();
     data.ok(&["sql", "o", "CREATE TABLE t (x); INSERT INTO t VALUES (1)"]);
     let first = data.ok(&["bookmark", "o"]).trim().to_owned();
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    let between = since_epoch.unwrap().as_millis().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(30));
     data.ok(&["sql", "o", "INSERT INTO t VALUES (2)"]);
     let count = |file: &std::path::Path| -> i64 {
         let db = durable_storage::Database::open(file, Default::default()).unwrap();
@@ -161,6 +165,11 @@ fn export_and_restore_to_a_file_read_the_archive_alone() {
     assert_eq!(count(&old), 1, "the state at the bookmark, the object untouched");
     let doc = data.json(&["export", "o", "--bookmark", &first, "--to", old.to_str().unwrap()]);
     assert_eq!(doc["bookmark"], first.as_str());
+    // By time: the newest commit at or before it, found in the archive.
+    std::fs::remove_file(&old).unwrap();
+    let doc = data.json(&["export", "o", "--at", &between, "--to", old.to_str().unwrap()]);
+    assert_eq!(doc["bookmark"], first.as_str(), "{doc}");
+    assert_eq!(count(&old), 1);
     let err =
         data.fails(&["export", "o", "--at", "2000-01-01T00:00:00Z", "--to", old.to_str().unwrap()]);
     assert!(err.contains("no commit of \"o\" archived at or before 946684800000 ms"), "{err}");
