@@ -201,3 +201,56 @@ fn compaction_and_retention_run_in_the_background() {
         ns.close().await.unwrap();
     });
 }
+
+/// `Local` against a store that fails: events are confirmed at the local fsync as before,
+/// the status shows the backlog (commits, seconds, the error), and once the store heals the
+/// backlog goes up by itself, nobody asking. And one upload carries many commits: commits
+/// made back to back go up in a few PUTs, not one each.
+#[test]
+fn under_local_a_failing_store_holds_nothing_up_and_the_backlog_uploads_by_itself() {
+    crate::support::rt().block_on(async {
+        let faulty = FaultyStore::new(Arc::new(InMemory::new()));
+        let store: Arc<dyn ObjectStore> = faulty.clone();
+        let dir = Dir::new();
+        let ns = dir.open(options(store.clone(), Duration::from_millis(200)));
+        let object = ns.object("doc", |_| Doc).unwrap();
+        add(&object, 0).await;
+        let pending = || ns.archive_status()[0].1.pending;
+        crate::support::eventually("the first commit uploads", || pending() == 0).await;
+        // Maintenance is due at the first upload; let it finish before counting.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = faulty.put_attempts();
+        for n in 1..=20 {
+            add(&object, n).await;
+        }
+        crate::support::eventually("the 20 commits upload", || pending() == 0).await;
+        let puts = faulty.put_attempts() - before;
+        assert!(puts <= 5, "{puts} PUTs for 20 commits made back to back");
+
+        faulty.fill();
+        let failing = Instant::now();
+        for n in 21..=40 {
+            let started = Instant::now();
+            add(&object, n).await;
+            let took = started.elapsed();
+            assert!(took < Duration::from_millis(500), "commit {n} waited {took:?} for the store");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let status = ns.archive_status()[0].1.clone();
+        assert_eq!(status.pending, 20, "{status:?}");
+        let oldest = failing.elapsed().as_millis() as u64;
+        assert!(status.lag_ms >= 300 && status.lag_ms <= oldest, "{status:?} after {oldest} ms");
+        let error = status.last_error.clone().unwrap_or_default();
+        assert!(error.contains("No space left on device"), "{status:?}");
+        faulty.heal();
+        crate::support::eventually("the backlog uploads by itself", || pending() == 0).await;
+        assert_eq!(ns.archive_status()[0].1.last_error, None);
+        let store2 = store.clone();
+        let seen = tokio::task::spawn_blocking(move || from_the_archive_alone(store2, "doc"))
+            .await
+            .unwrap();
+        assert_eq!(seen, (0..=40).collect::<Vec<_>>());
+        drop(object);
+        ns.close().await.unwrap();
+    });
+}
