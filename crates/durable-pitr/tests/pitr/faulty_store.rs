@@ -36,6 +36,8 @@ struct Faults {
     failing_keys: Option<String>,
     /// Gets seen, per key.
     gets: std::collections::HashMap<String, usize>,
+    /// Delete requests (`delete_stream` calls: a bulk delete is one).
+    delete_calls: usize,
 }
 
 /// Wraps a store and fails the calls its switches select.
@@ -92,7 +94,12 @@ impl FaultyStore {
         f.failing_keys = None;
     }
 
-    /// Put attempts seen so far.
+    /// Delete requests seen so far (`delete_stream` calls; a single delete is one too).
+    pub fn delete_calls(&self) -> usize {
+        self.faults().delete_calls
+    }
+
+    /// Put attempts seen so far, failed or not.
     pub fn put_attempts(&self) -> usize {
         self.faults().put_attempts
     }
@@ -201,6 +208,7 @@ impl ObjectStore for FaultyStore {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.faults().delete_calls += 1;
         self.inner.delete_stream(locations)
     }
 

@@ -380,7 +380,8 @@ async fn a_corrupt_batch_stops_the_takeover_with_a_clear_error() {
 
 #[tokio::test]
 async fn a_sweep_deletes_what_stopped_nodes_logs_no_longer_need() {
-    let c = Cluster::new().with_long_segments();
+    let faulty = FaultyStore::new(Arc::new(InMemory::new()));
+    let c = Cluster::on(faulty.clone()).with_long_segments();
     let a = c.node("a").await;
     let ((db1, a1), (db2, a2)) = two_batches(&c, &a).await;
     c.kill(vec![(db1, a1), (db2, a2)]);
@@ -402,7 +403,9 @@ async fn a_sweep_deletes_what_stopped_nodes_logs_no_longer_need() {
     // a starts again (a later instance), they go.
     assert_eq!(c.fences(&a).await.len(), 2 * LANES);
     let _a_again = c.node("a").await;
+    let requests = faulty.delete_calls();
     assert_eq!(b.sweep_logs().await.unwrap(), 2 * LANES);
+    assert_eq!(faulty.delete_calls() - requests, 1, "one bulk delete for the sweep");
     assert!(c.keys(&log).await.is_empty(), "batches and fences gone: {:?}", c.keys(&log).await);
     // A running node's log is never swept, even where its objects moved on: b releases r1
     // with a delta still in its log.
