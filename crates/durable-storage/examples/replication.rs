@@ -25,6 +25,9 @@
 //! events in flight queue behind each other: by Little's law their latency is 100 divided
 //! by the throughput, whatever the store). Each group of rows (one object, 100, 100 paced)
 //! gets a PUT baseline of its own, `r-put-again`, taken just before it, for its ratios.
+//! `S3_ENDPOINT=http://127.0.0.1:PORT` uses a server already running instead (bucket
+//! `archive`, as `durable-s3-server DIR` serves it), for instance pinned to cores of its own
+//! (`taskset`); `TIMELINE=1` prints the paced rows' p50 and p99 per tenth of a second.
 //!
 //! Each row also shows the process's CPU time per event (user and system, on Linux), the S3
 //! server's included: a figure that the host's speed, which drifts on a shared machine,
@@ -283,15 +286,29 @@ fn main() {
         Ok(d) => tempfile::tempdir_in(d).unwrap(),
         Err(_) => tempfile::tempdir().unwrap(),
     };
-    let server = server_rt.block_on(S3Server::start(folder.path())).unwrap();
-    server.create_bucket("bench").unwrap();
+    // `S3_ENDPOINT`: a server already running (`durable-s3-server`, say on cores of its
+    // own), its bucket `archive`; otherwise one in this process.
+    let external = std::env::var("S3_ENDPOINT").ok();
+    let server = match &external {
+        Some(_) => None,
+        None => {
+            let server = server_rt.block_on(S3Server::start(folder.path())).unwrap();
+            server.create_bucket("bench").unwrap();
+            Some(server)
+        }
+    };
+    let (endpoint, bucket) = match (&external, &server) {
+        (Some(endpoint), _) => (endpoint.clone(), "archive"),
+        (None, Some(server)) => (server.endpoint(), "bench"),
+        (None, None) => return,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let store: Arc<dyn ObjectStore> = Arc::new(
             AmazonS3Builder::new()
-                .with_endpoint(server.endpoint())
+                .with_endpoint(endpoint)
                 .with_allow_http(true)
-                .with_bucket_name("bench")
+                .with_bucket_name(bucket)
                 .with_region("us-east-1")
                 .with_access_key_id(ACCESS_KEY)
                 .with_secret_access_key(SECRET_KEY)
