@@ -10,7 +10,7 @@ use std::time::Duration;
 use durable_pitr::{ArchiveConfig, Failpoint};
 use durable_sql::Database;
 
-use super::support::{Env, file_bytes, image};
+use super::support::{Env, copy_folder, file_bytes, image};
 
 /// A failpoint that fires at the `nth` hit of `point` once armed.
 struct Trap {
@@ -202,16 +202,6 @@ async fn every_restore_step_survives_a_crash_and_restores_once() {
         let (_db, archiver) = env.open_with(env.config()).await.unwrap();
         assert_eq!(archiver.status().epoch, 1, "{point}: exactly once");
         assert_eq!(file_bytes(&env.path), expected);
-    }
-}
-
-/// Copies the files of folder `from` into `to` (created), not recursing.
-fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        if entry.path().is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
     }
 }
 

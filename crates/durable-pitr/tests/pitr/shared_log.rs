@@ -16,6 +16,7 @@ use durable_sql::{Database, Options};
 
 use super::cluster::{Cluster, LEASE, rows, rows_of_image, write};
 use super::faulty_store::FaultyStore;
+use super::support::copy_folder;
 
 /// The lanes of a node's shared log (`log.rs`): a takeover fences each.
 const LANES: usize = 4;
@@ -435,10 +436,7 @@ async fn a_restart_after_a_power_loss_keeps_the_logged_positions() {
     assert!(archiver.replicate().await.unwrap());
     let journal = c.dir.path().join("a/r1.sqlite-pitr/journal");
     let saved = c.dir.path().join("saved-journal");
-    std::fs::create_dir_all(&saved).unwrap();
-    for entry in std::fs::read_dir(&journal).unwrap().flatten() {
-        std::fs::copy(entry.path(), saved.join(entry.file_name())).unwrap();
-    }
+    copy_folder(&journal, &saved);
     c.clock.advance(1_000);
     write(&db, "second");
     assert!(archiver.replicate().await.unwrap());
@@ -446,10 +444,7 @@ async fn a_restart_after_a_power_loss_keeps_the_logged_positions() {
     c.kill(vec![(db, archiver)]);
     // The power loss: the journal as it was synced.
     std::fs::remove_dir_all(&journal).unwrap();
-    std::fs::create_dir_all(&journal).unwrap();
-    for entry in std::fs::read_dir(&saved).unwrap().flatten() {
-        std::fs::copy(entry.path(), journal.join(entry.file_name())).unwrap();
-    }
+    copy_folder(&saved, &journal);
 
     c.clock.advance(LEASE.as_millis() as i64 + 1);
     let a = c.node("a").await;

@@ -181,6 +181,17 @@ pub fn step(db: &Database, rng: &mut Rng) {
     db.commit().unwrap();
 }
 
+/// Copies the files of folder `from` into `to` (created), not recursing: a folder as a power
+/// loss would leave it, when `from` was saved at the last sync.
+pub fn copy_folder(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
