@@ -851,12 +851,15 @@ impl Storage {
         match self.sql().map_err(Some)?.sync() {
             Ok(()) => {
                 // Durable locally now; under replication the turn's results still wait for
-                // the copy (the bookmark itself needs only the local history).
+                // the copy (the bookmark itself needs only the local history), and they wait
+                // as for a confirmed write even if every write before was unconfirmed: the
+                // bookmark names that state.
                 let Engine::Sqlite { durable, .. } = &self.inner.engine else { return Ok(()) };
                 let mut state = self.state();
-                if state.unsynced.is_some_and(|(seq, _)| durable.settled(seq)) {
-                    state.unsynced = None;
-                }
+                state.unsynced = match state.unsynced {
+                    Some((seq, _)) if !durable.settled(seq) => Some((seq, true)),
+                    _ => None,
+                };
                 Ok(())
             }
             Err(e) => Err(Some(Error::WriteFailed(e.to_string()))),

@@ -124,6 +124,21 @@ fn a_result_that_took_a_bookmark_waits_for_the_store_too() {
             drop(db);
             std::fs::remove_file(&file).unwrap();
         }
+        // Writes that did not ask to be confirmed, then a bookmark: the bookmark names
+        // their state, so it waits for the store like a confirmed write.
+        let unconfirmed = durable_storage::PutOptions::new().allow_unconfirmed(true);
+        let started = Instant::now();
+        let bookmark = doc
+            .call(move |ctx| async move {
+                ctx.storage().put_with("quick", &4i64, unconfirmed);
+                ctx.storage().current_bookmark().await
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let took = started.elapsed();
+        assert!(took >= put, "the bookmark went out after {took:?}, before the store's put");
+        assert!(ns.archived_image("doc", Some(&bookmark)).is_ok(), "{bookmark} not in the store");
         drop(doc);
         ns.close().await.unwrap();
     });
