@@ -797,53 +797,76 @@ pub(crate) async fn sweep(
     }
     let mut doomed = Vec::new();
     let mut leases: HashMap<String, Leases> = HashMap::new();
-    for ((node, instance), (slots, mut markers)) in dirs {
+    for ((node, instance), (slots, markers)) in dirs {
         if live(&node, &instance) {
             continue;
         }
-        let mut left = 0;
-        for key in slots {
-            let bytes = match store.get(&key).await {
-                Ok(r) => r.bytes().await.map_err(store_error("get", &key))?,
-                Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => return Err(store_error("get", &key)(e)),
-            };
-            let deltas = match decode_slot(&bytes, key.as_ref())? {
-                Slot::Batch(deltas) => deltas,
-                Slot::Fence(_) => {
-                    markers.push(key);
-                    continue;
-                }
-            };
-            let mut needed = false;
-            for delta in &deltas {
-                if !leases.contains_key(&delta.object) {
-                    let archive = Archive {
-                        store: store.clone(),
-                        prefix: delta.object.clone(),
-                        attempts: 1,
-                        failpoint: None,
-                        term: 0,
-                    };
-                    leases.insert(delta.object.clone(), crate::lease::read_leases(&archive).await?);
-                }
-                let l = &leases[&delta.object];
-                let term = delta.name.term;
-                let moved = l.released.contains(&term)
-                    || l.from.range(term.saturating_add(1)..).next().is_some();
-                needed |= !moved;
+        let gone = gone(&node, &instance);
+        // An instance whose log cannot be read (a slot unreadable or corrupt, its objects'
+        // leases unreadable) keeps everything this time; the others are still swept.
+        match instance_leftovers(store, slots, markers, gone, &mut leases).await {
+            Ok(keys) => doomed.extend(keys),
+            Err(error) => {
+                tracing::warn!(%error, node, instance, "not sweeping a stopped node's log");
             }
-            if needed {
-                left += 1;
-                continue;
-            }
-            doomed.push(key);
-        }
-        if left == 0 && gone(&node, &instance) {
-            doomed.extend(markers);
         }
     }
     delete_all(store, &top, doomed).await
+}
+
+/// What one stopped instance's log no longer needs: its batches whose every delta a later
+/// holder of the object has moved into segments (or whose term was released), and, once
+/// none of its batches is left and the instance is `gone`, its fences and fence markers.
+async fn instance_leftovers(
+    store: &Arc<dyn ObjectStore>,
+    slots: Vec<StorePath>,
+    mut markers: Vec<StorePath>,
+    gone: bool,
+    leases: &mut HashMap<String, Leases>,
+) -> Result<Vec<StorePath>> {
+    let mut doomed = Vec::new();
+    let mut left = 0;
+    for key in slots {
+        let bytes = match store.get(&key).await {
+            Ok(r) => r.bytes().await.map_err(store_error("get", &key))?,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(store_error("get", &key)(e)),
+        };
+        let deltas = match decode_slot(&bytes, key.as_ref())? {
+            Slot::Batch(deltas) => deltas,
+            Slot::Fence(_) => {
+                markers.push(key);
+                continue;
+            }
+        };
+        let mut needed = false;
+        for delta in &deltas {
+            if !leases.contains_key(&delta.object) {
+                let archive = Archive {
+                    store: store.clone(),
+                    prefix: delta.object.clone(),
+                    attempts: 1,
+                    failpoint: None,
+                    term: 0,
+                };
+                leases.insert(delta.object.clone(), crate::lease::read_leases(&archive).await?);
+            }
+            let l = &leases[&delta.object];
+            let term = delta.name.term;
+            let moved = l.released.contains(&term)
+                || l.from.range(term.saturating_add(1)..).next().is_some();
+            needed |= !moved;
+        }
+        if needed {
+            left += 1;
+        } else {
+            doomed.push(key);
+        }
+    }
+    if left == 0 && gone {
+        doomed.extend(markers);
+    }
+    Ok(doomed)
 }
 
 /// Deletes `keys` with as few requests as the store allows (S3's `DeleteObjects`, 1,000

@@ -404,10 +404,15 @@ async fn a_sweep_deletes_what_stopped_nodes_logs_no_longer_need() {
     // a starts again (a later instance), they go.
     assert_eq!(c.fences(&a).await.len(), 2 * LANES);
     let _a_again = c.node("a").await;
+    // A stopped node's log holding a slot nobody can read does not stop the sweep of the
+    // others' (that instance keeps everything).
+    let unreadable = StorePath::from("ns/_log/zz/0123456789abcdef/00/0000000000000000");
+    c.store.put(&unreadable, PutPayload::from(b"not a slot".to_vec())).await.unwrap();
     let requests = faulty.delete_calls();
     assert_eq!(b.sweep_logs().await.unwrap(), 2 * LANES);
     assert_eq!(faulty.delete_calls() - requests, 1, "one bulk delete for the sweep");
     assert!(c.keys(&log).await.is_empty(), "batches and fences gone: {:?}", c.keys(&log).await);
+    assert_eq!(c.keys("ns/_log/zz").await, [unreadable.to_string()]);
     // A running node's log is never swept, even where its objects moved on: b releases r1
     // with a delta still in its log.
     write(&db, "three");
