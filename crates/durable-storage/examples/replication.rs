@@ -25,6 +25,7 @@
 //! events in flight queue behind each other: by Little's law their latency is 100 divided
 //! by the throughput, whatever the store). Each group of rows (one object, 100, 100 paced)
 //! gets a PUT baseline of its own, `r-put-again`, taken just before it, for its ratios.
+//! `IN_FLIGHT=K` gives the back-to-back rows K callers per object instead of one.
 //! `S3_ENDPOINT=http://127.0.0.1:PORT` uses a server already running instead (bucket
 //! `archive`, as `durable-s3-server DIR` serves it), for instance pinned to cores of its own
 //! (`taskset`); `TIMELINE=1` prints the paced rows' p50 and p99 per tenth of a second.
@@ -130,7 +131,14 @@ async fn run(
     let mut tasks = Vec::new();
     let start = Instant::now();
     let deadline = start + seconds;
-    for i in 0..objects {
+    // Back to back, `IN_FLIGHT` callers per object (default 1) each send the next event as
+    // soon as the last is confirmed: an object runs an event while earlier ones wait for
+    // their copies (the output gate holds results, not the next event).
+    let in_flight = match pace {
+        Some(_) => 1,
+        None => std::env::var("IN_FLIGHT").ok().and_then(|s| s.parse().ok()).unwrap_or(1),
+    };
+    for i in (0..objects).flat_map(|i| std::iter::repeat_n(i, in_flight)) {
         let object = ns.object(&format!("o{i}"), |_| Counter).unwrap();
         let first = pace.map(|p| start + p.mul_f64(i as f64 / objects as f64));
         tasks.push(tokio::spawn(async move {
