@@ -208,12 +208,12 @@ impl Node {
         &self.root
     }
 
-    /// This instance's shared log and where it writes.
     /// The batches this node read from other instances' logs (see `log.rs`).
     pub(crate) fn slot_cache(&self) -> &crate::log::SlotCache {
         &self.slots
     }
 
+    /// This instance's shared log and where it writes.
     pub(crate) fn log(&self) -> (&Arc<SharedLog>, LogPlace) {
         let place = LogPlace {
             store: self.store.clone(),

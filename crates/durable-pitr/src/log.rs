@@ -650,13 +650,8 @@ async fn delete_gathered(deletes: Arc<Mutex<Deletes>>, store: Arc<dyn ObjectStor
             }
             std::mem::take(&mut d.keys)
         };
-        let keys = futures_util::stream::iter(keys.into_iter().map(Ok)).boxed();
-        let mut deleted = store.delete_stream(keys);
-        while let Some(outcome) = deleted.next().await {
-            match outcome {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(error) => tracing::warn!(%error, "could not delete a log batch"),
-            }
+        if let (_, Some(error)) = delete_all(&store, keys).await {
+            tracing::warn!(%error, "could not delete a log batch");
         }
     }
 }
@@ -811,7 +806,10 @@ pub(crate) async fn sweep(
             }
         }
     }
-    delete_all(store, &top, doomed).await
+    match delete_all(store, doomed).await {
+        (deleted, None) => Ok(deleted),
+        (_, Some(e)) => Err(store_error("delete", &top)(e)),
+    }
 }
 
 /// What one stopped instance's log no longer needs: its batches whose every delta a later
@@ -871,22 +869,23 @@ async fn instance_leftovers(
 
 /// Deletes `keys` with as few requests as the store allows (S3's `DeleteObjects`, 1,000
 /// keys each, through object_store's `delete_stream`); absent keys count as deleted.
-/// Returns how many went; an error names `under`, the folder they are in.
+/// Returns how many went, and the first failure (the other keys are still tried).
 async fn delete_all(
     store: &Arc<dyn ObjectStore>,
-    under: &StorePath,
     keys: Vec<StorePath>,
-) -> Result<usize> {
-    let mut deleted = 0;
+) -> (usize, Option<object_store::Error>) {
+    let (mut deleted, mut failed) = (0, None);
     let stream = futures_util::stream::iter(keys.into_iter().map(Ok)).boxed();
     let mut outcomes = store.delete_stream(stream);
     while let Some(outcome) = outcomes.next().await {
         match outcome {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
-            Err(e) => return Err(store_error("delete", under)(e)),
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
         }
     }
-    Ok(deleted)
+    (deleted, failed)
 }
 
 /// The batches of the log folder `dir`, in slot order (batches deleted meanwhile are

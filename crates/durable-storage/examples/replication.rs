@@ -296,19 +296,14 @@ fn main() {
     };
     // `S3_ENDPOINT`: a server already running (`durable-s3-server`, say on cores of its
     // own), its bucket `archive`; otherwise one in this process.
-    let external = std::env::var("S3_ENDPOINT").ok();
-    let server = match &external {
-        Some(_) => None,
-        None => {
+    let (_server, endpoint, bucket) = match std::env::var("S3_ENDPOINT") {
+        Ok(endpoint) => (None, endpoint, "archive"),
+        Err(_) => {
             let server = server_rt.block_on(S3Server::start(folder.path())).unwrap();
             server.create_bucket("bench").unwrap();
-            Some(server)
+            let endpoint = server.endpoint();
+            (Some(server), endpoint, "bench")
         }
-    };
-    let (endpoint, bucket) = match (&external, &server) {
-        (Some(endpoint), _) => (endpoint.clone(), "archive"),
-        (None, Some(server)) => (server.endpoint(), "bench"),
-        (None, None) => return,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
